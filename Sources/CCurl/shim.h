@@ -1,0 +1,4 @@
+#ifndef FERRY_CCURL_SHIM_H
+#define FERRY_CCURL_SHIM_H
+#include <curl/curl.h>
+#endif

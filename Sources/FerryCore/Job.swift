@@ -1,0 +1,175 @@
+import Foundation
+
+/// A job's identity: a random UUID, printed in lowercase.
+public struct JobID: Hashable, Codable, Sendable, CustomStringConvertible, Comparable {
+    public let uuid: UUID
+    public init(_ uuid: UUID = UUID()) { self.uuid = uuid }
+    /// Parses the printed form (with or without braces).
+    public init?(_ text: String) {
+        let trimmed = text.trimmingCharacters(in: CharacterSet(charactersIn: "{}"))
+        guard let uuid = UUID(uuidString: trimmed) else { return nil }
+        self.uuid = uuid
+    }
+    public var description: String { uuid.uuidString.lowercased() }
+    public static func < (lhs: JobID, rhs: JobID) -> Bool { lhs.description < rhs.description }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let id = JobID(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a job id: \(text)"))
+        }
+        self = id
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+/// One file of a download job: where it comes from, where it goes, how far it got.
+public struct JobFile: Codable, Equatable, Sendable {
+    /// The URL the bytes come from (`http`, `https` or `file`).
+    public var remoteURL: String
+    /// The absolute path the file gets when the job is completed.
+    public var localPath: String
+    /// Free key/value properties stored with the file (`sha256`, `size`, ...), read by validators.
+    public var properties: [String: String]
+    /// The size of the remote file; `nil` while unknown (BITS' `BG_SIZE_UNKNOWN`).
+    public var bytesTotal: UInt64?
+    /// Bytes written to the temporary file so far.
+    public var bytesTransferred: UInt64
+    /// All bytes are on disk and flushed: the file is ready to be committed.
+    public var isTransferred: Bool
+    /// `complete` renamed the temporary to ``localPath``.
+    public var isCommitted: Bool
+    /// The strong ETag of the remote file when its first byte arrived, used for `If-Range`.
+    public var remoteETag: String?
+    /// The `Last-Modified` of the remote file when its first byte arrived, used for `If-Range`.
+    public var remoteLastModified: String?
+
+    public init(remoteURL: String, localPath: String, properties: [String: String] = [:]) {
+        self.remoteURL = remoteURL
+        self.localPath = localPath
+        self.properties = properties
+        self.bytesTotal = nil
+        self.bytesTransferred = 0
+        self.isTransferred = false
+        self.isCommitted = false
+    }
+
+    /// Forget everything learnt about the remote file: the next transfer starts from zero.
+    public mutating func resetProgress() {
+        bytesTransferred = 0
+        bytesTotal = nil
+        isTransferred = false
+        remoteETag = nil
+        remoteLastModified = nil
+    }
+}
+
+/// Progress of a whole job, as BITS' `BG_JOB_PROGRESS`.
+public struct JobProgress: Codable, Equatable, Sendable {
+    /// Sum of the files' sizes; `nil` while any size is unknown.
+    public var bytesTotal: UInt64?
+    public var bytesTransferred: UInt64
+    public var filesTotal: Int
+    public var filesTransferred: Int
+}
+
+/// A download job: its identity, its files, its state and its settings.
+///
+/// `Job` is a value type. Its state changes only through ``apply(_:at:)``,
+/// which takes a ``JobEvent`` and returns the ``JobAction``s the engine must
+/// carry out; it does no I/O and can be tested without a network or a disk.
+public struct Job: Codable, Equatable, Sendable {
+    public let id: JobID
+    public var displayName: String
+    public var description: String
+    /// The uid of the user who created the job.
+    public let owner: UInt32
+    public var priority: JobPriority
+    public internal(set) var state: JobState
+    /// The job's files, in the order they were added. Stored apart from the job header.
+    public internal(set) var files: [JobFile] = []
+    public let creationTime: Date
+    public internal(set) var modificationTime: Date
+    public internal(set) var transferCompletionTime: Date?
+    /// Seconds to wait in `TRANSIENT_ERROR` before retrying (BITS' MinimumRetryDelay).
+    public internal(set) var minimumRetryDelay: Double
+    /// Seconds without progress after which a transient error becomes fatal; 0 makes every error fatal.
+    public internal(set) var noProgressTimeout: Double
+    /// The last error; set in `ERROR` and `TRANSIENT_ERROR`.
+    public internal(set) var lastError: FerryError?
+    /// When a job in `TRANSIENT_ERROR` is queued again.
+    public internal(set) var retryAt: Date?
+    /// When the job last stopped making progress because of an error; `nil` while it progresses.
+    public internal(set) var noProgressSince: Date?
+    /// Extra request headers sent with every request (`Name: value`).
+    public var customHeaders: [String]
+
+    /// The floor BITS puts on the minimum retry delay, in seconds.
+    public static let minimumRetryDelayFloor: Double = 5
+    /// BITS' default minimum retry delay: 600 s.
+    public static let defaultMinimumRetryDelay: Double = 600
+    /// BITS' default no-progress timeout: 14 days.
+    public static let defaultNoProgressTimeout: Double = 1_209_600
+
+    public init(
+        id: JobID = JobID(), displayName: String, description: String = "", owner: UInt32,
+        priority: JobPriority = .normal, createdAt: Date,
+        minimumRetryDelay: Double = Job.defaultMinimumRetryDelay,
+        noProgressTimeout: Double = Job.defaultNoProgressTimeout
+    ) {
+        self.id = id
+        self.displayName = displayName
+        self.description = description
+        self.owner = owner
+        self.priority = priority
+        self.state = .suspended
+        self.creationTime = createdAt
+        self.modificationTime = createdAt
+        self.minimumRetryDelay = max(minimumRetryDelay, Job.minimumRetryDelayFloor)
+        self.noProgressTimeout = max(0, noProgressTimeout)
+        self.customHeaders = []
+    }
+
+    /// Progress summed over the files.
+    public var progress: JobProgress {
+        var total: UInt64? = 0
+        var done: UInt64 = 0
+        var filesDone = 0
+        for file in files {
+            if let size = file.bytesTotal, let sum = total { total = sum + size } else { total = nil }
+            done += file.bytesTransferred
+            if file.isTransferred { filesDone += 1 }
+        }
+        return JobProgress(bytesTotal: total, bytesTransferred: done, filesTotal: files.count, filesTransferred: filesDone)
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case id, displayName, description, owner, priority, state, creationTime, modificationTime
+        case transferCompletionTime, minimumRetryDelay, noProgressTimeout, lastError, retryAt, noProgressSince
+        case customHeaders
+    }
+
+    /// Rebuilds a job from its persisted header (encoded without files) and its file rows.
+    public init(persistedHeader header: Job, files: [JobFile]) {
+        self = header
+        self.files = files
+    }
+
+    /// The hidden temporary a file is downloaded to: in the destination's directory,
+    /// named after the destination, the job and the file's index, so that it is
+    /// found again after a restart and never collides with another job's.
+    public func temporaryPath(ofFile index: Int) -> String {
+        let destination = files[index].localPath
+        let slash = destination.lastIndex(of: "/")
+        let directory = slash.map { String(destination[..<$0]) } ?? "."
+        let name = slash.map { String(destination[destination.index(after: $0)...]) } ?? destination
+        let tag = String(id.description.prefix(8))
+        return "\(directory)/.\(name).ferry-\(tag)-\(index).part"
+    }
+
+    /// Indices of the files that still need bytes.
+    public var pendingFileIndices: [Int] { files.indices.filter { !files[$0].isTransferred } }
+}

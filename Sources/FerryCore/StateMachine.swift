@@ -1,0 +1,275 @@
+import Foundation
+
+/// Something that happens to a job: a call from its owner, or news from the engine.
+public enum JobEvent: Equatable, Sendable {
+    // ---- calls (refused with INVALID_STATE on a final job) ----------------
+    case addFiles([JobFile])
+    case resume
+    case suspend
+    case cancel
+    case complete
+    case setPriority(JobPriority)
+    case setMinimumRetryDelay(Double)
+    case setNoProgressTimeout(Double)
+    case setCustomHeaders([String])
+    /// Points one file at another URL (BITS' `SetRemoteName`).
+    case setRemoteURL(file: Int, url: String)
+
+    // ---- news from the queue manager and the transport ---------------------
+    /// The scheduler gave the job its turn: `QUEUED` → `CONNECTING`.
+    case scheduled
+    /// The job's time slice ended or a higher priority took its place: back to `QUEUED`.
+    case preempted
+    /// A server answered for a file and its bytes start flowing: `CONNECTING` → `TRANSFERRING`.
+    case responseReceived(file: Int, bytesTotal: UInt64?, etag: String?, lastModified: String?, restartFromZero: Bool)
+    /// The temporary file of `file` now holds `bytes` bytes.
+    case bytesWritten(file: Int, bytes: UInt64)
+    /// Every byte of `file` is on disk and flushed.
+    case fileTransferred(file: Int)
+    /// A transfer of the job failed.
+    case failed(FerryError)
+    /// The retry timer of a job in `TRANSIENT_ERROR` fired.
+    case retryTimerFired
+    /// The renames asked for by ``JobAction/commitFiles(_:)`` all succeeded.
+    case committed
+    /// A rename asked for by ``JobAction/commitFiles(_:)`` failed; the job is not acknowledged.
+    /// `committed` lists the files that were renamed before the failure.
+    case commitFailed(FerryError, committed: [Int])
+    /// The agent started again after a stop: a job that was moving bytes goes back to the queue.
+    case restarted
+}
+
+/// What the engine must do after an event. The job itself has already changed.
+public enum JobAction: Equatable, Sendable {
+    /// Stop every transfer of the job, flushing what was written and recording it.
+    case stopTransfers
+    /// Delete these files' temporaries; their progress is already reset to zero.
+    case discardTemporaries([Int])
+    /// Flush and rename these files' temporaries to their final names, then report
+    /// ``JobEvent/committed`` or ``JobEvent/commitFailed(_:)``.
+    case commitFiles([Int])
+    /// Send the job to the back of the queue manager's list; it may start now.
+    case enqueue
+    /// Fire ``JobEvent/retryTimerFired`` at this time.
+    case scheduleRetry(at: Date)
+    case notifyFileTransferred(Int)
+    case notifyJobTransferred
+    case notifyJobError
+}
+
+extension Job {
+    /// Applies one event and returns what the engine must do about it.
+    ///
+    /// Calls on a job in a state that does not allow them throw
+    /// ``ErrorCode/invalidState``; news that arrives late (a transfer that ends
+    /// after its job was suspended) is ignored and returns no action.
+    /// - Parameters:
+    ///   - event: what happened.
+    ///   - now: the current time, for timestamps and timers.
+    /// - Returns: the actions to carry out, in order.
+    /// - Throws: ``FerryError`` with ``ErrorCode/invalidState``, ``ErrorCode/empty`` or
+    ///   ``ErrorCode/invalidArgument`` when a call is refused; the job is then unchanged.
+    public mutating func apply(_ event: JobEvent, at now: Date) throws(FerryError) -> [JobAction] {
+        switch event {
+        case .addFiles(let newFiles):
+            try requireNotFinal("add files to")
+            files.append(contentsOf: newFiles)
+            touch(now)
+            return state.isActive ? [.enqueue] : []
+
+        case .resume:
+            try requireNotFinal("resume")
+            guard !files.isEmpty else {
+                throw FerryError(code: .empty, context: .queueManager, message: "the job has no files; add files before resuming it")
+            }
+            switch state {
+            case .queued, .connecting, .transferring:
+                return []
+            case .transferred where pendingFileIndices.isEmpty:
+                return []
+            default:
+                state = .queued
+                lastError = nil
+                retryAt = nil
+                noProgressSince = nil
+                touch(now)
+                return [.enqueue]
+            }
+
+        case .suspend:
+            try requireNotFinal("suspend")
+            guard state != .suspended else { return [] }
+            let wasActive = state.isActive
+            state = .suspended
+            retryAt = nil
+            touch(now)
+            return wasActive ? [.stopTransfers] : []
+
+        case .cancel:
+            try requireNotFinal("cancel")
+            state = .cancelled
+            touch(now)
+            let uncommitted = files.indices.filter { !files[$0].isCommitted }
+            for index in uncommitted { files[index].resetProgress() }
+            return [.stopTransfers, .discardTemporaries(uncommitted)]
+
+        case .complete:
+            try requireNotFinal("complete")
+            return [.stopTransfers, .commitFiles(files.indices.filter { files[$0].isTransferred && !files[$0].isCommitted })]
+
+        case .committed:
+            guard !state.isFinal else { return [] }
+            for index in files.indices where files[index].isTransferred { files[index].isCommitted = true }
+            state = .acknowledged
+            touch(now)
+            // BITS' partial complete: what never finished is deleted, not renamed.
+            let unfinished = files.indices.filter { !files[$0].isCommitted }
+            for index in unfinished { files[index].resetProgress() }
+            return unfinished.isEmpty ? [] : [.discardTemporaries(unfinished)]
+
+        case .commitFailed(_, let renamed):
+            // The job keeps its state (BITS: a failed rename leaves it TRANSFERRED); an active job goes on.
+            for index in renamed where files.indices.contains(index) { files[index].isCommitted = true }
+            if !renamed.isEmpty { touch(now) }
+            return state.isActive ? [.enqueue] : []
+
+        case .restarted:
+            guard state == .connecting || state == .transferring else { return state == .queued ? [.enqueue] : [] }
+            state = .queued
+            return [.enqueue]
+
+        case .setPriority(let priority):
+            try requireNotFinal("change the priority of")
+            guard priority != self.priority else { return [] }
+            self.priority = priority
+            touch(now)
+            return state.isActive ? [.enqueue] : []
+
+        case .setMinimumRetryDelay(let seconds):
+            try requireNotFinal("change the retry delay of")
+            guard seconds.isFinite, seconds >= 0 else {
+                throw FerryError(code: .invalidArgument, context: .queueManager, message: "the minimum retry delay must be a number of seconds ≥ 0, got \(seconds)")
+            }
+            minimumRetryDelay = max(seconds, Job.minimumRetryDelayFloor)
+            touch(now)
+            return []
+
+        case .setNoProgressTimeout(let seconds):
+            try requireNotFinal("change the no-progress timeout of")
+            guard seconds.isFinite, seconds >= 0 else {
+                throw FerryError(code: .invalidArgument, context: .queueManager, message: "the no-progress timeout must be a number of seconds ≥ 0, got \(seconds)")
+            }
+            noProgressTimeout = seconds
+            touch(now)
+            return []
+
+        case .setCustomHeaders(let headers):
+            try requireNotFinal("change the headers of")
+            customHeaders = headers
+            touch(now)
+            return []
+
+        case .setRemoteURL(let index, let url):
+            try requireNotFinal("change a remote name of")
+            guard files.indices.contains(index) else {
+                throw FerryError(code: .invalidArgument, context: .queueManager, message: "the job has no file \(index)")
+            }
+            guard !files[index].isTransferred else {
+                throw FerryError(code: .invalidState, context: .queueManager, message: "file \(index) is already transferred")
+            }
+            files[index].remoteURL = url
+            touch(now)
+            return state.isActive ? [.stopTransfers, .enqueue] : []
+
+        case .scheduled:
+            guard state == .queued else { return [] }
+            state = .connecting
+            return []
+
+        case .preempted:
+            guard state == .connecting || state == .transferring else { return [] }
+            state = .queued
+            return [.stopTransfers, .enqueue]
+
+        case .responseReceived(let index, let total, let etag, let lastModified, let restart):
+            guard state.isActive, files.indices.contains(index) else { return [] }
+            if restart { files[index].resetProgress() }
+            files[index].bytesTotal = total
+            files[index].remoteETag = etag
+            files[index].remoteLastModified = lastModified
+            if state != .transferring { state = .transferring }
+            return []
+
+        case .bytesWritten(let index, let bytes):
+            guard state.isActive, files.indices.contains(index) else { return [] }
+            if bytes > files[index].bytesTransferred { noProgressSince = nil }
+            files[index].bytesTransferred = bytes
+            if state == .connecting { state = .transferring }
+            return []
+
+        case .fileTransferred(let index):
+            // A file whose last flush ends after its job was stopped is still transferred.
+            guard !state.isFinal, files.indices.contains(index), !files[index].isTransferred else { return [] }
+            files[index].isTransferred = true
+            if files[index].bytesTotal == nil { files[index].bytesTotal = files[index].bytesTransferred }
+            noProgressSince = nil
+            guard state.isActive, pendingFileIndices.isEmpty else { return [.notifyFileTransferred(index)] }
+            state = .transferred
+            transferCompletionTime = now
+            touch(now)
+            return [.notifyFileTransferred(index), .notifyJobTransferred]
+
+        case .failed(let error):
+            guard state.isActive else { return [] }
+            if noProgressSince == nil { noProgressSince = now }
+            lastError = error
+            touch(now)
+            let stalledFor = now.timeIntervalSince(noProgressSince ?? now)
+            if !error.isTransient || noProgressTimeout == 0 || stalledFor >= noProgressTimeout {
+                state = .error
+                retryAt = nil
+                return [.stopTransfers, .notifyJobError]
+            }
+            state = .transientError
+            let delay = max(minimumRetryDelay, error.retryAfterSeconds ?? 0)
+            let at = now.addingTimeInterval(delay)
+            retryAt = at
+            return [.stopTransfers, .scheduleRetry(at: nextTimer(retryAt: at))]
+
+        case .retryTimerFired:
+            guard state == .transientError else { return [] }
+            if let deadline = noProgressDeadline, now >= deadline {
+                state = .error
+                retryAt = nil
+                if var error = lastError {
+                    error.isTransient = false
+                    error.message += " (no progress for \(Int(noProgressTimeout)) s, giving up)"
+                    lastError = error
+                }
+                touch(now)
+                return [.notifyJobError]
+            }
+            guard let at = retryAt, now >= at else { return retryAt.map { [.scheduleRetry(at: nextTimer(retryAt: $0))] } ?? [] }
+            state = .queued
+            retryAt = nil
+            touch(now)
+            return [.enqueue]
+        }
+    }
+
+    /// When a job that makes no progress turns from `TRANSIENT_ERROR` into `ERROR`.
+    public var noProgressDeadline: Date? { noProgressSince?.addingTimeInterval(noProgressTimeout) }
+
+    /// A retry delay longer than the no-progress timeout means no retry at all (BITS):
+    /// the timer fires at whichever comes first.
+    private func nextTimer(retryAt: Date) -> Date {
+        guard let deadline = noProgressDeadline else { return retryAt }
+        return min(retryAt, deadline)
+    }
+
+    private func requireNotFinal(_ operation: String) throws(FerryError) {
+        if state.isFinal { throw FerryError.invalidState(state, operation) }
+    }
+
+    private mutating func touch(_ now: Date) { modificationTime = now }
+}

@@ -1,0 +1,712 @@
+import Dispatch
+import FerryCore
+import FerryStore
+import FerryTransport
+import Foundation
+import Logging
+import Synchronization
+
+/// What the engine tells its observers. Delivered on the engine's thread: observers must return quickly.
+public enum EngineEvent: Sendable {
+    /// The job changed state, files or settings (not sent for every byte).
+    case jobChanged(Job)
+    case fileTransferred(Job, file: Int)
+    case jobTransferred(Job)
+    case jobError(Job)
+}
+
+/// A file to add to a job.
+public struct NewFile: Sendable, Equatable {
+    public var remoteURL: String
+    public var localPath: String
+    public var properties: [String: String]
+
+    public init(remoteURL: String, localPath: String, properties: [String: String] = [:]) {
+        self.remoteURL = remoteURL
+        self.localPath = localPath
+        self.properties = properties
+    }
+}
+
+/// Runs download jobs with BITS semantics and keeps them through crashes.
+///
+/// The engine owns one thread. It drives every transfer through a libcurl
+/// multi handle, applies events to the jobs' state machines, and carries out
+/// the actions they return. Public methods may be called from any thread:
+/// they run on the engine's thread and wait for the result.
+///
+/// Durability: each temporary is flushed (`fdatasync`) before its length is
+/// recorded in the store, at least every ``EngineConfiguration/checkpointBytes``
+/// bytes or ``EngineConfiguration/checkpointIntervalSeconds`` seconds. On
+/// ``start()``, every temporary is cut back to its last recorded length and
+/// interrupted jobs are queued again.
+public final class Engine: @unchecked Sendable {
+    public let configuration: EngineConfiguration
+    let store: JobStore
+    private let logger: Logger
+    private let loop: TransferLoop
+
+    // ---- state owned by the engine's thread --------------------------------------
+    private var jobs: [JobID: Job] = [:]
+    private var running: [JobID: [Int: FileTransfer]] = [:]
+    /// Round-robin order: a job gets a higher number each time it is (re)queued.
+    private var queueOrder: [JobID: UInt64] = [:]
+    private var nextQueueNumber: UInt64 = 0
+    private var sliceStart: [JobID: Date] = [:]
+    private var needsScheduling = true
+    private var observers: [UUID: @Sendable (EngineEvent) -> Void] = [:]
+
+    // ---- cross-thread ---------------------------------------------------------------
+    private let commands = Mutex<[@Sendable () -> Void]>([])
+    private let lifecycle = Mutex<Lifecycle>(.created)
+    private enum Lifecycle { case created, running, stopping, stopped }
+    private var loopThread: Thread?
+    private let loopExited = DispatchSemaphore(value: 0)
+    private let loopThreadID = Mutex<pthread_t?>(nil)
+    /// Flushes and checkpoint records, off the transfer thread, in order.
+    private let durability = DispatchQueue(label: "ferry.engine.durability")
+
+    /// Opens the store and prepares the transport. Call ``start()`` to recover jobs and run.
+    /// - Throws: ``FerryError`` when the store cannot be opened or libcurl cannot start.
+    public init(configuration: EngineConfiguration, logger: Logger = Logger(label: "ferry.engine")) throws(FerryError) {
+        self.configuration = configuration
+        self.logger = logger
+        do {
+            store = try JobStore(path: configuration.storePath)
+        } catch {
+            throw FerryError(code: .localFileError, context: .queueManager, message: "cannot open the job store: \(error)")
+        }
+        loop = try TransferLoop(limits: .init(maxTotalConnections: configuration.maxConnections,
+                                              maxConnectionsPerHost: configuration.maxConnectionsPerHost))
+    }
+
+    // MARK: - Lifecycle
+
+    /// Recovers every job from the store and starts the engine's thread.
+    public func start() throws(FerryError) {
+        try lifecycle.withLock { (state: inout Lifecycle) throws(FerryError) in
+            guard state == .created else {
+                throw FerryError(code: .invalidState, context: .queueManager, message: "the engine was already started")
+            }
+            try recover()
+            state = .running
+        }
+        let thread = Thread { [self] in runLoop() }
+        thread.name = "ferry-transfers"
+        thread.stackSize = 1 << 20
+        loopThread = thread
+        thread.start()
+    }
+
+    /// Stops every transfer, flushes and records its progress, and ends the engine's thread.
+    /// Jobs keep their states: the next ``start()`` resumes them.
+    public func shutdown() {
+        let wasRunning = lifecycle.withLock { (state: inout Lifecycle) -> Bool in
+            guard state == .running else { return false }
+            state = .stopping
+            return true
+        }
+        guard wasRunning else { return }
+        loop.wakeup()
+        loopExited.wait()
+        durability.sync {}
+        lifecycle.withLock { $0 = .stopped }
+    }
+
+    deinit { shutdown() }
+
+    // MARK: - Public API
+
+    /// Creates a job in `SUSPENDED`.
+    public func createJob(displayName: String, description: String = "", owner: UInt32, priority: JobPriority = .normal) throws(FerryError) -> Job {
+        try onLoop { engine throws(FerryError) in
+            let job = Job(displayName: displayName, description: description, owner: owner, priority: priority,
+                          createdAt: Date(), minimumRetryDelay: engine.configuration.defaultMinimumRetryDelay,
+                          noProgressTimeout: engine.configuration.defaultNoProgressTimeout)
+            try engine.persist(job)
+            engine.jobs[job.id] = job
+            engine.logger.info("job created", metadata: ["job": "\(job.id)", "name": "\(displayName)"])
+            engine.emit(.jobChanged(job))
+            return job
+        }
+    }
+
+    /// Adds files to a job. Each URL must be `http`, `https` or `file`; each local path
+    /// absolute, in a directory that exists.
+    public func addFiles(_ id: JobID, _ files: [NewFile]) throws(FerryError) -> Job {
+        var checked: [JobFile] = []
+        for file in files { checked.append(try Engine.validate(file)) }
+        return try onLoop { engine throws(FerryError) in
+            let before = try engine.existingJob(id).files.count
+            return try engine.apply(.addFiles(checked), to: id, files: Array(before..<(before + checked.count)))
+        }
+    }
+
+    public func resume(_ id: JobID) throws(FerryError) -> Job { try call(.resume, id) }
+    public func suspend(_ id: JobID) throws(FerryError) -> Job { try call(.suspend, id) }
+    public func cancel(_ id: JobID) throws(FerryError) -> Job { try call(.cancel, id) }
+    public func setPriority(_ id: JobID, _ priority: JobPriority) throws(FerryError) -> Job { try call(.setPriority(priority), id) }
+    public func setMinimumRetryDelay(_ id: JobID, seconds: Double) throws(FerryError) -> Job { try call(.setMinimumRetryDelay(seconds), id) }
+    public func setNoProgressTimeout(_ id: JobID, seconds: Double) throws(FerryError) -> Job { try call(.setNoProgressTimeout(seconds), id) }
+    public func setCustomHeaders(_ id: JobID, _ headers: [String]) throws(FerryError) -> Job { try call(.setCustomHeaders(headers), id) }
+
+    /// Points one file at another URL (BITS' `SetRemoteName`).
+    public func setRemoteURL(_ id: JobID, file: Int, url: String) throws(FerryError) -> Job {
+        _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/"), checkDirectory: false)
+        return try call(.setRemoteURL(file: file, url: url), id)
+    }
+
+    /// Renames every transferred file to its final name and acknowledges the job.
+    ///
+    /// Files that never finished are deleted, not renamed (BITS' partial complete).
+    /// - Throws: ``ErrorCode/localFileError`` when a rename fails; the job then keeps its state.
+    public func complete(_ id: JobID) throws(FerryError) -> Job {
+        try onLoop { engine throws(FerryError) in
+            let job = try engine.apply(.complete, to: id)
+            if job.state != .acknowledged, let failure = engine.lastCommitError.removeValue(forKey: id) { throw failure }
+            return job
+        }
+    }
+
+    /// A snapshot of one job.
+    public func job(_ id: JobID) throws(FerryError) -> Job {
+        try onLoop { engine throws(FerryError) in try engine.existingJob(id) }
+    }
+
+    /// Snapshots of every job that is not final, oldest first.
+    public func allJobs() -> [Job] {
+        (try? onLoop { engine throws(FerryError) in
+            engine.jobs.values.sorted { ($0.creationTime, $0.id) < ($1.creationTime, $1.id) }
+        }) ?? []
+    }
+
+    /// Registers an observer; it is called on the engine's thread until removed.
+    @discardableResult
+    public func addObserver(_ observer: @escaping @Sendable (EngineEvent) -> Void) -> UUID {
+        let token = UUID()
+        _ = try? onLoop { engine throws(FerryError) in engine.observers[token] = observer }
+        return token
+    }
+
+    public func removeObserver(_ token: UUID) {
+        _ = try? onLoop { engine throws(FerryError) in engine.observers[token] = nil }
+    }
+
+    // MARK: - Running work on the engine's thread
+
+    private var isOnLoopThread: Bool {
+        loopThreadID.withLock { id in id.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
+    }
+
+    /// Runs `body` on the engine's thread and returns its result.
+    private func onLoop<T>(_ body: @escaping (Engine) throws(FerryError) -> T) throws(FerryError) -> T {
+        if isOnLoopThread { return try body(self) }
+        let state = lifecycle.withLock { $0 }
+        guard state == .running else {
+            throw FerryError(code: .invalidState, context: .queueManager, message: "the engine is not running")
+        }
+        let box = ResultBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        let work = UncheckedSendable { [unowned self] in
+            box.result = Result { () throws(FerryError) -> T in try body(self) }
+            done.signal()
+        }
+        post { work.value() }
+        done.wait()
+        guard let result = box.result else {
+            throw FerryError(code: .invalidState, context: .queueManager, message: "the engine stopped before answering")
+        }
+        return try result.get()
+    }
+
+    /// Queues `command` for the engine's thread and wakes it.
+    func post(_ command: @escaping @Sendable () -> Void) {
+        commands.withLock { $0.append(command) }
+        loop.wakeup()
+    }
+
+    private func runLoop() {
+        loopThreadID.withLock { $0 = pthread_self() }
+        while lifecycle.withLock({ $0 }) == .running {
+            let pending = commands.withLock { queue -> [@Sendable () -> Void] in
+                let taken = queue
+                queue.removeAll()
+                return taken
+            }
+            for command in pending { command() }
+            let now = Date()
+            fireTimers(now: now)
+            if needsScheduling {
+                needsScheduling = false
+                schedule(now: now)
+            }
+            checkpointIdleTransfers(now: now)
+            loop.runOnce(timeoutMilliseconds: pollTimeout(now: now))
+        }
+        // Stopping: keep states, stop the transfers, flush what they wrote.
+        for id in Array(running.keys) { stopTransfers(of: id) }
+        let leftovers = commands.withLock { queue -> [@Sendable () -> Void] in
+            let taken = queue
+            queue.removeAll()
+            return taken
+        }
+        for command in leftovers { command() }
+        loopThreadID.withLock { $0 = nil }
+        loopExited.signal()
+    }
+
+    private func pollTimeout(now: Date) -> Int32 {
+        var next = now.addingTimeInterval(0.5)
+        for job in jobs.values where job.state == .transientError {
+            if let at = job.retryAt, at < next { next = at }
+            if let at = job.noProgressDeadline, at < next { next = at }
+        }
+        return Int32(max(0, min(500, next.timeIntervalSince(now) * 1000)))
+    }
+
+    // MARK: - Applying events
+
+    private var lastCommitError: [JobID: FerryError] = [:]
+
+    private func existingJob(_ id: JobID) throws(FerryError) -> Job {
+        guard let job = jobs[id] else {
+            throw FerryError(code: .notFound, context: .queueManager, message: "no job \(id)")
+        }
+        return job
+    }
+
+    private func call(_ event: JobEvent, _ id: JobID) throws(FerryError) -> Job {
+        try onLoop { engine throws(FerryError) in try engine.apply(event, to: id) }
+    }
+
+    /// Applies an event to a job, stores the result, carries out the actions and tells observers.
+    /// - Parameter files: the file rows to store; `nil` stores them all.
+    @discardableResult
+    private func apply(_ event: JobEvent, to id: JobID, files: [Int]? = nil) throws(FerryError) -> Job {
+        var job = try existingJob(id)
+        let before = job.state
+        let actions = try job.apply(event, at: Date())
+        jobs[id] = job
+        do {
+            if let files { try store.save(job, files: files) } else { try store.save(job) }
+        } catch {
+            logger.error("cannot record job", metadata: ["job": "\(id)", "error": "\(error)"])
+        }
+        if before != job.state {
+            logger.info("job state", metadata: ["job": "\(id)", "from": "\(before.rawValue)", "to": "\(job.state.rawValue)"])
+        }
+        for action in actions { perform(action, for: id) }
+        guard let current = jobs[id] else { return job }
+        emit(.jobChanged(current))
+        if current.state.isFinal { forget(id) }
+        return current
+    }
+
+    private func persist(_ job: Job) throws(FerryError) {
+        do { try store.save(job) } catch {
+            throw FerryError(code: .localFileError, context: .queueManager, message: "cannot record job \(job.id): \(error)")
+        }
+    }
+
+    private func forget(_ id: JobID) {
+        jobs[id] = nil
+        queueOrder[id] = nil
+        sliceStart[id] = nil
+        lastCommitError[id] = nil
+        do { try store.delete(id) } catch {
+            logger.error("cannot delete finished job", metadata: ["job": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    private func emit(_ event: EngineEvent) {
+        for observer in observers.values { observer(event) }
+    }
+
+    private func perform(_ action: JobAction, for id: JobID) {
+        switch action {
+        case .stopTransfers:
+            stopTransfers(of: id)
+        case .discardTemporaries(let indices):
+            guard let job = jobs[id] else { return }
+            for index in indices { unlink(job.temporaryPath(ofFile: index)) }
+        case .commitFiles(let indices):
+            commit(indices, of: id)
+        case .enqueue:
+            nextQueueNumber += 1
+            queueOrder[id] = nextQueueNumber
+            sliceStart[id] = nil
+            needsScheduling = true
+        case .scheduleRetry:
+            break  // fireTimers() reads the job's retryAt and deadline
+        case .notifyFileTransferred(let index):
+            if let job = jobs[id] { emit(.fileTransferred(job, file: index)) }
+        case .notifyJobTransferred:
+            if let job = jobs[id] {
+                logger.info("job transferred", metadata: ["job": "\(id)"])
+                emit(.jobTransferred(job))
+            }
+        case .notifyJobError:
+            if let job = jobs[id] {
+                logger.warning("job error", metadata: ["job": "\(id)", "error": "\(job.lastError.map { "\($0)" } ?? "-")"])
+                emit(.jobError(job))
+            }
+        }
+    }
+
+    // MARK: - Complete
+
+    /// Renames temporaries to their final names: rename (atomic, replacing an existing
+    /// file), then fsync each directory touched. Reports back through an event.
+    private func commit(_ indices: [Int], of id: JobID) {
+        guard let job = jobs[id] else { return }
+        var renamed: [Int] = []
+        var directories: Set<String> = []
+        var failure: FerryError?
+        for index in indices {
+            let temporary = job.temporaryPath(ofFile: index)
+            let destination = job.files[index].localPath
+            if rename(temporary, destination) != 0 {
+                failure = FerryError(code: .localFileError, context: .localFile, fileIndex: index,
+                                     message: "cannot rename \(temporary) to \(destination): \(errnoText())")
+                break
+            }
+            renamed.append(index)
+            directories.insert(Engine.directory(of: destination))
+        }
+        for directory in directories { Engine.syncDirectory(directory) }
+        do {
+            if let failure {
+                lastCommitError[id] = failure
+                try apply(.commitFailed(failure, committed: renamed), to: id)
+            } else {
+                logger.info("job completed", metadata: ["job": "\(id)", "files": "\(renamed.count)"])
+                try apply(.committed, to: id)
+            }
+        } catch {
+            logger.error("cannot record completion", metadata: ["job": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+
+    // MARK: - Scheduling
+
+    private func fireTimers(now: Date) {
+        for (id, job) in jobs where job.state == .transientError {
+            let due = [job.retryAt, job.noProgressDeadline].compactMap { $0 }.min()
+            if let due, due <= now { _ = try? apply(.retryTimerFired, to: id) }
+        }
+    }
+
+    /// Decides which jobs run: every foreground job, then the highest background level,
+    /// round-robin within it; starts their files within the connection caps.
+    private func schedule(now: Date) {
+        let active = jobs.values.filter { $0.state.isActive }
+        let foreground = active.filter { $0.priority == .foreground }.sorted { order($0.id) < order($1.id) }
+        var chosen = foreground.map(\.id)
+
+        let background = active.filter { $0.priority.isBackground }
+        if let topRank = background.map(\.priority.rank).min() {
+            var level = background.filter { $0.priority.rank == topRank }.sorted { order($0.id) < order($1.id) }
+            let slots = max(1, configuration.maxActiveBackgroundJobs)
+            // A job whose slice ended yields to a waiting job of the same level.
+            if level.count > slots {
+                for job in level.prefix(slots) where job.state != .queued {
+                    if let start = sliceStart[job.id], now.timeIntervalSince(start) >= configuration.timeSliceSeconds {
+                        _ = try? apply(.preempted, to: job.id)
+                    }
+                }
+                level = level.compactMap { jobs[$0.id] }.filter { $0.state.isActive }.sorted { order($0.id) < order($1.id) }
+            }
+            chosen += level.prefix(slots).map(\.id)
+        }
+
+        let chosenSet = Set(chosen)
+        for job in active where (job.state == .connecting || job.state == .transferring) && !chosenSet.contains(job.id) {
+            _ = try? apply(.preempted, to: job.id)
+        }
+        for id in chosen {
+            guard let job = jobs[id], job.state.isActive else { continue }
+            if job.state == .queued {
+                _ = try? apply(.scheduled, to: id)
+                sliceStart[id] = now
+            }
+            startFiles(of: id, now: now)
+        }
+    }
+
+    private func order(_ id: JobID) -> UInt64 { queueOrder[id] ?? 0 }
+
+    private var runningTransferCount: Int { running.values.reduce(0) { $0 + $1.count } }
+
+    private func startFiles(of id: JobID, now: Date) {
+        guard let job = jobs[id] else { return }
+        var slots = min(configuration.maxParallelFilesPerJob - (running[id]?.count ?? 0),
+                        configuration.maxConnections - runningTransferCount)
+        for index in job.pendingFileIndices where slots > 0 && running[id]?[index] == nil {
+            do {
+                try startFile(index, of: job, now: now)
+                slots -= 1
+            } catch {
+                var failure = error
+                failure.fileIndex = index
+                _ = try? apply(.failed(failure), to: id)
+                return
+            }
+        }
+        if job.pendingFileIndices.isEmpty, job.state.isActive, running[id]?.isEmpty ?? true {
+            // Nothing left to fetch (files were added to a transferred job, then finished).
+            needsScheduling = true
+        }
+    }
+
+    private func startFile(_ index: Int, of job: Job, now: Date) throws(FerryError) {
+        let file = job.files[index]
+        let temporary = try TemporaryFile(path: job.temporaryPath(ofFile: index), length: file.bytesTransferred,
+                                          bytesTotal: file.bytesTotal, etag: file.remoteETag, lastModified: file.remoteLastModified)
+        var request = TransferRequest(url: file.remoteURL, offset: file.bytesTransferred,
+                                      ifRange: file.remoteETag ?? file.remoteLastModified, headers: job.customHeaders,
+                                      connectTimeoutSeconds: configuration.connectTimeoutSeconds,
+                                      stallTimeoutSeconds: configuration.stallTimeoutSeconds)
+        if job.priority.isBackground, configuration.backgroundBytesPerSecond > 0 {
+            let backgroundTransfers = running.filter { jobs[$0.key]?.priority.isBackground ?? false }.reduce(0) { $0 + $1.value.count }
+            request.maxBytesPerSecond = max(1024, configuration.backgroundBytesPerSecond / Int64(backgroundTransfers + 1))
+        }
+        let fileTransfer = FileTransfer(engine: self, jobID: job.id, fileIndex: index, file: temporary, request: request,
+                                        jobFile: file, mayRestartWithoutRanges: job.priority == .foreground, now: now)
+        fileTransfer.transfer = try loop.start(request, delegate: fileTransfer)
+        running[job.id, default: [:]][index] = fileTransfer
+        logger.debug("transfer started", metadata: ["job": "\(job.id)", "file": "\(index)", "offset": "\(request.offset)"])
+    }
+
+    /// Stops every transfer of a job and flushes what each wrote.
+    private func stopTransfers(of id: JobID) {
+        guard let transfers = running.removeValue(forKey: id) else { return }
+        for fileTransfer in transfers.values {
+            if let transfer = fileTransfer.transfer { loop.cancel(transfer) }
+            fileTransfer.transfer = nil
+            checkpoint(fileTransfer, transferred: false, then: nil)
+        }
+        needsScheduling = true
+    }
+
+    // MARK: - News from file transfers (engine thread)
+
+    func fileResponded(_ transfer: FileTransfer, restartFromZero: Bool) {
+        let contents = transfer.file.snapshot
+        if restartFromZero {
+            logger.info("remote file changed, restarting it from zero",
+                        metadata: ["job": "\(transfer.jobID)", "file": "\(transfer.fileIndex)"])
+        }
+        _ = try? apply(.responseReceived(file: transfer.fileIndex, bytesTotal: contents.bytesTotal, etag: contents.etag,
+                                         lastModified: contents.lastModified, restartFromZero: restartFromZero),
+                       to: transfer.jobID, files: [transfer.fileIndex])
+    }
+
+    func fileProgressed(_ transfer: FileTransfer) {
+        let length = transfer.file.snapshot.length
+        if var job = jobs[transfer.jobID] {
+            // Bytes move often: update in memory only; checkpoints make them durable.
+            _ = try? job.apply(.bytesWritten(file: transfer.fileIndex, bytes: length), at: Date())
+            jobs[transfer.jobID] = job
+        }
+        if length - transfer.lastCheckpointLength >= configuration.checkpointBytes {
+            checkpoint(transfer, transferred: false, then: nil)
+        }
+    }
+
+    func fileFailed(_ transfer: FileTransfer, _ failure: FerryError) {
+        guard running[transfer.jobID]?[transfer.fileIndex] === transfer else { return }
+        logger.warning("transfer failed", metadata: ["job": "\(transfer.jobID)", "file": "\(transfer.fileIndex)", "error": "\(failure)"])
+        _ = try? apply(.failed(failure), to: transfer.jobID)
+    }
+
+    func fileFinished(_ transfer: FileTransfer) {
+        guard running[transfer.jobID]?[transfer.fileIndex] === transfer else { return }
+        transfer.isFinishing = true
+        let id = transfer.jobID
+        let index = transfer.fileIndex
+        checkpoint(transfer, transferred: true) { [unowned self] error in
+            if self.running[id]?[index] === transfer {
+                self.running[id]?[index] = nil
+                if self.running[id]?.isEmpty ?? false { self.running[id] = nil }
+            }
+            if let error {
+                _ = try? self.apply(.failed(error), to: id)
+                return
+            }
+            _ = try? self.apply(.fileTransferred(file: index), to: id, files: [index])
+            self.needsScheduling = true
+        }
+    }
+
+    // MARK: - Checkpoints
+
+    private func checkpointIdleTransfers(now: Date) {
+        for transfers in running.values {
+            for transfer in transfers.values where !transfer.isFinishing && !transfer.checkpointInFlight {
+                if transfer.file.snapshot.length != transfer.lastCheckpointLength,
+                   now.timeIntervalSince(transfer.lastCheckpointTime) >= configuration.checkpointIntervalSeconds {
+                    checkpoint(transfer, transferred: false, then: nil)
+                }
+            }
+        }
+    }
+
+    /// Flushes a temporary and then records its length, on the durability queue.
+    /// `then` runs back on the engine's thread with the flush's error, if any.
+    private func checkpoint(_ transfer: FileTransfer, transferred: Bool, then: ((FerryError?) -> Void)?) {
+        if transfer.checkpointInFlight && !transferred && then == nil { return }
+        let contents = transfer.file.snapshot
+        transfer.checkpointInFlight = true
+        transfer.lastCheckpointLength = contents.length
+        transfer.lastCheckpointTime = Date()
+        let file = transfer.file
+        let store = self.store
+        let logger = self.logger
+        let record = Checkpoint(job: transfer.jobID, file: transfer.fileIndex, bytes: contents.length,
+                                bytesTotal: transferred ? (contents.bytesTotal ?? contents.length) : contents.bytesTotal,
+                                etag: contents.etag, lastModified: contents.lastModified, transferred: transferred)
+        let completion = UncheckedSendable { [unowned self] (error: FerryError?) in
+            transfer.checkpointInFlight = false
+            then?(error)
+            _ = self
+        }
+        durability.async { [weak self] in
+            var failure: FerryError?
+            do throws(FerryError) {
+                try file.flush()
+                file.ifStillGeneration(contents.generation) {
+                    do { try store.recordCheckpoints([record]) } catch {
+                        logger.error("cannot record checkpoint", metadata: ["job": "\(record.job)", "error": "\(error)"])
+                    }
+                }
+            } catch {
+                failure = error
+            }
+            let outcome = failure
+            self?.post { completion.value(outcome) }
+        }
+    }
+
+    // MARK: - Recovery
+
+    /// Loads every job, cuts each temporary back to its last recorded length and
+    /// queues the jobs that were moving bytes.
+    private func recover() throws(FerryError) {
+        let stored: [Job]
+        do { stored = try store.loadJobs() } catch {
+            throw FerryError(code: .localFileError, context: .queueManager, message: "cannot read the job store: \(error)")
+        }
+        for var job in stored {
+            if job.state.isFinal {
+                try? store.delete(job.id)
+                continue
+            }
+            var files = job.files
+            for index in files.indices where !files[index].isCommitted {
+                Engine.reconcile(&files[index], temporary: job.temporaryPath(ofFile: index))
+            }
+            job = Job(persistedHeader: job, files: files)
+            _ = try? job.apply(.restarted, at: Date())
+            jobs[job.id] = job
+            if job.state.isActive {
+                nextQueueNumber += 1
+                queueOrder[job.id] = nextQueueNumber
+            }
+            try? store.save(job)
+        }
+        if !jobs.isEmpty { logger.info("jobs recovered", metadata: ["count": "\(jobs.count)"]) }
+    }
+
+    /// Makes a file's record and its temporary agree after a stop of any kind.
+    static func reconcile(_ file: inout JobFile, temporary: String) {
+        var info = stat()
+        let exists = lstat(temporary, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+        let size = exists ? UInt64(info.st_size) : 0
+        if file.isTransferred {
+            if exists, size == file.bytesTotal ?? size { return }
+            // Renamed by a complete whose record was lost: the destination holds it.
+            var final = stat()
+            if !exists, lstat(file.localPath, &final) == 0, UInt64(final.st_size) == file.bytesTotal {
+                file.isCommitted = true
+                return
+            }
+            file.resetProgress()
+            if exists { truncate(temporary, 0) }
+            return
+        }
+        if !exists || size < file.bytesTransferred {
+            // The temporary lost bytes that were recorded: trust nothing of it.
+            file.resetProgress()
+            if exists { truncate(temporary, 0) }
+            return
+        }
+        if size > file.bytesTransferred { truncate(temporary, off_t(file.bytesTransferred)) }
+    }
+
+    // MARK: - Input checks
+
+    static func validate(_ file: NewFile, checkDirectory: Bool = true) throws(FerryError) -> JobFile {
+        guard let url = URL(string: file.remoteURL), let scheme = url.scheme?.lowercased() else {
+            throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "not a URL: \(file.remoteURL)")
+        }
+        switch scheme {
+        case "http", "https":
+            guard let host = url.host, !host.isEmpty else {
+                throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "the URL has no host: \(file.remoteURL)")
+            }
+        case "file":
+            guard url.path.hasPrefix("/") else {
+                throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "a file URL needs an absolute path: \(file.remoteURL)")
+            }
+        default:
+            throw FerryError(code: .unsupportedURL, context: .remoteFile,
+                             message: "unsupported URL scheme '\(scheme)' in \(file.remoteURL); use http, https or file")
+        }
+        guard file.localPath.hasPrefix("/") else {
+            throw FerryError(code: .invalidArgument, context: .localFile, message: "the local path must be absolute: \(file.localPath)")
+        }
+        guard !file.localPath.hasSuffix("/"), !file.localPath.split(separator: "/").contains("..") else {
+            throw FerryError(code: .invalidArgument, context: .localFile, message: "the local path must name a file, without '..': \(file.localPath)")
+        }
+        if checkDirectory {
+            let directory = directory(of: file.localPath)
+            var info = stat()
+            guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+                throw FerryError(code: .destinationMissing, context: .localFile,
+                                 message: "the destination directory \(directory) does not exist")
+            }
+        }
+        return JobFile(remoteURL: file.remoteURL, localPath: file.localPath, properties: file.properties)
+    }
+
+    /// The size of a `file:` URL's source, which has no headers to tell it.
+    func localSourceSize(_ url: String) -> UInt64? {
+        guard let path = URL(string: url)?.path else { return nil }
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return UInt64(info.st_size)
+    }
+}
+
+/// Carries a result from the engine's thread to a waiting caller.
+private final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, FerryError>?
+}
+
+/// Moves a value across threads where the engine guarantees the access is serialized.
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

@@ -1,0 +1,35 @@
+import FerryCore
+
+/// Every tunable of the engine, with the defaults a package pipeline wants.
+public struct EngineConfiguration: Sendable, Equatable {
+    /// The SQLite file holding every job.
+    public var storePath: String
+    /// Transfers in flight at once, across all jobs (and libcurl's connection cap).
+    public var maxConnections: Int = 16
+    /// Connections to one host at once.
+    public var maxConnectionsPerHost: Int = 6
+    /// Files of one job transferred at the same time.
+    public var maxParallelFilesPerJob: Int = 8
+    /// Background jobs that run at once (BITS runs one); foreground jobs are not counted.
+    public var maxActiveBackgroundJobs: Int = 1
+    /// Seconds a background job runs before it yields to a queued job of the same priority.
+    public var timeSliceSeconds: Double = 30
+    /// Flush and record a transfer's progress after this many new bytes...
+    public var checkpointBytes: UInt64 = 8 << 20
+    /// ...or after this many seconds, whichever comes first.
+    public var checkpointIntervalSeconds: Double = 2
+    /// Seconds allowed to connect to a server.
+    public var connectTimeoutSeconds: Int = 30
+    /// Seconds without a byte after which a transfer counts as stalled (a transient error).
+    public var stallTimeoutSeconds: Int = 60
+    /// The minimum retry delay of new jobs, in seconds (BITS: 600, floor 5).
+    public var defaultMinimumRetryDelay: Double = Job.defaultMinimumRetryDelay
+    /// The no-progress timeout of new jobs, in seconds (BITS: 14 days).
+    public var defaultNoProgressTimeout: Double = Job.defaultNoProgressTimeout
+    /// Caps the bytes per second of all background transfers together; 0 leaves them uncapped.
+    public var backgroundBytesPerSecond: Int64 = 0
+
+    public init(storePath: String) {
+        self.storePath = storePath
+    }
+}

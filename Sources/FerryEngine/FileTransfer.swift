@@ -1,0 +1,168 @@
+import FerryCore
+import FerryTransport
+import Foundation
+
+/// One file of one job moving bytes: checks each answer against what was asked,
+/// writes the body to the temporary and reports to the engine.
+///
+/// Lives on the engine's loop thread.
+final class FileTransfer: TransferDelegate {
+    unowned let engine: Engine
+    let jobID: JobID
+    let fileIndex: Int
+    let file: TemporaryFile
+    let request: TransferRequest
+    /// What was known of the remote file when this request was made.
+    let knownTotal: UInt64?
+    let knownETag: String?
+    let knownLastModified: String?
+    /// A foreground job may take a whole file from zero when the server ignores ranges.
+    let mayRestartWithoutRanges: Bool
+    var transfer: Transfer?
+
+    /// The server said the file is already complete (416 for our own size): ignore its body.
+    private var discardBody = false
+    /// The total the server announced for this request's file, if any.
+    private(set) var expectedTotal: UInt64?
+    var lastCheckpointLength: UInt64
+    var lastCheckpointTime: Date
+    var checkpointInFlight = false
+    /// Every byte arrived; waiting for the final flush.
+    var isFinishing = false
+
+    init(engine: Engine, jobID: JobID, fileIndex: Int, file: TemporaryFile, request: TransferRequest,
+         jobFile: JobFile, mayRestartWithoutRanges: Bool, now: Date) {
+        self.engine = engine
+        self.jobID = jobID
+        self.fileIndex = fileIndex
+        self.file = file
+        self.request = request
+        self.knownTotal = jobFile.bytesTotal
+        self.knownETag = jobFile.remoteETag
+        self.knownLastModified = jobFile.remoteLastModified
+        self.mayRestartWithoutRanges = mayRestartWithoutRanges
+        self.lastCheckpointLength = request.offset
+        self.lastCheckpointTime = now
+    }
+
+    // MARK: - TransferDelegate
+
+    func transfer(_ transfer: Transfer, didReceive response: TransferResponse) -> FerryError? {
+        let offset = request.offset
+        let status = response.status
+        var restart = false
+
+        switch status {
+        case 0:
+            // file: URL — no status, no validators; libcurl applied the offset itself.
+            expectedTotal = engine.localSourceSize(request.url)
+        case 206 where offset > 0:
+            guard let range = response.contentRange, range.first == offset else {
+                return error(.invalidRange, status: status, transient: false,
+                             "asked for bytes \(offset)- but the server sent \(response.header("content-range").map { "Content-Range: \($0)" } ?? "no Content-Range"); nothing was written")
+            }
+            if let total = range.total, let known = knownTotal, total != known {
+                return error(.invalidRange, status: status, transient: false,
+                             "the server's file is now \(total) bytes, it was \(known); refusing to splice two versions")
+            }
+            expectedTotal = range.total ?? knownTotal
+        case 200..<300 where status != 206:
+            if offset > 0 {
+                if remoteChanged(response) || mayRestartWithoutRanges {
+                    restart = true
+                } else {
+                    return FerryError(
+                        code: .insufficientRangeSupport, context: .remoteFile, httpStatus: status, fileIndex: fileIndex,
+                        remoteSize: response.contentLength ?? knownTotal,
+                        message: "the server answered \(status) with the whole file to a request for bytes \(offset)- of \(request.url)"
+                            + (response.contentLength.map { " (size \($0) bytes)" } ?? " (size unknown)"))
+                }
+            }
+            expectedTotal = response.contentLength
+        case 416 where offset > 0:
+            if let total = response.header("content-range").flatMap(unsatisfiedTotal), total == offset {
+                discardBody = true
+                expectedTotal = offset
+            } else {
+                return error(.httpError(416), status: status, transient: false,
+                             "the server cannot serve bytes \(offset)- of \(request.url)")
+            }
+        default:
+            let transient = status == 408 || status == 429 || (500..<600).contains(status)
+            var failure = error(.httpError(status), status: status, transient: transient,
+                                "the server answered HTTP \(status) for \(request.url)")
+            failure.retryAfterSeconds = response.retryAfterSeconds(now: Date().timeIntervalSince1970)
+            return failure
+        }
+
+        if restart {
+            do { try file.restartFromZero() } catch { return error }
+        }
+        if discardBody {
+            file.setRemoteIdentity(bytesTotal: expectedTotal, etag: knownETag, lastModified: knownLastModified)
+        } else {
+            file.setRemoteIdentity(bytesTotal: expectedTotal, etag: response.strongETag, lastModified: response.lastModified)
+        }
+        engine.fileResponded(self, restartFromZero: restart)
+        return nil
+    }
+
+    func transfer(_ transfer: Transfer, didReceiveBody bytes: UnsafeRawBufferPointer) -> FerryError? {
+        if discardBody { return nil }
+        let length = file.snapshot.length
+        if let total = expectedTotal, length + UInt64(bytes.count) > total {
+            return FerryError(code: .fileTooLarge, context: .remoteFile, fileIndex: fileIndex, remoteSize: total,
+                              message: "\(request.url) sent more than the \(total) bytes it announced; transfer aborted")
+        }
+        do {
+            try file.append(bytes)
+        } catch {
+            var failure = error
+            failure.fileIndex = fileIndex
+            return failure
+        }
+        engine.fileProgressed(self)
+        return nil
+    }
+
+    func transfer(_ transfer: Transfer, didCompleteWith failure: FerryError?) {
+        self.transfer = nil
+        if var failure {
+            failure.fileIndex = fileIndex
+            if failure.context == .transport, failure.message.contains(request.url) == false {
+                failure.message += " while fetching \(request.url)"
+            }
+            engine.fileFailed(self, failure)
+            return
+        }
+        let length = file.snapshot.length
+        if let total = expectedTotal, length < total {
+            engine.fileFailed(self, FerryError(
+                code: .truncatedBody, context: .transport, isTransient: true, fileIndex: fileIndex, remoteSize: total,
+                message: "\(request.url) ended after \(length) of \(total) bytes"))
+            return
+        }
+        engine.fileFinished(self)
+    }
+
+    // MARK: - Helpers
+
+    private func error(_ code: ErrorCode, status: Int, transient: Bool, _ message: String) -> FerryError {
+        FerryError(code: code, context: .remoteFile, isTransient: transient, httpStatus: status, fileIndex: fileIndex, message: message)
+    }
+
+    /// True when the answer describes another version of the file than the bytes we hold.
+    private func remoteChanged(_ response: TransferResponse) -> Bool {
+        if let known = knownETag { return response.strongETag != known }
+        if let known = knownLastModified { return response.lastModified != known }
+        if let known = knownTotal, let length = response.contentLength { return known != length }
+        return false
+    }
+
+    /// The size in a `Content-Range: bytes */N` header.
+    private func unsatisfiedTotal(_ header: String) -> UInt64? {
+        let text = header.trimmingCharacters(in: .whitespaces)
+        guard text.hasPrefix("bytes */") else { return nil }
+        return UInt64(text.dropFirst("bytes */".count))
+    }
+}

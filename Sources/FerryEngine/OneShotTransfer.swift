@@ -1,0 +1,275 @@
+import FerryCore
+import Foundation
+import Logging
+
+/// What `ferry transfer` is asked to do.
+public struct TransferPlan: Sendable, Equatable {
+    public var displayName: String?
+    public var priority: JobPriority
+    public var files: [NewFile]
+    public var minimumRetryDelay: Double
+    public var noProgressTimeout: Double
+
+    public init(displayName: String?, priority: JobPriority, files: [NewFile], minimumRetryDelay: Double, noProgressTimeout: Double) {
+        self.displayName = displayName
+        self.priority = priority
+        self.files = files
+        self.minimumRetryDelay = minimumRetryDelay
+        self.noProgressTimeout = noProgressTimeout
+    }
+
+    /// A name for the store of this exact set of files, so that a rerun finds its job
+    /// and two different transfers never share (or lock) one store.
+    var storeKey: String {
+        // FNV-1a over every URL and destination, in order.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for file in files {
+            for byte in file.remoteURL.utf8 + [0] + file.localPath.utf8 + [0] {
+                hash ^= UInt64(byte)
+                hash = hash &* 0x0000_0100_0000_01b3
+            }
+        }
+        return String(hash, radix: 16)
+    }
+}
+
+/// Runs one job to the end in this process, the way `bitsadmin /transfer` does:
+/// creates it (or finds the one an interrupted run left), resumes it, shows
+/// progress, completes it on success and cancels it on a fatal error.
+public final class OneShotTransfer: @unchecked Sendable {
+    let plan: TransferPlan
+    let stateDirectory: String
+    let quiet: Bool
+    private let output = ProgressOutput()
+
+    public init(plan: TransferPlan, stateDirectory: String, quiet: Bool) {
+        self.plan = plan
+        self.stateDirectory = stateDirectory
+        self.quiet = quiet
+    }
+
+    /// Runs the transfer and returns the process exit status.
+    public func run() -> Int32 {
+        let directory = stateDirectory + "/transfers"
+        do { try StateDirectory.ensure(directory) } catch {
+            output.error("ferry: cannot use the state directory \(directory): \(error.localizedDescription)")
+            return 69
+        }
+        let storePath = "\(directory)/\(plan.storeKey).db"
+        let lockPath = storePath + ".lock"
+        let lock = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            output.error("ferry: the same transfer is already running in another process (lock \(lockPath))")
+            return 75
+        }
+        defer { close(lock) }
+
+        var configuration = EngineConfiguration(storePath: storePath)
+        configuration.defaultMinimumRetryDelay = plan.minimumRetryDelay
+        configuration.defaultNoProgressTimeout = plan.noProgressTimeout
+        configuration.maxActiveBackgroundJobs = 1
+        let engine: Engine
+        do {
+            engine = try Engine(configuration: configuration)
+            try engine.start()
+        } catch {
+            output.error("ferry: \(error)")
+            return 69
+        }
+        let interrupted = SignalLatch(signals: [SIGINT, SIGTERM])
+
+        let job: Job
+        do {
+            job = try prepareJob(engine)
+        } catch {
+            output.error("ferry: \(error.message)")
+            engine.shutdown()
+            return error.code == .invalidArgument || error.code == .unsupportedURL || error.code == .destinationMissing ? 65 : 1
+        }
+        let status = wait(for: job.id, engine: engine, interrupted: interrupted)
+        engine.shutdown()
+        if status != 130 && status != 69 { removeStore(storePath) }
+        unlink(lockPath)
+        return status
+    }
+
+    /// The job an interrupted run left for the same files, or a new one.
+    private func prepareJob(_ engine: Engine) throws(FerryError) -> Job {
+        let owner = getuid()
+        if let existing = engine.allJobs().first(where: { job in
+            job.owner == owner && job.files.map { NewFile(remoteURL: $0.remoteURL, localPath: $0.localPath, properties: $0.properties) } == plan.files
+        }) {
+            if !quiet { output.line("Continuing job \(existing.id) (\(existing.progress.bytesTransferred) bytes already here)") }
+            var job = existing
+            if job.priority != plan.priority { job = try engine.setPriority(job.id, plan.priority) }
+            _ = try engine.setMinimumRetryDelay(job.id, seconds: plan.minimumRetryDelay)
+            _ = try engine.setNoProgressTimeout(job.id, seconds: plan.noProgressTimeout)
+            return try engine.resume(job.id)
+        }
+        let name = plan.displayName ?? "ferry transfer (\(plan.files.count) file\(plan.files.count == 1 ? "" : "s"))"
+        let job = try engine.createJob(displayName: name, owner: owner, priority: plan.priority)
+        do {
+            _ = try engine.addFiles(job.id, plan.files)
+            _ = try engine.setMinimumRetryDelay(job.id, seconds: plan.minimumRetryDelay)
+            _ = try engine.setNoProgressTimeout(job.id, seconds: plan.noProgressTimeout)
+            return try engine.resume(job.id)
+        } catch {
+            _ = try? engine.cancel(job.id)
+            throw error
+        }
+    }
+
+    private func wait(for id: JobID, engine: Engine, interrupted: SignalLatch) -> Int32 {
+        let started = Date()
+        var lastState: JobState?
+        while true {
+            if interrupted.fired {
+                output.finishLine()
+                if !quiet { output.line("Interrupted: progress is saved; run the same command again to continue.") }
+                return 130
+            }
+            let job: Job
+            do { job = try engine.job(id) } catch {
+                output.error("ferry: \(error.message)")
+                return 1
+            }
+            if !quiet { output.progress(job, elapsed: Date().timeIntervalSince(started), stateChanged: job.state != lastState) }
+            lastState = job.state
+            switch job.state {
+            case .transferred:
+                do {
+                    let done = try engine.complete(id)
+                    output.finishLine()
+                    if !quiet {
+                        let seconds = Date().timeIntervalSince(started)
+                        output.line("Transferred \(done.files.count) file\(done.files.count == 1 ? "" : "s"), \(ProgressOutput.bytes(done.progress.bytesTransferred)) in \(String(format: "%.2f", seconds)) s")
+                    }
+                    return 0
+                } catch {
+                    output.finishLine()
+                    output.error("ferry: job \(id) could not be completed: \(error)")
+                    return 1
+                }
+            case .error:
+                output.finishLine()
+                let failure = job.lastError
+                var text = "ferry: job \(id) failed: \(failure.map { "\($0.code) (\($0.context.rawValue))" } ?? "ERROR")"
+                if let index = failure?.fileIndex, job.files.indices.contains(index) {
+                    text += "\n  file \(index): \(job.files[index].remoteURL) -> \(job.files[index].localPath)"
+                }
+                if let failure { text += "\n  \(failure.message)" }
+                output.error(text)
+                _ = try? engine.cancel(id)
+                return 1
+            case .acknowledged, .cancelled:
+                output.finishLine()
+                output.error("ferry: job \(id) was \(job.state.rawValue.lowercased()) by someone else")
+                return 1
+            default:
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+    }
+
+    private func removeStore(_ path: String) {
+        for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+    }
+}
+
+/// Remembers that one of a set of signals arrived, instead of dying of it.
+final class SignalLatch: @unchecked Sendable {
+    private var sources: [DispatchSourceSignal] = []
+    private let queue = DispatchQueue(label: "ferry.signals")
+    private let flag = NSLock()
+    private var _fired = false
+
+    init(signals: [Int32]) {
+        for number in signals {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { [weak self] in
+                guard let self else { return }
+                self.flag.lock()
+                self._fired = true
+                self.flag.unlock()
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    var fired: Bool {
+        flag.lock()
+        defer { flag.unlock() }
+        return _fired
+    }
+}
+
+/// Progress on standard error: a bar that redraws itself on a terminal, plain lines elsewhere.
+final class ProgressOutput: @unchecked Sendable {
+    private let isTerminal = isatty(STDERR_FILENO) == 1
+    private var barShown = false
+    private var lastPlainLine = Date.distantPast
+    private var lastBytes: UInt64 = 0
+    private var lastSample = Date()
+    private var rate: Double = 0
+
+    func progress(_ job: Job, elapsed: Double, stateChanged: Bool) {
+        let p = job.progress
+        let now = Date()
+        let dt = now.timeIntervalSince(lastSample)
+        if dt >= 0.5 {
+            let delta = Double(p.bytesTransferred &- min(lastBytes, p.bytesTransferred))
+            rate = rate == 0 ? delta / dt : 0.6 * rate + 0.4 * delta / dt
+            lastBytes = p.bytesTransferred
+            lastSample = now
+        }
+        var detail = "\(job.state.rawValue)"
+        if job.state == .transientError, let error = job.lastError {
+            let wait = job.retryAt.map { max(0, Int($0.timeIntervalSince(now).rounded(.up))) } ?? 0
+            detail = "retrying in \(wait) s after \(error.code)"
+        }
+        if isTerminal {
+            let fraction = p.bytesTotal.map { $0 == 0 ? 1 : Double(p.bytesTransferred) / Double($0) }
+            let width = 30
+            let filled = fraction.map { Int(($0 * Double(width)).rounded(.down)) } ?? 0
+            let bar = String(repeating: "#", count: min(width, filled)) + String(repeating: ".", count: max(0, width - filled))
+            let percent = fraction.map { String(format: "%3d%%", Int($0 * 100)) } ?? " ?? "
+            let total = p.bytesTotal.map { ProgressOutput.bytes($0) } ?? "?"
+            let line = "[\(bar)] \(percent) \(ProgressOutput.bytes(p.bytesTransferred))/\(total) \(ProgressOutput.bytes(UInt64(rate)))/s \(p.filesTransferred)/\(p.filesTotal) files \(detail)"
+            write("\r\u{1B}[K" + line)
+            barShown = true
+        } else if stateChanged || now.timeIntervalSince(lastPlainLine) >= 5 {
+            lastPlainLine = now
+            let total = p.bytesTotal.map { String($0) } ?? "?"
+            write("\(String(format: "%.1f", elapsed))s \(detail) \(p.bytesTransferred)/\(total) bytes \(p.filesTransferred)/\(p.filesTotal) files\n")
+        }
+    }
+
+    func finishLine() {
+        if barShown { write("\n") }
+        barShown = false
+    }
+
+    func line(_ text: String) { write(text + "\n") }
+
+    func error(_ text: String) {
+        finishLine()
+        write(text + "\n")
+    }
+
+    private func write(_ text: String) {
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    static func bytes(_ count: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(count)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(count) B" : String(format: "%.1f %@", value, units[unit])
+    }
+}

@@ -1,0 +1,104 @@
+import FerryCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The hidden file a download is written to, in its destination's directory.
+///
+/// The descriptor stays open as long as anything (a transfer, a pending
+/// checkpoint) holds the object. ``snapshot`` tells a checkpoint what it may
+/// record: the length written so far and the remote identity of those bytes.
+final class TemporaryFile: @unchecked Sendable {
+    let path: String
+    let descriptor: Int32
+
+    /// What is in the file: guarded because checkpoints read it from another thread.
+    struct Contents: Equatable {
+        var length: UInt64
+        /// Raised whenever the file restarts from zero, so a checkpoint taken of older
+        /// content is never recorded over the newer one.
+        var generation: UInt64
+        var bytesTotal: UInt64?
+        var etag: String?
+        var lastModified: String?
+    }
+    private let contents: Mutex<Contents>
+
+    /// Opens (creating if needed) the temporary at `path` and cuts it to `length` bytes.
+    /// Never follows a symbolic link.
+    init(path: String, length: UInt64, bytesTotal: UInt64?, etag: String?, lastModified: String?) throws(FerryError) {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else {
+            throw FerryError(code: .localFileError, context: .localFile, message: "cannot open \(path): \(errnoText())")
+        }
+        guard ftruncate(fd, off_t(length)) == 0 else {
+            let text = errnoText()
+            close(fd)
+            throw FerryError(code: .localFileError, context: .localFile, message: "cannot truncate \(path): \(text)")
+        }
+        self.path = path
+        self.descriptor = fd
+        self.contents = Mutex(Contents(length: length, generation: 0, bytesTotal: bytesTotal, etag: etag, lastModified: lastModified))
+    }
+
+    deinit { close(descriptor) }
+
+    var snapshot: Contents { contents.withLock { $0 } }
+
+    /// Appends bytes at the current end.
+    func append(_ bytes: UnsafeRawBufferPointer) throws(FerryError) {
+        let start = contents.withLock { $0.length }
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(start + UInt64(done)))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FerryError(code: .localFileError, context: .localFile, message: "cannot write \(path): \(errnoText())")
+            }
+            done += n
+        }
+        contents.withLock { $0.length = start + UInt64(bytes.count) }
+    }
+
+    /// Records what the server said about the bytes that follow.
+    func setRemoteIdentity(bytesTotal: UInt64?, etag: String?, lastModified: String?) {
+        contents.withLock {
+            $0.bytesTotal = bytesTotal
+            $0.etag = etag
+            $0.lastModified = lastModified
+        }
+    }
+
+    /// Empties the file: the download starts again from zero.
+    func restartFromZero() throws(FerryError) {
+        try contents.withLock { (c: inout Contents) throws(FerryError) in
+            guard ftruncate(descriptor, 0) == 0 else {
+                throw FerryError(code: .localFileError, context: .localFile, message: "cannot truncate \(path): \(errnoText())")
+            }
+            c.length = 0
+            c.generation += 1
+        }
+    }
+
+    /// Flushes the file's data to disk. The corresponding C function is `fdatasync`.
+    func flush() throws(FerryError) {
+        while fdatasync(descriptor) != 0 {
+            if errno == EINTR { continue }
+            throw FerryError(code: .localFileError, context: .localFile, message: "cannot flush \(path): \(errnoText())")
+        }
+    }
+
+    /// Runs `body` only if the file still holds the content of `generation`, holding the
+    /// lock so that no restart can slip in between the check and `body`.
+    func ifStillGeneration(_ generation: UInt64, _ body: () -> Void) {
+        contents.withLock { c in
+            if c.generation == generation { body() }
+        }
+    }
+}
+
+/// `strerror(errno)` with the number, for messages.
+func errnoText(_ code: Int32 = errno) -> String {
+    "\(String(cString: strerror(code))) (errno \(code))"
+}

@@ -1,0 +1,161 @@
+import FerryCore
+import Foundation
+
+/// A list of files to fetch in one job, as pipelines hand them over.
+///
+/// Version 1 is a JSON object:
+/// ```json
+/// {
+///   "version": 1,
+///   "displayName": "nightly packages",
+///   "priority": "normal",
+///   "files": [
+///     { "url": "https://mirror/pool/a.deb", "destination": "/srv/pkgs/a.deb",
+///       "sha256": "9f86d0…", "size": 123456, "properties": { "origin": "main" } }
+///   ]
+/// }
+/// ```
+/// `sha256` and `size` are stored as the file properties of the same name.
+/// A relative `destination` is resolved against the directory given to ``parse(_:source:baseDirectory:)``.
+public struct TransferManifest: Sendable, Equatable {
+    public static let currentVersion = 1
+
+    public var displayName: String?
+    public var priority: JobPriority?
+    public var files: [NewFile]
+
+    /// Parses and checks a manifest.
+    /// - Parameters:
+    ///   - data: the manifest's bytes.
+    ///   - source: the name used in error messages (usually the file's path).
+    ///   - baseDirectory: the absolute directory relative destinations are resolved against.
+    /// - Throws: ``ManifestError`` naming the entry and the field that is wrong.
+    public static func parse(_ data: Data, source: String, baseDirectory: String) throws(ManifestError) -> TransferManifest {
+        let root: Any
+        do {
+            root = try JSONSerialization.jsonObject(with: data, options: [])
+        } catch {
+            throw ManifestError(source: source, field: nil, message: "not valid JSON: \(jsonReason(error))")
+        }
+        guard let object = root as? [String: Any] else {
+            throw ManifestError(source: source, field: nil, message: "the manifest must be a JSON object")
+        }
+        let known: Set<String> = ["version", "displayName", "priority", "files"]
+        if let unknown = object.keys.filter({ !known.contains($0) }).sorted().first {
+            throw ManifestError(source: source, field: unknown, message: "unknown field (known: \(known.sorted().joined(separator: ", ")))")
+        }
+        guard let version = object["version"] else {
+            throw ManifestError(source: source, field: "version", message: "missing; this Ferry reads version \(currentVersion)")
+        }
+        guard let number = version as? Int, !(version is Bool) else {
+            throw ManifestError(source: source, field: "version", message: "must be an integer")
+        }
+        guard number == currentVersion else {
+            throw ManifestError(source: source, field: "version", message: "version \(number) is not supported; this Ferry reads version \(currentVersion)")
+        }
+        var manifest = TransferManifest(displayName: nil, priority: nil, files: [])
+        if let name = object["displayName"] {
+            guard let text = name as? String else {
+                throw ManifestError(source: source, field: "displayName", message: "must be a string")
+            }
+            manifest.displayName = text
+        }
+        if let priority = object["priority"] {
+            guard let text = priority as? String, let value = JobPriority(rawValue: text) else {
+                throw ManifestError(source: source, field: "priority",
+                                    message: "must be one of \(JobPriority.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            manifest.priority = value
+        }
+        guard let files = object["files"] as? [Any] else {
+            throw ManifestError(source: source, field: "files", message: object["files"] == nil ? "missing" : "must be an array")
+        }
+        guard !files.isEmpty else {
+            throw ManifestError(source: source, field: "files", message: "lists no file")
+        }
+        var destinations: [String: Int] = [:]
+        for (index, entry) in files.enumerated() {
+            let file = try parseFile(entry, index: index, source: source, baseDirectory: baseDirectory)
+            if let first = destinations[file.localPath] {
+                throw ManifestError(source: source, field: "files[\(index)].destination",
+                                    message: "\(file.localPath) is already the destination of files[\(first)]")
+            }
+            destinations[file.localPath] = index
+            manifest.files.append(file)
+        }
+        return manifest
+    }
+
+    private static func parseFile(_ entry: Any, index: Int, source: String, baseDirectory: String) throws(ManifestError) -> NewFile {
+        let here = "files[\(index)]"
+        guard let object = entry as? [String: Any] else {
+            throw ManifestError(source: source, field: here, message: "must be an object with url and destination")
+        }
+        let known: Set<String> = ["url", "destination", "sha256", "size", "properties"]
+        if let unknown = object.keys.filter({ !known.contains($0) }).sorted().first {
+            throw ManifestError(source: source, field: "\(here).\(unknown)", message: "unknown field (known: \(known.sorted().joined(separator: ", ")))")
+        }
+        guard let url = object["url"] as? String, !url.isEmpty else {
+            throw ManifestError(source: source, field: "\(here).url", message: object["url"] == nil ? "missing" : "must be a non-empty string")
+        }
+        guard let destination = object["destination"] as? String, !destination.isEmpty else {
+            throw ManifestError(source: source, field: "\(here).destination",
+                                message: object["destination"] == nil ? "missing" : "must be a non-empty string")
+        }
+        var properties: [String: String] = [:]
+        if let raw = object["properties"] {
+            guard let map = raw as? [String: Any] else {
+                throw ManifestError(source: source, field: "\(here).properties", message: "must be an object of strings")
+            }
+            for (key, value) in map {
+                guard let text = value as? String else {
+                    throw ManifestError(source: source, field: "\(here).properties.\(key)", message: "must be a string")
+                }
+                properties[key] = text
+            }
+        }
+        if let raw = object["sha256"] {
+            guard let hex = raw as? String, hex.count == 64, hex.allSatisfy(\.isHexDigit) else {
+                throw ManifestError(source: source, field: "\(here).sha256", message: "must be 64 hexadecimal digits")
+            }
+            properties["sha256"] = hex.lowercased()
+        }
+        if let raw = object["size"] {
+            guard let size = raw as? Int, !(raw is Bool), size >= 0 else {
+                throw ManifestError(source: source, field: "\(here).size", message: "must be a whole number of bytes ≥ 0")
+            }
+            properties["size"] = String(size)
+        }
+        let path = destination.hasPrefix("/") ? destination : baseDirectory + "/" + destination
+        return NewFile(remoteURL: url, localPath: normalize(path), properties: properties)
+    }
+
+    /// Removes `.` components and repeated slashes (but keeps `..`, which the engine refuses).
+    public static func normalize(_ path: String) -> String {
+        "/" + path.split(separator: "/").filter { $0 != "." }.joined(separator: "/")
+    }
+
+    private static func jsonReason(_ error: any Error) -> String {
+        let nsError = error as NSError
+        return (nsError.userInfo["NSDebugDescription"] as? String) ?? nsError.localizedDescription
+    }
+}
+
+/// A manifest that cannot be used, with the field at fault.
+public struct ManifestError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var source: String
+    /// The path of the field, like `files[3].destination`; `nil` for the whole document.
+    public var field: String?
+    public var message: String
+
+    public init(source: String, field: String?, message: String) {
+        self.source = source
+        self.field = field
+        self.message = message
+    }
+
+    public var description: String {
+        if let field { return "\(source): \(field): \(message)" }
+        return "\(source): \(message)"
+    }
+}

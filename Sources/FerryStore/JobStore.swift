@@ -1,0 +1,269 @@
+import FerryCore
+import Foundation
+import Synchronization
+
+/// The durable record of every job: SQLite in WAL mode, with versioned migrations.
+///
+/// Job headers (everything but the files) are stored as JSON beside indexed
+/// columns; each file has its own row. A file row's `bytes_durable` only ever
+/// holds a length that was flushed to disk before it was recorded, so after a
+/// crash the engine truncates each temporary to it and resumes from there.
+///
+/// All methods are thread-safe.
+public final class JobStore: Sendable {
+    private let connection: Mutex<SQLiteConnection>
+    public let path: String
+
+    /// The schema version this build writes; older stores are migrated on open.
+    public static let schemaVersion: Int64 = 1
+
+    /// Opens or creates the store at `path`, migrating it to ``schemaVersion``.
+    /// - Throws: ``StoreError`` when the file cannot be opened, is not a Ferry store,
+    ///   or was written by a newer Ferry.
+    public init(path: String) throws(StoreError) {
+        self.path = path
+        let db = try SQLiteConnection(path: path)
+        try db.execute("PRAGMA journal_mode=WAL")
+        // FULL: a committed transaction survives power loss. Checkpoint rows are
+        // small and written every few MiB, so the cost is a WAL fsync per commit.
+        try db.execute("PRAGMA synchronous=FULL")
+        try db.execute("PRAGMA foreign_keys=ON")
+        try JobStore.migrate(db)
+        connection = Mutex(db)
+    }
+
+    private static func migrate(_ db: SQLiteConnection) throws(StoreError) {
+        let version = try db.query("PRAGMA user_version").first?.first?.int ?? 0
+        if version > schemaVersion {
+            throw StoreError(resultCode: -1, message: "the store was written by a newer Ferry (schema \(version), this build knows \(schemaVersion))", sql: nil)
+        }
+        let migrations: [Int64: String] = [
+            1: """
+            CREATE TABLE jobs (
+                id TEXT PRIMARY KEY,
+                owner INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                priority TEXT NOT NULL,
+                created REAL NOT NULL,
+                header TEXT NOT NULL
+            );
+            CREATE INDEX jobs_owner ON jobs(owner);
+            CREATE TABLE files (
+                job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+                idx INTEGER NOT NULL,
+                remote_url TEXT NOT NULL,
+                local_path TEXT NOT NULL,
+                properties TEXT NOT NULL,
+                bytes_total INTEGER,
+                bytes_durable INTEGER NOT NULL DEFAULT 0,
+                transferred INTEGER NOT NULL DEFAULT 0,
+                committed INTEGER NOT NULL DEFAULT 0,
+                etag TEXT,
+                last_modified TEXT,
+                PRIMARY KEY (job_id, idx)
+            );
+            """,
+        ]
+        guard version < schemaVersion else { return }
+        try db.transaction { () throws(StoreError) in
+            for step in (version + 1)...schemaVersion {
+                guard let sql = migrations[step] else { continue }
+                try db.execute(sql)
+            }
+            try db.execute("PRAGMA user_version = \(schemaVersion)")
+        }
+    }
+
+    // MARK: - Reading
+
+    /// Every job in the store, files included, oldest first.
+    public func loadJobs() throws(StoreError) -> [Job] {
+        try connection.withLock { db throws(StoreError) in
+            let headers = try db.query("SELECT id, header FROM jobs ORDER BY created, id")
+            var filesByJob: [String: [JobFile]] = [:]
+            let fileRows = try db.query("""
+                SELECT job_id, remote_url, local_path, properties, bytes_total, bytes_durable,
+                       transferred, committed, etag, last_modified
+                FROM files ORDER BY job_id, idx
+                """)
+            for row in fileRows {
+                guard let jobID = row[0].string else { continue }
+                var file = JobFile(
+                    remoteURL: row[1].string ?? "", localPath: row[2].string ?? "",
+                    properties: JobStore.decodeProperties(row[3].string))
+                file.bytesTotal = row[4].int.map { UInt64($0) }
+                file.bytesTransferred = UInt64(row[5].int ?? 0)
+                file.isTransferred = row[6].int == 1
+                file.isCommitted = row[7].int == 1
+                file.remoteETag = row[8].string
+                file.remoteLastModified = row[9].string
+                filesByJob[jobID, default: []].append(file)
+            }
+            var jobs: [Job] = []
+            for row in headers {
+                guard let id = row[0].string, let json = row[1].string else { continue }
+                let header: Job
+                do {
+                    header = try JobStore.decoder.decode(Job.self, from: Data(json.utf8))
+                } catch {
+                    throw StoreError(resultCode: -1, message: "job \(id) has an unreadable record: \(error)", sql: nil)
+                }
+                jobs.append(Job(persistedHeader: header, files: filesByJob[id] ?? []))
+            }
+            return jobs
+        }
+    }
+
+    /// The number of jobs in the store.
+    public func jobCount() throws(StoreError) -> Int {
+        try connection.withLock { db throws(StoreError) in
+            Int(try db.query("SELECT count(*) FROM jobs").first?.first?.int ?? 0)
+        }
+    }
+
+    // MARK: - Writing
+
+    /// Writes the job's header and every file row in one transaction.
+    ///
+    /// A file row's durable length is never raised here (only
+    /// ``recordCheckpoint(job:file:bytes:bytesTotal:etag:lastModified:transferred:)``
+    /// raises it, after the bytes were flushed); it is lowered when the job's
+    /// progress went back, as after a restart from zero.
+    public func save(_ job: Job) throws(StoreError) {
+        try save([job])
+    }
+
+    /// Writes several jobs in one transaction.
+    public func save(_ jobs: [Job]) throws(StoreError) {
+        try connection.withLock { db throws(StoreError) in
+            try db.transaction { () throws(StoreError) in
+                for job in jobs { try JobStore.write(job, db) }
+            }
+        }
+    }
+
+    /// Writes the job's header and only the file rows listed in `files`, in one transaction.
+    /// Use it when few files changed in a large job.
+    public func save(_ job: Job, files: [Int]) throws(StoreError) {
+        try connection.withLock { db throws(StoreError) in
+            try db.transaction { () throws(StoreError) in try JobStore.write(job, db, files: files) }
+        }
+    }
+
+    private static func write(_ job: Job, _ db: SQLiteConnection, files selected: [Int]? = nil) throws(StoreError) {
+        let id = job.id.description
+        try db.query("""
+            INSERT INTO jobs (id, owner, state, priority, created, header) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET state = excluded.state, priority = excluded.priority, header = excluded.header
+            """, [.text(id), .integer(Int64(job.owner)), .text(job.state.rawValue), .text(job.priority.rawValue),
+                  .real(job.creationTime.timeIntervalSince1970), .text(encodeHeader(job))])
+        for index in selected ?? Array(job.files.indices) where job.files.indices.contains(index) {
+            let file = job.files[index]
+            try db.query("""
+                INSERT INTO files (job_id, idx, remote_url, local_path, properties, bytes_total, bytes_durable,
+                                   transferred, committed, etag, last_modified)
+                VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)
+                ON CONFLICT(job_id, idx) DO UPDATE SET
+                    remote_url = excluded.remote_url,
+                    properties = excluded.properties,
+                    bytes_total = excluded.bytes_total,
+                    bytes_durable = MIN(bytes_durable, ?),
+                    transferred = transferred AND excluded.transferred,
+                    committed = excluded.committed,
+                    etag = excluded.etag,
+                    last_modified = excluded.last_modified
+                """, [.text(id), .integer(Int64(index)), .text(file.remoteURL), .text(file.localPath),
+                      .text(encodeProperties(file.properties)), .optional(file.bytesTotal),
+                      .integer(file.isTransferred ? 1 : 0), .integer(file.isCommitted ? 1 : 0),
+                      .optional(file.remoteETag), .optional(file.remoteLastModified),
+                      .integer(Int64(file.bytesTransferred))])
+        }
+    }
+
+    /// Records that the first `bytes` bytes of a file's temporary are flushed to disk.
+    ///
+    /// Call only after `fdatasync` returned: after a crash the engine trusts this length.
+    /// `transferred` marks the file complete (its bytes all flushed).
+    public func recordCheckpoint(
+        job: JobID, file: Int, bytes: UInt64, bytesTotal: UInt64?, etag: String?, lastModified: String?,
+        transferred: Bool = false
+    ) throws(StoreError) {
+        try recordCheckpoints([Checkpoint(job: job, file: file, bytes: bytes, bytesTotal: bytesTotal, etag: etag,
+                                          lastModified: lastModified, transferred: transferred)])
+    }
+
+    /// Records several checkpoints in one transaction.
+    public func recordCheckpoints(_ checkpoints: [Checkpoint]) throws(StoreError) {
+        guard !checkpoints.isEmpty else { return }
+        try connection.withLock { db throws(StoreError) in
+            try db.transaction { () throws(StoreError) in
+                for c in checkpoints {
+                    try db.query("""
+                        UPDATE files SET bytes_durable = ?, bytes_total = ?, etag = ?, last_modified = ?,
+                                         transferred = ?
+                        WHERE job_id = ? AND idx = ?
+                        """, [.integer(Int64(c.bytes)), .optional(c.bytesTotal), .optional(c.etag),
+                              .optional(c.lastModified), .integer(c.transferred ? 1 : 0),
+                              .text(c.job.description), .integer(Int64(c.file))])
+                }
+            }
+        }
+    }
+
+    /// Removes a job and its files from the store.
+    public func delete(_ id: JobID) throws(StoreError) {
+        try connection.withLock { db throws(StoreError) in
+            _ = try db.query("DELETE FROM jobs WHERE id = ?", [.text(id.description)])
+        }
+    }
+
+    // MARK: - Encoding
+
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .secondsSince1970
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+
+    private static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .secondsSince1970
+        return decoder
+    }()
+
+    private static func encodeHeader(_ job: Job) -> String {
+        // Encoding a Job cannot fail: every field is a plain value.
+        (try? String(decoding: encoder.encode(job), as: UTF8.self)) ?? "{}"
+    }
+
+    private static func encodeProperties(_ properties: [String: String]) -> String {
+        (try? String(decoding: encoder.encode(properties), as: UTF8.self)) ?? "{}"
+    }
+
+    private static func decodeProperties(_ json: String?) -> [String: String] {
+        guard let json else { return [:] }
+        return (try? decoder.decode([String: String].self, from: Data(json.utf8))) ?? [:]
+    }
+}
+
+/// One flushed length of one file, for ``JobStore/recordCheckpoints(_:)``.
+public struct Checkpoint: Sendable, Equatable {
+    public var job: JobID
+    public var file: Int
+    public var bytes: UInt64
+    public var bytesTotal: UInt64?
+    public var etag: String?
+    public var lastModified: String?
+    public var transferred: Bool
+
+    public init(job: JobID, file: Int, bytes: UInt64, bytesTotal: UInt64?, etag: String?, lastModified: String?, transferred: Bool) {
+        self.job = job
+        self.file = file
+        self.bytes = bytes
+        self.bytesTotal = bytesTotal
+        self.etag = etag
+        self.lastModified = lastModified
+        self.transferred = transferred
+    }
+}

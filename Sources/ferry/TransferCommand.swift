@@ -1,0 +1,105 @@
+import ArgumentParser
+import FerryCore
+import FerryEngine
+import Foundation
+import Logging
+
+/// `ferry transfer`: one job, run to the end, like `bitsadmin /transfer`.
+struct TransferCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "transfer",
+        abstract: "Download files in one job, wait for it, and complete it.",
+        discussion: """
+            Give URL/destination pairs, or --manifest with a JSON manifest (docs/cli.md).
+            The files appear at their destinations only when every one has arrived.
+            Transient errors are retried; a fatal error cancels the job and exits 1.
+            Rerunning the same command after an interruption continues where it stopped.
+            """
+    )
+
+    @Option(name: .long, help: "A JSON manifest listing the files (see docs/cli.md).")
+    var manifest: String?
+
+    @Option(name: .long, help: "foreground, high, normal or low.")
+    var priority: JobPriority?
+
+    @Option(name: .customLong("property"), help: "A file property key=value, stored with every file given on the command line.")
+    var properties: [String] = []
+
+    @Option(name: .customLong("min-retry-delay"), help: "Seconds to wait before retrying after a transient error (floor 5).")
+    var minRetryDelay: Double = 5
+
+    @Option(name: .customLong("no-progress-timeout"), help: "Seconds without progress after which a transient error becomes fatal.")
+    var noProgressTimeout: Double = 300
+
+    @Option(name: .customLong("name"), help: "The job's display name.")
+    var displayName: String?
+
+    @Option(name: .customLong("state-dir"), help: "Where unfinished transfers are kept (default: $XDG_STATE_HOME/ferry).")
+    var stateDirectory: String?
+
+    @Flag(name: .shortAndLong, help: "Print nothing but errors.")
+    var quiet = false
+
+    @Flag(name: .shortAndLong, help: "Log the engine's decisions to standard error.")
+    var verbose = false
+
+    @Argument(help: "URL and destination pairs: URL DEST [URL DEST ...].")
+    var pairs: [String] = []
+
+    func validate() throws {
+        if manifest == nil && pairs.isEmpty { throw ValidationError("give URL DEST pairs or --manifest FILE") }
+        if manifest != nil && !pairs.isEmpty { throw ValidationError("give either URL DEST pairs or --manifest, not both") }
+        if pairs.count % 2 != 0 { throw ValidationError("every URL needs a destination: got \(pairs.count) arguments") }
+        for property in properties where !property.contains("=") || property.hasPrefix("=") {
+            throw ValidationError("--property takes key=value, got '\(property)'")
+        }
+        guard minRetryDelay.isFinite, minRetryDelay >= 0 else { throw ValidationError("--min-retry-delay must be ≥ 0") }
+        guard noProgressTimeout.isFinite, noProgressTimeout >= 0 else { throw ValidationError("--no-progress-timeout must be ≥ 0") }
+    }
+
+    func run() throws {
+        bootstrapLogging(verbose: verbose)
+        let plan: TransferPlan
+        do {
+            plan = try makePlan()
+        } catch {
+            printError("ferry: \(error)")
+            throw ExitCode(ExitStatus.badInput)
+        }
+        let runner = OneShotTransfer(plan: plan, stateDirectory: stateDirectory ?? StateDirectory.defaultPath(),
+                                     quiet: quiet)
+        throw ExitCode(runner.run())
+    }
+
+    private func makePlan() throws(ManifestError) -> TransferPlan {
+        let cwd = FileManager.default.currentDirectoryPath
+        var plan = TransferPlan(displayName: displayName, priority: priority ?? .normal, files: [],
+                                minimumRetryDelay: minRetryDelay, noProgressTimeout: noProgressTimeout)
+        if let manifest {
+            let path = manifest.hasPrefix("/") ? manifest : cwd + "/" + manifest
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ManifestError(source: manifest, field: nil, message: "cannot read the file")
+            }
+            let parsed = try TransferManifest.parse(data, source: manifest, baseDirectory: cwd)
+            plan.files = parsed.files
+            plan.displayName = displayName ?? parsed.displayName
+            plan.priority = priority ?? parsed.priority ?? .normal
+        } else {
+            var shared: [String: String] = [:]
+            for property in properties {
+                let parts = property.split(separator: "=", maxSplits: 1)
+                shared[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+            }
+            for pair in stride(from: 0, to: pairs.count, by: 2) {
+                let destination = pairs[pair + 1]
+                let absolute = destination.hasPrefix("/") ? destination : cwd + "/" + destination
+                plan.files.append(NewFile(remoteURL: pairs[pair], localPath: TransferManifest.normalize(absolute), properties: shared))
+            }
+        }
+        return plan
+    }
+}
+
+extension JobPriority: ExpressibleByArgument {}
+
