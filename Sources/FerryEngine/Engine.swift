@@ -296,7 +296,8 @@ public final class Engine: @unchecked Sendable {
             logger.info("job state", metadata: ["job": "\(id)", "from": "\(before.rawValue)", "to": "\(job.state.rawValue)"])
         }
         for action in actions { perform(action, for: id) }
-        guard let current = jobs[id] else { return job }
+        // An action may have finished the job (complete → committed), which forgets it.
+        guard let current = jobs[id] else { return lastFinished?.id == id ? lastFinished ?? job : job }
         emit(.jobChanged(current))
         if current.state.isFinal { forget(id) }
         return current
@@ -308,7 +309,11 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// The last job that reached a final state, for the call that finished it.
+    private var lastFinished: Job?
+
     private func forget(_ id: JobID) {
+        lastFinished = jobs[id]
         jobs[id] = nil
         queueOrder[id] = nil
         sliceStart[id] = nil
@@ -505,6 +510,7 @@ public final class Engine: @unchecked Sendable {
     func fileResponded(_ transfer: FileTransfer, restartFromZero: Bool) {
         let contents = transfer.file.snapshot
         if restartFromZero {
+            transfer.lastCheckpointLength = 0
             logger.info("remote file changed, restarting it from zero",
                         metadata: ["job": "\(transfer.jobID)", "file": "\(transfer.fileIndex)"])
         }
@@ -520,7 +526,7 @@ public final class Engine: @unchecked Sendable {
             _ = try? job.apply(.bytesWritten(file: transfer.fileIndex, bytes: length), at: Date())
             jobs[transfer.jobID] = job
         }
-        if length - transfer.lastCheckpointLength >= configuration.checkpointBytes {
+        if length >= transfer.lastCheckpointLength + configuration.checkpointBytes {
             checkpoint(transfer, transferred: false, then: nil)
         }
     }
