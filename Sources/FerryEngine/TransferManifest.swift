@@ -47,7 +47,7 @@ public struct TransferManifest: Sendable, Equatable {
         guard let version = object["version"] else {
             throw ManifestError(source: source, field: "version", message: "missing; this Ferry reads version \(currentVersion)")
         }
-        guard let number = version as? Int, !(version is Bool) else {
+        guard let number = integer(version) else {
             throw ManifestError(source: source, field: "version", message: "must be an integer")
         }
         guard number == currentVersion else {
@@ -121,7 +121,7 @@ public struct TransferManifest: Sendable, Equatable {
             properties["sha256"] = hex.lowercased()
         }
         if let raw = object["size"] {
-            guard let size = raw as? Int, !(raw is Bool), size >= 0 else {
+            guard let size = integer(raw), size >= 0 else {
                 throw ManifestError(source: source, field: "\(here).size", message: "must be a whole number of bytes ≥ 0")
             }
             properties["size"] = String(size)
@@ -133,6 +133,16 @@ public struct TransferManifest: Sendable, Equatable {
     /// Removes `.` components and repeated slashes (but keeps `..`, which the engine refuses).
     public static func normalize(_ path: String) -> String {
         "/" + path.split(separator: "/").filter { $0 != "." }.joined(separator: "/")
+    }
+
+    /// A JSON integer (not a boolean, not a fraction) as `Int`.
+    private static func integer(_ value: Any) -> Int? {
+        guard let number = value as? NSNumber else { return nil }
+        // Booleans come back as NSNumber too; their type encoding is "c".
+        guard String(cString: number.objCType) != "c" else { return nil }
+        let double = number.doubleValue
+        guard double.rounded() == double, abs(double) < 9e15 else { return nil }
+        return number.intValue
     }
 
     private static func jsonReason(_ error: any Error) -> String {

@@ -36,7 +36,7 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(request.rangeStart, Int64(kept), "the resumed request starts where the file stopped")
         XCTAssertNotNil(request.ifRange, "a resumed request is guarded by If-Range")
         _ = try h.engine.complete(id)
-        XCTAssertEqual(contentsOf(h.destination("file.bin")), data)
+        XCTAssertTrue(fileHolds(h.destination("file.bin"), data))
     }
 
     func testChangedContentRestartsTheFileFromZero() throws {
@@ -49,7 +49,7 @@ final class ResumeTests: XCTestCase {
         XCTAssertNotNil(request.rangeStart, "the engine asked for the rest...")
         XCTAssertNotNil(request.ifRange, "...guarded by the old validator, so the server sent the new file whole")
         _ = try h.engine.complete(id)
-        XCTAssertEqual(contentsOf(h.destination("file.bin")), newer, "no bytes of the old version are spliced in")
+        XCTAssertTrue(fileHolds(h.destination("file.bin"), newer), "no bytes of the old version are spliced in")
     }
 
     func testServerIgnoringRangesOnResumeIsInsufficientRangeSupport() throws {
@@ -71,7 +71,7 @@ final class ResumeTests: XCTestCase {
         _ = try h.engine.resume(id)
         try h.wait(id, for: .transferred)
         _ = try h.engine.complete(id)
-        XCTAssertEqual(contentsOf(h.destination("file.bin")), data)
+        XCTAssertTrue(fileHolds(h.destination("file.bin"), data))
     }
 
     func testWrongContentRangeIsRefusedAndNeverSpliced() throws {
@@ -86,7 +86,7 @@ final class ResumeTests: XCTestCase {
         _ = try h.engine.resume(id)
         try h.wait(id, for: .transferred)
         _ = try h.engine.complete(id)
-        XCTAssertEqual(contentsOf(h.destination("file.bin")), data)
+        XCTAssertTrue(fileHolds(h.destination("file.bin"), data))
     }
 
     func testDroppedConnectionIsTransientAndTheRetryContinuesFromTheCheckpoint() throws {
@@ -103,7 +103,7 @@ final class ResumeTests: XCTestCase {
         try h.wait(id, for: .transferred)
         XCTAssertEqual(h.server.requests(for: "/d.bin").first?.rangeStart, 400_000)
         _ = try h.engine.complete(id)
-        XCTAssertEqual(contentsOf(h.destination("d.bin")), data)
+        XCTAssertTrue(fileHolds(h.destination("d.bin"), data))
     }
 
     func testEngineRestartRecoversTheJobAndResumesFromTheCheckpoint() throws {
@@ -122,6 +122,6 @@ final class ResumeTests: XCTestCase {
         let ranged = h.server.requests(for: "/k.bin").compactMap(\.rangeStart)
         XCTAssertEqual(ranged.first, Int64(resumedFrom))
         _ = try h.engine.complete(id)
-        XCTAssertEqual(contentsOf(h.destination("k.bin")), data)
+        XCTAssertTrue(fileHolds(h.destination("k.bin"), data))
     }
 }

@@ -29,8 +29,8 @@ final class TransferTests: XCTestCase {
 
         let completed = try h.engine.complete(id)
         XCTAssertEqual(completed.state, .acknowledged)
-        XCTAssertEqual(contentsOf(h.destination("big.bin")), big)
-        XCTAssertEqual(contentsOf(h.destination("small.txt")), small)
+        XCTAssertTrue(fileHolds(h.destination("big.bin"), big))
+        XCTAssertTrue(fileHolds(h.destination("small.txt"), small))
         XCTAssertEqual(contentsOf(h.destination("empty")), [])
         XCTAssertEqual(h.temporaries, [])
         // Final jobs are gone from the engine, as BITS no longer enumerates them.
@@ -45,7 +45,7 @@ final class TransferTests: XCTestCase {
         try h.wait(id, for: .transferred)
         XCTAssertEqual(contentsOf(h.destination("pkg.deb")), Array("old".utf8), "the old file stays until complete")
         _ = try h.engine.complete(id)
-        XCTAssertEqual(contentsOf(h.destination("pkg.deb")), fresh)
+        XCTAssertTrue(fileHolds(h.destination("pkg.deb"), fresh))
     }
 
     func testCancelDeletesTemporariesAndNeverCreatesTheDestination() throws {
@@ -112,7 +112,7 @@ final class TransferTests: XCTestCase {
         try h.wait(id, for: .transferred, timeout: 15)
         XCTAssertGreaterThanOrEqual(Date(), retryAt, "the retry waited for the minimum retry delay")
         _ = try h.engine.complete(id)
-        XCTAssertEqual(contentsOf(h.destination("a.bin")), data)
+        XCTAssertTrue(fileHolds(h.destination("a.bin"), data))
     }
 
     func testServiceUnavailableHonoursRetryAfterAndSucceedsLater() throws {

@@ -8,7 +8,9 @@ public final class TemporaryDirectory: @unchecked Sendable {
     public let path: String
 
     public init(_ label: String = "ferry-test") throws {
-        let template = NSTemporaryDirectory() + "/\(label)-XXXXXX"
+        var base = NSTemporaryDirectory()
+        while base.hasSuffix("/") { base.removeLast() }
+        let template = base + "/\(label)-XXXXXX"
         var bytes = Array(template.utf8CString)
         guard let made = mkdtemp(&bytes) else {
             throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
@@ -47,6 +49,11 @@ public func testBytes(_ count: Int, seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> [UI
         }
     }
     return out
+}
+
+/// True when the file at `path` holds exactly `expected` (without dumping bytes on failure).
+public func fileHolds(_ path: String, _ expected: [UInt8]) -> Bool {
+    contentsOf(path) == expected
 }
 
 /// The bytes of a file, or `nil` if it cannot be read.

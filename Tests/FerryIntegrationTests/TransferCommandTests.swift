@@ -1,0 +1,160 @@
+import FerryTestSupport
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ferry transfer` as a user runs it: the real binary, a loopback server, real files.
+final class TransferCommandTests: XCTestCase {
+    var directory: TemporaryDirectory!
+    var server: FaultServer!
+    var downloads: String!
+    var stateDirectory: String { directory.file("state") }
+
+    override func setUpWithError() throws {
+        directory = try TemporaryDirectory("ferry-cli")
+        downloads = try directory.subdirectory("downloads")
+        server = try FaultServer()
+    }
+
+    override func tearDown() {
+        server.stop()
+        directory.remove()
+    }
+
+    private func ferry(_ arguments: [String], timeout: Double = 60) throws -> (status: Int32, stdout: String, stderr: String) {
+        try ChildProcess.run("ferry", arguments + ["--state-dir", stateDirectory], workingDirectory: downloads, timeout: timeout)
+    }
+
+    private func hiddenTemporaries() -> [String] {
+        directoryEntries(downloads).filter { $0.hasPrefix(".") && $0.hasSuffix(".part") }
+    }
+
+    func testTransfersPairsToTheirDestinations() throws {
+        let a = testBytes(1_500_000, seed: 21)
+        let b = Array("second file\n".utf8)
+        server.setFile("/a.bin", data: a)
+        server.setFile("/b.txt", data: b)
+        let result = try ferry(["transfer", server.baseURL + "/a.bin", "a.bin", server.baseURL + "/b.txt", downloads + "/b.txt"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(fileHolds(downloads + "/a.bin", a))
+        XCTAssertTrue(fileHolds(downloads + "/b.txt", b))
+        XCTAssertTrue(result.stderr.contains("Transferred 2 files"), result.stderr)
+        XCTAssertEqual(hiddenTemporaries(), [])
+    }
+
+    func testAFatalErrorExitsOneNamingTheCodeTheFileAndTheReason() throws {
+        let result = try ferry(["transfer", server.baseURL + "/nope.bin", "nope.bin"])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("HTTP_ERROR_404 (remoteFile)"), result.stderr)
+        XCTAssertTrue(result.stderr.contains(server.baseURL + "/nope.bin"), result.stderr)
+        XCTAssertTrue(result.stderr.contains(downloads + "/nope.bin"), result.stderr)
+        XCTAssertFalse(exists(downloads + "/nope.bin"))
+        XCTAssertEqual(hiddenTemporaries(), [], "a failed transfer is cancelled: its temporaries are gone")
+    }
+
+    func testManifestTransfersEveryFileWithItsProperties() throws {
+        var entries: [String] = []
+        var expected: [String: [UInt8]] = [:]
+        for index in 0..<5 {
+            let data = testBytes(10_000 + index * 777, seed: UInt64(30 + index))
+            server.setFile("/pool/\(index).deb", data: data)
+            expected["\(index).deb"] = data
+            entries.append(#"{"url": "\#(server.baseURL)/pool/\#(index).deb", "destination": "\#(index).deb", "size": \#(data.count), "properties": {"origin": "main"}}"#)
+        }
+        let manifest = directory.file("manifest.json")
+        try #"{"version": 1, "displayName": "pool", "files": [\#(entries.joined(separator: ","))]}"#
+            .write(toFile: manifest, atomically: true, encoding: .utf8)
+        let result = try ferry(["transfer", "--manifest", manifest])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        for (name, data) in expected { XCTAssertTrue(fileHolds(downloads + "/" + name, data), name) }
+    }
+
+    func testMalformedManifestsNameTheEntryAndTheField() throws {
+        let cases: [(String, String)] = [
+            (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a"}, {"url": "http://h/b"}]}"#, "files[1].destination: missing"),
+            (#"{"version": 2, "files": []}"#, "version: version 2 is not supported"),
+            (#"{"files": []}"#, "version: missing"),
+            (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a", "sha256": "xyz"}]}"#, "files[0].sha256: must be 64 hexadecimal digits"),
+            (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a", "size": -1}]}"#, "files[0].size"),
+            (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a", "colour": "red"}]}"#, "files[0].colour: unknown field"),
+            (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a"}, {"url": "http://h/b", "destination": "a"}]}"#, "files[1].destination"),
+            (#"{"version": 1, "files": "#, "not valid JSON"),
+        ]
+        for (index, (text, expected)) in cases.enumerated() {
+            let manifest = directory.file("bad\(index).json")
+            try text.write(toFile: manifest, atomically: true, encoding: .utf8)
+            let result = try ferry(["transfer", "--manifest", manifest])
+            XCTAssertEqual(result.status, 65, "case \(index): \(result.stderr)")
+            XCTAssertTrue(result.stderr.contains(manifest), "case \(index) names the file: \(result.stderr)")
+            XCTAssertTrue(result.stderr.contains(expected), "case \(index) should say '\(expected)': \(result.stderr)")
+        }
+    }
+
+    func testBadArgumentsAreRefusedBeforeAnythingStarts() throws {
+        let relative = try ferry(["transfer", "ftp://example.invalid/a", "a"])
+        XCTAssertEqual(relative.status, 65, relative.stderr)
+        XCTAssertTrue(relative.stderr.contains("unsupported URL scheme 'ftp'"), relative.stderr)
+        let missingDirectory = try ferry(["transfer", server.baseURL + "/a", "/nonexistent-dir-for-ferry/a"])
+        XCTAssertEqual(missingDirectory.status, 65, missingDirectory.stderr)
+        XCTAssertTrue(missingDirectory.stderr.contains("/nonexistent-dir-for-ferry does not exist"), missingDirectory.stderr)
+        let odd = try ferry(["transfer", server.baseURL + "/a"])
+        XCTAssertNotEqual(odd.status, 0)
+        XCTAssertTrue(odd.stderr.contains("every URL needs a destination"), odd.stderr)
+    }
+
+    /// The scenario pipelines care about most: the process is killed with SIGKILL in the
+    /// middle of a download, and rerunning the same command continues from the checkpoint.
+    func testKillNineMidTransferThenRerunResumesFromTheCheckpoint() throws {
+        let data = testBytes(8 << 20, seed: 40)
+        server.setFile("/big.bin", data: data)
+        server.setRate("/big.bin", bytesPerSecond: 1 << 20)
+        let arguments = ["transfer", server.baseURL + "/big.bin", "big.bin", "--state-dir", stateDirectory]
+        let first = try ChildProcess("ferry", arguments, workingDirectory: downloads)
+        // Default checkpoints come every 2 s: wait for more than one to have happened.
+        let temporaryGrew = waitUntil(timeout: 30) {
+            guard let name = hiddenTemporaries().first else { return false }
+            return (contentsOf(downloads + "/" + name)?.count ?? 0) >= 3 << 20
+        }
+        XCTAssertTrue(temporaryGrew, "the first run wrote into a hidden temporary")
+        first.signal(SIGKILL)
+        first.wait()
+        let temporary = try XCTUnwrap(hiddenTemporaries().first)
+        let bytesAtKill = try XCTUnwrap(contentsOf(downloads + "/" + temporary)).count
+        XCTAssertFalse(exists(downloads + "/big.bin"), "nothing torn is ever visible under the final name")
+
+        server.setRate("/big.bin", bytesPerSecond: nil)
+        server.resetRequests()
+        let rerun = try ChildProcess.run("ferry", arguments, workingDirectory: downloads)
+        XCTAssertEqual(rerun.status, 0, rerun.stderr)
+        XCTAssertTrue(rerun.stderr.contains("Continuing job"), rerun.stderr)
+        let resumed = try XCTUnwrap(server.requests(for: "/big.bin").first?.rangeStart, "the rerun asked for a range")
+        XCTAssertGreaterThanOrEqual(resumed, 1 << 20, "the rerun kept at least one checkpoint's worth")
+        XCTAssertLessThanOrEqual(resumed, Int64(bytesAtKill), "never beyond what was on disk")
+        XCTAssertTrue(fileHolds(downloads + "/big.bin", data))
+        XCTAssertEqual(hiddenTemporaries(), [])
+    }
+
+    func testInterruptSavesProgressAndExits130() throws {
+        let data = testBytes(4 << 20, seed: 41)
+        server.setFile("/int.bin", data: data)
+        server.setRate("/int.bin", bytesPerSecond: 1 << 20)
+        let arguments = ["transfer", server.baseURL + "/int.bin", "int.bin", "--state-dir", stateDirectory]
+        let first = try ChildProcess("ferry", arguments, workingDirectory: downloads)
+        XCTAssertTrue(waitUntil(timeout: 20) {
+            hiddenTemporaries().first.map { (contentsOf(downloads + "/" + $0)?.count ?? 0) >= 1 << 20 } ?? false
+        })
+        first.signal(SIGINT)
+        XCTAssertEqual(first.wait(timeout: 20), 130, first.standardError)
+        XCTAssertTrue(first.standardError.contains("run the same command again"), first.standardError)
+        let kept = try XCTUnwrap(hiddenTemporaries().first.flatMap { contentsOf(downloads + "/" + $0)?.count })
+
+        server.setRate("/int.bin", bytesPerSecond: nil)
+        server.resetRequests()
+        let rerun = try ChildProcess.run("ferry", arguments, workingDirectory: downloads)
+        XCTAssertEqual(rerun.status, 0, rerun.stderr)
+        XCTAssertEqual(server.requests(for: "/int.bin").first?.rangeStart, Int64(kept), "a clean stop keeps every byte")
+        XCTAssertTrue(fileHolds(downloads + "/int.bin", data))
+    }
+}
