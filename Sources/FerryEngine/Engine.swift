@@ -54,6 +54,7 @@ public final class Engine: @unchecked Sendable {
     private var nextQueueNumber: UInt64 = 0
     private var sliceStart: [JobID: Date] = [:]
     private var needsScheduling = true
+    private var lastScheduled = Date.distantPast
     private var observers: [UUID: @Sendable (EngineEvent) -> Void] = [:]
 
     // ---- cross-thread ---------------------------------------------------------------
@@ -236,8 +237,10 @@ public final class Engine: @unchecked Sendable {
             for command in pending { command() }
             let now = Date()
             fireTimers(now: now)
-            if needsScheduling {
+            // Time slices end without any event: look again a few times a second.
+            if needsScheduling || now.timeIntervalSince(lastScheduled) >= 0.25 {
                 needsScheduling = false
+                lastScheduled = now
                 schedule(now: now)
             }
             checkpointIdleTransfers(now: now)
