@@ -9,6 +9,10 @@ let package = Package(
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
+        // Built-in plugins: shared objects the agent loads with dlopen (libferry-<name>.so).
+        .library(name: "ferry-sha256", type: .dynamic, targets: ["FerrySHA256Plugin"]),
+        .library(name: "ferry-size", type: .dynamic, targets: ["FerrySizePlugin"]),
+        .library(name: "ferry-signature", type: .dynamic, targets: ["FerrySignaturePlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -19,6 +23,9 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // The public plugin ABI: one C header, nothing else.
+        .target(name: "FerryPluginABI"),
 
         // ---- the model: pure Swift, no I/O ------------------------------------
         .target(name: "FerryCore"),
@@ -26,15 +33,27 @@ let package = Package(
         // ---- parts ----------------------------------------------------------------
         .target(name: "FerryTransport", dependencies: ["FerryCore", "CCurl", "CCurlShim"]),
         .target(name: "FerryStore", dependencies: ["FerryCore", "CSQLite"]),
+        .target(name: "FerryCrypto", dependencies: ["CCrypto"]),
+        // Writing plugins in Swift: each plugin links its own copy.
+        .target(name: "FerryPluginKit", dependencies: ["FerryPluginABI"]),
+        .target(
+            name: "FerryPluginHost",
+            dependencies: ["FerryCore", "FerryPluginABI", .product(name: "Logging", package: "swift-log")]
+        ),
 
         // ---- the engine -------------------------------------------------------------
         .target(
             name: "FerryEngine",
             dependencies: [
-                "FerryCore", "FerryTransport", "FerryStore",
+                "FerryCore", "FerryTransport", "FerryStore", "FerryCrypto", "FerryPluginHost",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+
+        // ---- built-in plugins (never a dependency of another target: each defines ferry_plugin_v1)
+        .target(name: "FerrySHA256Plugin", dependencies: ["FerryPluginKit", "FerryCrypto"], path: "Plugins/sha256"),
+        .target(name: "FerrySizePlugin", dependencies: ["FerryPluginKit"], path: "Plugins/size"),
+        .target(name: "FerrySignaturePlugin", dependencies: ["FerryPluginKit", "FerryCrypto"], path: "Plugins/signature"),
 
         // ---- executables ------------------------------------------------------------
         .executableTarget(
@@ -54,6 +73,7 @@ let package = Package(
             name: "FerryEngineTests",
             dependencies: ["FerryEngine", "FerryCore", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]
         ),
+        .testTarget(name: "FerryCryptoTests", dependencies: ["FerryCrypto", "FerryTestSupport"]),
         .testTarget(name: "FerryIntegrationTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryCore"]),
     ]
 )

@@ -105,7 +105,11 @@ public struct Job: Codable, Equatable, Sendable {
     /// When the job last stopped making progress because of an error; `nil` while it progresses.
     public internal(set) var noProgressSince: Date?
     /// Extra request headers sent with every request (`Name: value`).
-    public var customHeaders: [String]
+    public internal(set) var customHeaders: [String]
+    /// Free key/value properties of the job; plugins can be applied to jobs by property.
+    public internal(set) var properties: [String: String] = [:]
+    /// Complete the job by itself once every file is transferred (and validated).
+    public internal(set) var autoComplete: Bool = false
 
     /// The floor BITS puts on the minimum retry delay, in seconds.
     public static let minimumRetryDelayFloor: Double = 5
@@ -149,7 +153,7 @@ public struct Job: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case id, displayName, description, owner, priority, state, creationTime, modificationTime
         case transferCompletionTime, minimumRetryDelay, noProgressTimeout, lastError, retryAt, noProgressSince
-        case customHeaders
+        case customHeaders, properties, autoComplete
     }
 
     /// Rebuilds a job from its persisted header (encoded without files) and its file rows.

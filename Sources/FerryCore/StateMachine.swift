@@ -12,6 +12,8 @@ public enum JobEvent: Equatable, Sendable {
     case setMinimumRetryDelay(Double)
     case setNoProgressTimeout(Double)
     case setCustomHeaders([String])
+    case setProperties([String: String])
+    case setAutoComplete(Bool)
     /// Points one file at another URL (BITS' `SetRemoteName`).
     case setRemoteURL(file: Int, url: String)
 
@@ -28,6 +30,8 @@ public enum JobEvent: Equatable, Sendable {
     case fileTransferred(file: Int)
     /// A transfer of the job failed.
     case failed(FerryError)
+    /// A validator set a finished file invalid: the job fails and the file starts again from zero.
+    case validationFailed(FerryError)
     /// The retry timer of a job in `TRANSIENT_ERROR` fired.
     case retryTimerFired
     /// The renames asked for by ``JobAction/commitFiles(_:)`` all succeeded.
@@ -169,6 +173,18 @@ extension Job {
             touch(now)
             return []
 
+        case .setProperties(let properties):
+            try requireNotFinal("change the properties of")
+            self.properties = properties
+            touch(now)
+            return []
+
+        case .setAutoComplete(let enabled):
+            try requireNotFinal("change auto-complete of")
+            autoComplete = enabled
+            touch(now)
+            return []
+
         case .setRemoteURL(let index, let url):
             try requireNotFinal("change a remote name of")
             guard files.indices.contains(index) else {
@@ -235,6 +251,17 @@ extension Job {
             let at = now.addingTimeInterval(delay)
             retryAt = at
             return [.stopTransfers, .scheduleRetry(at: nextTimer(retryAt: at))]
+
+        case .validationFailed(let error):
+            // BITS: the job goes to ERROR, that file's progress is reset, and resume fetches it again.
+            guard !state.isFinal, let index = error.fileIndex, files.indices.contains(index) else { return [] }
+            files[index].resetProgress()
+            touch(now)
+            guard state.isActive || state == .transferred else { return [.discardTemporaries([index])] }
+            state = .error
+            lastError = error
+            retryAt = nil
+            return [.stopTransfers, .discardTemporaries([index]), .notifyJobError]
 
         case .retryTimerFired:
             guard state == .transientError else { return [] }

@@ -1,5 +1,6 @@
 import Dispatch
 import FerryCore
+import FerryPluginHost
 import FerryStore
 import FerryTransport
 import Foundation
@@ -45,6 +46,10 @@ public final class Engine: @unchecked Sendable {
     let store: JobStore
     private let logger: Logger
     private let loop: TransferLoop
+    /// The loaded plugins; validators prove every file before it counts as transferred.
+    public let plugins: PluginHost
+    /// Validation runs here, one serial queue per job (callbacks for one job are serialized).
+    private var validationQueues: [JobID: DispatchQueue] = [:]
 
     // ---- state owned by the engine's thread --------------------------------------
     private var jobs: [JobID: Job] = [:]
@@ -79,6 +84,11 @@ public final class Engine: @unchecked Sendable {
         }
         loop = try TransferLoop(limits: .init(maxTotalConnections: configuration.maxConnections,
                                               maxConnectionsPerHost: configuration.maxConnectionsPerHost))
+        do {
+            plugins = try PluginHost(specs: configuration.plugins, directories: configuration.pluginDirectories, logger: logger)
+        } catch {
+            throw FerryError(code: .invalidArgument, context: .queueManager, message: "\(error)")
+        }
     }
 
     // MARK: - Lifecycle
@@ -111,6 +121,8 @@ public final class Engine: @unchecked Sendable {
         loop.wakeup()
         loopExited.wait()
         durability.sync {}
+        for queue in validationQueues.values { queue.sync {} }
+        plugins.shutdown()
         lifecycle.withLock { $0 = .stopped }
     }
 
@@ -150,6 +162,13 @@ public final class Engine: @unchecked Sendable {
     public func setMinimumRetryDelay(_ id: JobID, seconds: Double) throws(FerryError) -> Job { try call(.setMinimumRetryDelay(seconds), id) }
     public func setNoProgressTimeout(_ id: JobID, seconds: Double) throws(FerryError) -> Job { try call(.setNoProgressTimeout(seconds), id) }
     public func setCustomHeaders(_ id: JobID, _ headers: [String]) throws(FerryError) -> Job { try call(.setCustomHeaders(headers), id) }
+    public func setProperties(_ id: JobID, _ properties: [String: String]) throws(FerryError) -> Job { try call(.setProperties(properties), id) }
+    /// Completes the job by itself once every file is transferred and validated.
+    public func setAutoComplete(_ id: JobID, _ enabled: Bool) throws(FerryError) -> Job {
+        let job = try call(.setAutoComplete(enabled), id)
+        if enabled, job.state == .transferred { return try complete(id) }
+        return job
+    }
 
     /// Points one file at another URL (BITS' `SetRemoteName`).
     public func setRemoteURL(_ id: JobID, file: Int, url: String) throws(FerryError) -> Job {
@@ -163,6 +182,11 @@ public final class Engine: @unchecked Sendable {
     /// - Throws: ``ErrorCode/localFileError`` when a rename fails; the job then keeps its state.
     public func complete(_ id: JobID) throws(FerryError) -> Job {
         try onLoop { engine throws(FerryError) in
+            let current = try engine.existingJob(id)
+            if !current.state.isFinal, !engine.plugins.validators(for: current).isEmpty, !current.pendingFileIndices.isEmpty {
+                throw FerryError(code: .invalidState, context: .validation,
+                                 message: "\(current.pendingFileIndices.count) of \(current.files.count) files are not transferred and validated yet; validators apply to this job, so it cannot be completed (cancel it instead)")
+            }
             let job = try engine.apply(.complete, to: id)
             if job.state != .acknowledged, let failure = engine.lastCommitError.removeValue(forKey: id) { throw failure }
             return job
@@ -321,6 +345,7 @@ public final class Engine: @unchecked Sendable {
         queueOrder[id] = nil
         sliceStart[id] = nil
         lastCommitError[id] = nil
+        validationQueues[id] = nil
         do { try store.delete(id) } catch {
             logger.error("cannot delete finished job", metadata: ["job": "\(id)", "error": "\(error)"])
         }
@@ -352,6 +377,10 @@ public final class Engine: @unchecked Sendable {
             if let job = jobs[id] {
                 logger.info("job transferred", metadata: ["job": "\(id)"])
                 emit(.jobTransferred(job))
+                if job.autoComplete {
+                    // After this event's own bookkeeping, on the next turn of the loop.
+                    post { [weak self] in _ = try? self?.complete(id) }
+                }
             }
         case .notifyJobError:
             if let job = jobs[id] {
@@ -490,8 +519,9 @@ public final class Engine: @unchecked Sendable {
             let backgroundTransfers = running.filter { jobs[$0.key]?.priority.isBackground ?? false }.reduce(0) { $0 + $1.value.count }
             request.maxBytesPerSecond = max(1024, configuration.backgroundBytesPerSecond / Int64(backgroundTransfers + 1))
         }
-        let fileTransfer = FileTransfer(engine: self, jobID: job.id, fileIndex: index, file: temporary, request: request,
-                                        jobFile: file, mayRestartWithoutRanges: job.priority == .foreground, now: now)
+        let fileTransfer = try FileTransfer(engine: self, jobID: job.id, fileIndex: index, file: temporary, request: request,
+                                            jobFile: file, mayRestartWithoutRanges: job.priority == .foreground,
+                                            maxFileBytes: configuration.maxFileBytes, now: now)
         fileTransfer.transfer = try loop.start(request, delegate: fileTransfer)
         running[job.id, default: [:]][index] = fileTransfer
         logger.debug("transfer started", metadata: ["job": "\(job.id)", "file": "\(index)", "offset": "\(request.offset)"])
@@ -544,19 +574,100 @@ public final class Engine: @unchecked Sendable {
         guard running[transfer.jobID]?[transfer.fileIndex] === transfer else { return }
         transfer.isFinishing = true
         let id = transfer.jobID
-        let index = transfer.fileIndex
-        checkpoint(transfer, transferred: true) { [unowned self] error in
-            if self.running[id]?[index] === transfer {
-                self.running[id]?[index] = nil
-                if self.running[id]?.isEmpty ?? false { self.running[id] = nil }
-            }
+        // The final flush records the full length but not "transferred": that waits for the
+        // validators, so a crash in between validates the file again.
+        checkpoint(transfer, transferred: false) { [unowned self] error in
             if let error {
+                self.release(transfer)
                 _ = try? self.apply(.failed(error), to: id)
                 return
             }
-            _ = try? self.apply(.fileTransferred(file: index), to: id, files: [index])
-            self.needsScheduling = true
+            self.validate(transfer, attempt: 0)
         }
+    }
+
+    private func release(_ transfer: FileTransfer) {
+        let id = transfer.jobID
+        if running[id]?[transfer.fileIndex] === transfer {
+            running[id]?[transfer.fileIndex] = nil
+            if running[id]?.isEmpty ?? false { running[id] = nil }
+        }
+        needsScheduling = true
+    }
+
+    // MARK: - Validation
+
+    /// Runs the job's validators on a finished file, off the engine's thread, then
+    /// reports the verdict: valid → the file is transferred; invalid → the job fails
+    /// with VALIDATION_FAILED and the file starts again from zero.
+    private func validate(_ transfer: FileTransfer, attempt: Int, digests known: [DigestName: [UInt8]]? = nil) {
+        let id = transfer.jobID
+        let index = transfer.fileIndex
+        guard var job = jobs[id] else { return }
+        let digests = known ?? transfer.finishDigests()
+        let validators = plugins.validators(for: job)
+        guard !validators.isEmpty else {
+            release(transfer)
+            _ = try? apply(.fileTransferred(file: index), to: id, files: [index])
+            return
+        }
+        let length = transfer.file.snapshot.length
+        job = Engine.withFinishedFile(job, index: index, length: length)
+        let view = PluginJobView(job: job, temporaryPaths: job.files.indices.map { job.temporaryPath(ofFile: $0) },
+                                 digests: [index: digests], completeFiles: [index])
+        let queue = validationQueue(for: id)
+        let plugins = self.plugins
+        let work = UncheckedSendable { [unowned self] (outcome: ValidationOutcome) in
+            self.finishValidation(transfer, outcome: outcome, attempt: attempt, digests: digests)
+        }
+        queue.async { [weak self] in
+            let outcome = plugins.validate(file: index, view: view)
+            self?.post { work.value(outcome) }
+        }
+    }
+
+    private func finishValidation(_ transfer: FileTransfer, outcome: ValidationOutcome, attempt: Int, digests: [DigestName: [UInt8]]) {
+        let id = transfer.jobID
+        let index = transfer.fileIndex
+        switch outcome {
+        case .valid(let verdicts):
+            release(transfer)
+            if !verdicts.isEmpty {
+                logger.info("file validated", metadata: ["job": "\(id)", "file": "\(index)",
+                                                         "verdicts": "\(verdicts.map { "\($0.plugin): \($0.reason)" }.joined(separator: "; "))"])
+            }
+            _ = try? apply(.fileTransferred(file: index), to: id, files: [index])
+        case .invalid(let verdict):
+            release(transfer)
+            logger.warning("file failed validation", metadata: ["job": "\(id)", "file": "\(index)", "plugin": "\(verdict.plugin)", "reason": "\(verdict.reason)"])
+            let error = FerryError(code: .validationFailed, context: .validation, fileIndex: index,
+                                   message: "\(verdict.plugin): \(verdict.reason)")
+            _ = try? apply(.validationFailed(error), to: id, files: [index])
+        case .retryLater(let plugin):
+            // BITS calls a callback that did not answer OK again later; back off up to a minute.
+            let delay = min(60, 0.5 * pow(2, Double(min(attempt, 7))))
+            logger.info("validator asked to be called again", metadata: ["job": "\(id)", "file": "\(index)", "plugin": "\(plugin)", "in": "\(delay)s"])
+            let retry = UncheckedSendable { [unowned self] in
+                guard self.running[id]?[index] === transfer else { return }
+                self.validate(transfer, attempt: attempt + 1, digests: digests)
+            }
+            validationQueue(for: id).asyncAfter(deadline: .now() + delay) { [weak self] in self?.post { retry.value() } }
+        }
+    }
+
+    private func validationQueue(for id: JobID) -> DispatchQueue {
+        if let queue = validationQueues[id] { return queue }
+        let queue = DispatchQueue(label: "ferry.validate.\(id)", target: .global())
+        validationQueues[id] = queue
+        return queue
+    }
+
+    /// The job as validators see it: the file's bytes complete, its size known.
+    private static func withFinishedFile(_ job: Job, index: Int, length: UInt64) -> Job {
+        var files = job.files
+        files[index].bytesTransferred = length
+        if files[index].bytesTotal == nil { files[index].bytesTotal = length }
+        return Job(persistedHeader: job, files: files)
     }
 
     // MARK: - Checkpoints

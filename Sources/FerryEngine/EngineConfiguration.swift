@@ -1,4 +1,8 @@
 import FerryCore
+import FerryPluginHost
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Every tunable of the engine, with the defaults a package pipeline wants.
 public struct EngineConfiguration: Sendable, Equatable {
@@ -29,7 +33,34 @@ public struct EngineConfiguration: Sendable, Equatable {
     /// Caps the bytes per second of all background transfers together; 0 leaves them uncapped.
     public var backgroundBytesPerSecond: Int64 = 0
 
+    /// Refuse any file larger than this many bytes, aborting its transfer as soon as it
+    /// is crossed; `nil` leaves files unbounded except by their `size`/`max_size` properties.
+    public var maxFileBytes: UInt64?
+    /// The plugins to load, in order. The embedded default validates every job with the
+    /// built-in sha256 and size validators, which abstain on files with no expectation.
+    public var plugins: [PluginSpec] = EngineConfiguration.defaultPlugins
+    /// Where bare plugin names are looked up: next to the running executable, then
+    /// in `../lib/ferry/plugins` beside it.
+    public var pluginDirectories: [String] = EngineConfiguration.defaultPluginDirectories()
+
+    public static let defaultPlugins = [PluginSpec(reference: "sha256"), PluginSpec(reference: "size")]
+
+    public static func defaultPluginDirectories() -> [String] {
+        let executable = executableDirectory()
+        return [executable, executable + "/../lib/ferry/plugins"]
+    }
+
     public init(storePath: String) {
         self.storePath = storePath
     }
+}
+
+/// The directory of the running executable, read from `/proc/self/exe`.
+func executableDirectory() -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    guard count > 0 else { return "." }
+    let path = String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    return String(path[..<slash])
 }

@@ -1,4 +1,6 @@
 import FerryCore
+import FerryCrypto
+import FerryPluginHost
 import FerryTransport
 import Foundation
 
@@ -19,6 +21,12 @@ final class FileTransfer: TransferDelegate {
     /// A foreground job may take a whole file from zero when the server ignores ranges.
     let mayRestartWithoutRanges: Bool
     var transfer: Transfer?
+    /// Digests computed while the bytes stream in, for the validators: one per expected
+    /// digest property (`sha256`, `sha512`) the file carries.
+    private(set) var digests: [DigestName: StreamingDigest] = [:]
+    /// No file may grow past this: the smallest of its `size` and `max_size` properties
+    /// and the engine's maximum. A hostile server cannot fill the disk.
+    let byteLimit: UInt64?
 
     /// The server said the file is already complete (416 for our own size): ignore its body.
     private var discardBody = false
@@ -31,7 +39,7 @@ final class FileTransfer: TransferDelegate {
     var isFinishing = false
 
     init(engine: Engine, jobID: JobID, fileIndex: Int, file: TemporaryFile, request: TransferRequest,
-         jobFile: JobFile, mayRestartWithoutRanges: Bool, now: Date) {
+         jobFile: JobFile, mayRestartWithoutRanges: Bool, maxFileBytes: UInt64?, now: Date) throws(FerryError) {
         self.engine = engine
         self.jobID = jobID
         self.fileIndex = fileIndex
@@ -43,6 +51,32 @@ final class FileTransfer: TransferDelegate {
         self.mayRestartWithoutRanges = mayRestartWithoutRanges
         self.lastCheckpointLength = request.offset
         self.lastCheckpointTime = now
+        let limits = [jobFile.properties["size"], jobFile.properties["max_size"]].compactMap { $0.flatMap { UInt64($0) } }
+            + [maxFileBytes].compactMap { $0 }
+        self.byteLimit = limits.min()
+        for name in DigestName.allCases where jobFile.properties[name.rawValue] != nil {
+            do {
+                let digest = try StreamingDigest(name == .sha256 ? .sha256 : .sha512)
+                // Resuming: the bytes already on disk enter the digest first (read once, here).
+                if request.offset > 0 { try digest.update(fromDescriptor: file.descriptor, length: request.offset) }
+                digests[name] = digest
+            } catch {
+                throw FerryError(code: .localFileError, context: .localFile, fileIndex: fileIndex,
+                                 message: "cannot hash the first \(request.offset) bytes of \(file.path): \(error)")
+            }
+        }
+    }
+
+    /// Restarting from zero: the digests start again too.
+    private func resetDigests() {
+        for name in Array(digests.keys) {
+            digests[name] = try? StreamingDigest(name == .sha256 ? .sha256 : .sha512)
+        }
+    }
+
+    /// The finished digests, by algorithm; call once, after the last byte.
+    func finishDigests() -> [DigestName: [UInt8]] {
+        digests.mapValues { $0.finish() }
     }
 
     // MARK: - TransferDelegate
@@ -97,6 +131,11 @@ final class FileTransfer: TransferDelegate {
 
         if restart {
             do { try file.restartFromZero() } catch { return error }
+            resetDigests()
+        }
+        if let limit = byteLimit, let total = expectedTotal, total > limit, !discardBody {
+            return FerryError(code: .fileTooLarge, context: .remoteFile, httpStatus: status, fileIndex: fileIndex, remoteSize: total,
+                              message: "\(request.url) is \(total) bytes, more than the \(limit) allowed for it; nothing was written")
         }
         if discardBody {
             file.setRemoteIdentity(bytesTotal: expectedTotal, etag: knownETag, lastModified: knownLastModified)
@@ -114,6 +153,11 @@ final class FileTransfer: TransferDelegate {
             return FerryError(code: .fileTooLarge, context: .remoteFile, fileIndex: fileIndex, remoteSize: total,
                               message: "\(request.url) sent more than the \(total) bytes it announced; transfer aborted")
         }
+        if let limit = byteLimit, length + UInt64(bytes.count) > limit {
+            return FerryError(code: .fileTooLarge, context: .remoteFile, fileIndex: fileIndex,
+                              message: "\(request.url) sent more than the \(limit) bytes allowed for it; transfer aborted")
+        }
+        for digest in digests.values { digest.update(bytes) }
         do {
             try file.append(bytes)
         } catch {

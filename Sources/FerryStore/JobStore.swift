@@ -125,6 +125,7 @@ public final class JobStore: Sendable {
 
     /// Writes the job's header and every file row in one transaction.
     ///
+    /// A file is saved as transferred only once the engine flushed and validated it.
     /// A file row's durable length is never raised here (only
     /// ``recordCheckpoint(job:file:bytes:bytesTotal:etag:lastModified:transferred:)``
     /// raises it, after the bytes were flushed); it is lowered when the job's
@@ -168,7 +169,7 @@ public final class JobStore: Sendable {
                     properties = excluded.properties,
                     bytes_total = excluded.bytes_total,
                     bytes_durable = MIN(bytes_durable, ?),
-                    transferred = transferred AND excluded.transferred,
+                    transferred = excluded.transferred,
                     committed = excluded.committed,
                     etag = excluded.etag,
                     last_modified = excluded.last_modified

@@ -64,7 +64,24 @@ final class TransferTests: XCTestCase {
         }
     }
 
+    func testCompleteIsRefusedWhileValidatedFilesAreMissing() throws {
+        h.server.setFile("/done.txt", data: Array("done".utf8))
+        h.server.setFile("/slow.bin", data: testBytes(4 << 20))
+        h.server.setRate("/slow.bin", bytesPerSecond: 128 << 10)
+        let id = try h.startJob([("/done.txt", "done.txt"), ("/slow.bin", "slow.bin")])
+        XCTAssertTrue(try waitUntil(timeout: 10) { try h.engine.job(id).files[0].isTransferred })
+        XCTAssertThrowsError(try h.engine.complete(id)) { error in
+            XCTAssertEqual((error as? FerryError)?.code, .invalidState)
+            XCTAssertEqual((error as? FerryError)?.context, .validation)
+        }
+        XCTAssertTrue(try h.engine.job(id).state.isActive, "the refused job goes on")
+        XCTAssertFalse(exists(h.destination("done.txt")))
+    }
+
     func testPartialCompleteRenamesOnlyFinishedFiles() throws {
+        // BITS' partial complete, for jobs no validator applies to.
+        h.tearDown()
+        h = try EngineHarness { $0.plugins = [] }
         h.server.setFile("/done.txt", data: Array("done".utf8))
         h.server.setFile("/slow.bin", data: testBytes(4 << 20))
         h.server.setRate("/slow.bin", bytesPerSecond: 128 << 10)

@@ -1,0 +1,298 @@
+import FerryCore
+import FerryPluginABI
+import Foundation
+import Logging
+import Synchronization
+
+/// A plugin that was loaded, checked and created.
+public final class LoadedPlugin: @unchecked Sendable {
+    public let path: String
+    public let name: String
+    public let version: String
+    public let spec: PluginSpec
+    let descriptor: UnsafePointer<ferry_plugin_descriptor>
+    let instance: UnsafeMutableRawPointer?
+    /// Held around every call when the plugin declared itself single-threaded.
+    let callLock = NSLock()
+
+    init(path: String, spec: PluginSpec, descriptor: UnsafePointer<ferry_plugin_descriptor>, instance: UnsafeMutableRawPointer?) {
+        self.path = path
+        self.spec = spec
+        self.descriptor = descriptor
+        self.instance = instance
+        self.name = String(cString: descriptor.pointee.name)
+        self.version = String(cString: descriptor.pointee.version)
+    }
+
+    public var isValidator: Bool { descriptor.pointee.roles & UInt32(FERRY_ROLE_VALIDATOR) != 0 }
+    public var isErrorPolicy: Bool { descriptor.pointee.roles & UInt32(FERRY_ROLE_ERROR_POLICY) != 0 }
+    public var wantsTransientErrors: Bool { descriptor.pointee.flags & UInt32(FERRY_PLUGIN_WANTS_TRANSIENT_ERRORS) != 0 }
+    var isSingleThreaded: Bool { descriptor.pointee.flags & UInt32(FERRY_PLUGIN_SINGLE_THREADED) != 0 }
+
+    /// The roles, for people: "validator", "error-policy".
+    public var roleNames: [String] {
+        var names: [String] = []
+        if isValidator { names.append("validator") }
+        if isErrorPolicy { names.append("error-policy") }
+        return names
+    }
+}
+
+/// What a plugin sees of a job during one callback.
+public struct PluginJobView: Sendable {
+    public var job: Job
+    /// Where each file's bytes are now.
+    public var temporaryPaths: [String]
+    /// Digests the host computed while bytes streamed in, by file index.
+    public var digests: [Int: [DigestName: [UInt8]]]
+    /// Files whose bytes are all on disk: only these may be given a validation state.
+    public var completeFiles: Set<Int>
+
+    public init(job: Job, temporaryPaths: [String], digests: [Int: [DigestName: [UInt8]]] = [:], completeFiles: Set<Int> = []) {
+        self.job = job
+        self.temporaryPaths = temporaryPaths
+        self.digests = digests
+        self.completeFiles = completeFiles
+    }
+}
+
+/// A digest algorithm's name as the ABI spells it.
+public enum DigestName: String, Sendable, Hashable, CaseIterable {
+    case sha256
+    case sha512
+}
+
+/// What a plugin asked the host to do; applied by the engine after the callback returned.
+public enum PluginAction: Equatable, Sendable, CustomStringConvertible {
+    case setPriority(JobPriority)
+    case resume
+    case suspend
+    case setRemoteURL(file: Int, url: String)
+
+    public var description: String {
+        switch self {
+        case .setPriority(let priority): "set priority \(priority.rawValue)"
+        case .resume: "resume"
+        case .suspend: "suspend"
+        case .setRemoteURL(let file, let url): "point file \(file) at \(url)"
+        }
+    }
+}
+
+/// One validator's verdict on one file.
+public struct ValidationVerdict: Equatable, Sendable {
+    public var plugin: String
+    public var valid: Bool
+    public var reason: String
+}
+
+/// The result of running every applicable validator on one file.
+public enum ValidationOutcome: Equatable, Sendable {
+    /// No validator said invalid; `verdicts` lists those that said valid (abstentions are not listed).
+    case valid([ValidationVerdict])
+    /// A validator said invalid, or failed: the file is not proven.
+    case invalid(ValidationVerdict)
+    /// A validator asked to be called again later.
+    case retryLater(plugin: String)
+}
+
+/// What an error policy did about a job's error.
+public struct PolicyDecision: Equatable, Sendable {
+    public var plugin: String
+    public var actions: [PluginAction]
+    public var status: Int32
+    public var message: String
+}
+
+/// Loads plugins and calls them, offering them the host function table.
+public final class PluginHost: @unchecked Sendable {
+    public let plugins: [LoadedPlugin]
+    private let logger: Logger
+
+    /// Loads every plugin in order; the first that cannot be loaded stops the whole load.
+    /// - Throws: ``PluginLoadError`` naming the file and the reason.
+    public init(specs: [PluginSpec], directories: [String], logger: Logger) throws(PluginLoadError) {
+        self.logger = logger
+        HostTable.installLogger(logger)
+        var loaded: [LoadedPlugin] = []
+        do {
+            for spec in specs {
+                loaded.append(try PluginHost.load(spec, directories: directories, logger: logger))
+            }
+        } catch {
+            for plugin in loaded { PluginHost.destroy(plugin) }
+            throw error
+        }
+        plugins = loaded
+    }
+
+    private static func load(_ spec: PluginSpec, directories: [String], logger: Logger) throws(PluginLoadError) -> LoadedPlugin {
+        let path = try PluginLoader.resolve(spec.reference, in: directories)
+        try PluginLoader.checkTrust(path)
+        let descriptor = try PluginLoader.open(path)
+        let name = String(cString: descriptor.pointee.name)
+        // Configuration strings live until create() returns.
+        let keys = spec.settings.map { strdup($0.key) }
+        let values = spec.settings.map { strdup($0.value) }
+        defer {
+            keys.forEach { free($0) }
+            values.forEach { free($0) }
+        }
+        var entries = zip(keys, values).map { ferry_kv(key: $0, value: $1) }
+        var instance: UnsafeMutableRawPointer?
+        let errorBuffer = ErrorBuffer()
+        let status = HostTable.whileCalling(plugin: name) {
+            entries.withUnsafeMutableBufferPointer { buffer in
+                descriptor.pointee.create(HostTable.table, buffer.baseAddress, buffer.count, &instance, errorBuffer.pointer, errorBuffer.size)
+            }
+        }
+        guard status == FERRY_OK else {
+            let text = errorBuffer.text
+            throw PluginLoadError(path: path, reason: .createFailed,
+                                  message: "create() failed with status \(status)\(text.isEmpty ? "" : ": \(text)")")
+        }
+        let plugin = LoadedPlugin(path: path, spec: spec, descriptor: descriptor, instance: instance)
+        logger.info("plugin loaded", metadata: ["plugin": "\(plugin.name)", "version": "\(plugin.version)",
+                                                "roles": "\(plugin.roleNames.joined(separator: ","))", "path": "\(path)"])
+        return plugin
+    }
+
+    private static func destroy(_ plugin: LoadedPlugin) {
+        guard let destroy = plugin.descriptor.pointee.destroy else { return }
+        HostTable.whileCalling(plugin: plugin.name) { destroy(plugin.instance) }
+    }
+
+    /// Calls every plugin's `destroy`. The shared objects stay mapped (RTLD_NODELETE).
+    public func shutdown() {
+        for plugin in plugins { PluginHost.destroy(plugin) }
+    }
+
+    /// The validators that apply to a job, in configured order.
+    public func validators(for job: Job) -> [LoadedPlugin] {
+        plugins.filter { $0.isValidator && $0.spec.appliesTo.matches(job) }
+    }
+
+    /// The error policies that apply to a job's error, in configured order.
+    public func errorPolicies(for job: Job, transient: Bool) -> [LoadedPlugin] {
+        plugins.filter { $0.isErrorPolicy && $0.spec.appliesTo.matches(job) && (!transient || $0.wantsTransientErrors) }
+    }
+
+    // MARK: - Validation
+
+    /// Runs every applicable validator's `file_transferred` on one finished file.
+    ///
+    /// The file is valid only if no validator set it invalid; a validator that
+    /// fails (any status but OK and RETRY_LATER) leaves it unproven, which counts as invalid.
+    public func validate(file index: Int, view: PluginJobView) -> ValidationOutcome {
+        var verdicts: [ValidationVerdict] = []
+        for plugin in validators(for: view.job) {
+            guard let callback = plugin.descriptor.pointee.file_transferred else { continue }
+            let (status, text, scope) = invoke(plugin, view) { instance, job, errorBuffer in
+                callback(instance, job, HostTable.fileHandle(job, index), errorBuffer.pointer, errorBuffer.size)
+            }
+            let verdict = scope.verdicts.last { $0.file == index }
+            switch status {
+            case FERRY_OK:
+                guard let verdict else {
+                    logger.debug("validator abstained", metadata: ["plugin": "\(plugin.name)", "file": "\(index)"])
+                    continue
+                }
+                let result = ValidationVerdict(plugin: plugin.name, valid: verdict.valid, reason: verdict.reason)
+                guard verdict.valid else { return .invalid(result) }
+                verdicts.append(result)
+            case FERRY_RETRY_LATER:
+                return .retryLater(plugin: plugin.name)
+            default:
+                let reason = "validator \(plugin.name) failed with \(HostTable.statusName(status))\(text.isEmpty ? "" : ": \(text)")"
+                logger.error("validator failed", metadata: ["plugin": "\(plugin.name)", "file": "\(index)", "status": "\(status)", "error": "\(text)"])
+                return .invalid(ValidationVerdict(plugin: plugin.name, valid: false, reason: reason))
+            }
+        }
+        return .valid(verdicts)
+    }
+
+    // MARK: - Notifications and error policies
+
+    /// Calls `job_error` on the applicable error policies, in order, until one acts.
+    /// - Returns: every policy's answer, the acting one last.
+    public func handleError(view: PluginJobView, error: FerryError, policies: [LoadedPlugin]) -> [PolicyDecision] {
+        var decisions: [PolicyDecision] = []
+        for plugin in policies {
+            guard let callback = plugin.descriptor.pointee.job_error else { continue }
+            let (status, text, scope) = invoke(plugin, view) { instance, job, errorBuffer in
+                HostTable.withErrorInfo(error) { info in callback(instance, job, info, errorBuffer.pointer, errorBuffer.size) }
+            }
+            decisions.append(PolicyDecision(plugin: plugin.name, actions: scope.actions, status: status, message: text))
+            if status == FERRY_OK, !scope.actions.isEmpty { break }
+        }
+        return decisions
+    }
+
+    /// Calls `job_transferred` (or `job_modification`) on every plugin that implements it.
+    /// - Returns: the plugins that asked to be called again later.
+    public func notify(_ kind: Notification, view: PluginJobView) -> [String] {
+        var retry: [String] = []
+        for plugin in plugins where plugin.spec.appliesTo.matches(view.job) {
+            let status: Int32
+            let text: String
+            switch kind {
+            case .jobTransferred:
+                guard let callback = plugin.descriptor.pointee.job_transferred else { continue }
+                (status, text, _) = invoke(plugin, view) { instance, job, errorBuffer in
+                    callback(instance, job, errorBuffer.pointer, errorBuffer.size)
+                }
+            case .jobModification:
+                guard let callback = plugin.descriptor.pointee.job_modification else { continue }
+                (status, text, _) = invoke(plugin, view) { instance, job, errorBuffer in
+                    callback(instance, job, errorBuffer.pointer, errorBuffer.size)
+                }
+            }
+            if status == FERRY_RETRY_LATER { retry.append(plugin.name) }
+            else if status != FERRY_OK {
+                logger.error("plugin callback failed", metadata: ["plugin": "\(plugin.name)", "callback": "\(kind)", "status": "\(HostTable.statusName(status))", "error": "\(text)"])
+            }
+        }
+        return retry
+    }
+
+    public enum Notification: String, Sendable { case jobTransferred, jobModification }
+
+    /// Calls one plugin callback inside a scope that gives it the job's handles.
+    private func invoke(
+        _ plugin: LoadedPlugin, _ view: PluginJobView,
+        _ body: (UnsafeMutableRawPointer?, OpaquePointer, ErrorBuffer) -> Int32
+    ) -> (Int32, String, CallbackScope) {
+        if plugin.isSingleThreaded { plugin.callLock.lock() }
+        defer { if plugin.isSingleThreaded { plugin.callLock.unlock() } }
+        let errorBuffer = ErrorBuffer()
+        let scope = CallbackScope(view: view, plugin: plugin.name)
+        let status = HostTable.withScope(scope) { job in
+            HostTable.whileCalling(plugin: plugin.name) { body(plugin.instance, job, errorBuffer) }
+        }
+        let known = (FERRY_OK...FERRY_INVALID_STATE).contains(status)
+        if !known {
+            logger.error("plugin returned an unknown status; treated as an error",
+                         metadata: ["plugin": "\(plugin.name)", "status": "\(status)"])
+        }
+        return (known ? status : FERRY_ERROR, errorBuffer.text, scope)
+    }
+}
+
+/// A caller-owned, zeroed buffer for a plugin's error text.
+final class ErrorBuffer {
+    let size = 1024
+    let pointer: UnsafeMutablePointer<CChar>
+
+    init() {
+        pointer = .allocate(capacity: size)
+        pointer.initialize(repeating: 0, count: size)
+    }
+
+    deinit { pointer.deallocate() }
+
+    /// The text, even if the plugin forgot the final NUL.
+    var text: String {
+        pointer[size - 1] = 0
+        return String(cString: pointer).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
