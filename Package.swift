@@ -71,7 +71,10 @@ let package = Package(
         .testTarget(name: "FerryStoreTests", dependencies: ["FerryStore", "FerryCore"]),
         .testTarget(
             name: "FerryEngineTests",
-            dependencies: ["FerryEngine", "FerryCore", "FerryTestSupport", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "FerryEngine", "FerryCore", "FerryCrypto", "FerryPluginHost", "FerryTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(name: "FerryCryptoTests", dependencies: ["FerryCrypto", "FerryTestSupport"]),
         .testTarget(name: "FerryIntegrationTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryCore"]),

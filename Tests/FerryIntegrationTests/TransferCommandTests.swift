@@ -158,3 +158,59 @@ final class TransferCommandTests: XCTestCase {
         XCTAssertTrue(fileHolds(downloads + "/int.bin", data))
     }
 }
+
+/// `ferry transfer` validates with the built-in plugins and no configuration at all.
+final class TransferValidationTests: XCTestCase {
+    var directory: TemporaryDirectory!
+    var server: FaultServer!
+
+    override func setUpWithError() throws {
+        directory = try TemporaryDirectory("ferry-cli-validate")
+        server = try FaultServer()
+    }
+
+    override func tearDown() {
+        server.stop()
+        directory.remove()
+    }
+
+    private func manifest(_ entries: [(path: String, sha256: String, size: Int)]) throws -> String {
+        let files = entries.map { #"{"url": "\#(server.baseURL)\#($0.path)", "destination": "\#(directory.path)\#($0.path)", "sha256": "\#($0.sha256)", "size": \#($0.size)}"# }
+        let path = directory.file("manifest.json")
+        try #"{"version": 1, "files": [\#(files.joined(separator: ","))]}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// SHA-256 by coreutils, independently of Ferry's own code.
+    private func digest(_ data: [UInt8]) throws -> String {
+        let file = directory.file("digest-input")
+        FileManager.default.createFile(atPath: file, contents: Data(data))
+        defer { unlink(file) }
+        return String(try PluginBuilder.run("/usr/bin/sha256sum", [file]).output.prefix(64))
+    }
+
+    func testAManifestWithHashesAndSizesValidatesWithNoConfiguration() throws {
+        let a = testBytes(200_000, seed: 70), b = testBytes(3_000, seed: 71)
+        server.setFile("/a.bin", data: a)
+        server.setFile("/b.bin", data: b)
+        let path = try manifest([("/a.bin", try digest(a), a.count), ("/b.bin", try digest(b), b.count)])
+        let result = try ChildProcess.run("ferry", ["transfer", "--manifest", path, "--state-dir", directory.file("state")])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(fileHolds(directory.file("a.bin"), a))
+        XCTAssertTrue(fileHolds(directory.file("b.bin"), b))
+    }
+
+    func testAFileFailingValidationExitsOneNamingTheFileAndTheReason() throws {
+        let good = testBytes(50_000, seed: 72)
+        server.setFile("/good.bin", data: good)
+        server.setFile("/evil.bin", data: Array("<html>mirror error</html>".utf8))
+        let path = try manifest([("/good.bin", try digest(good), good.count), ("/evil.bin", try digest(good), good.count)])
+        let result = try ChildProcess.run("ferry", ["transfer", "--manifest", path, "--state-dir", directory.file("state")])
+        XCTAssertEqual(result.status, 1, result.stderr)
+        XCTAssertTrue(result.stderr.contains("VALIDATION_FAILED (validation)"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("file 1: \(server.baseURL)/evil.bin"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("mismatch"), result.stderr)
+        XCTAssertFalse(exists(directory.file("evil.bin")))
+        XCTAssertFalse(exists(directory.file("good.bin")), "the job is atomic: nothing is committed when one file fails")
+    }
+}

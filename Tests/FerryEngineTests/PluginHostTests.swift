@@ -1,0 +1,202 @@
+import FerryCore
+import FerryEngine
+import FerryPluginHost
+import FerryTestSupport
+import Foundation
+import Logging
+import XCTest
+
+/// Third-party plugins in C, built with `cc` and the header alone, loaded by the real engine.
+final class PluginHostTests: XCTestCase {
+    var directory: TemporaryDirectory!
+    var h: EngineHarness?
+
+    override func setUpWithError() throws { directory = try TemporaryDirectory("ferry-plugins") }
+
+    override func tearDown() {
+        h?.tearDown()
+        directory.remove()
+    }
+
+    private var report: String { directory.file("report.txt") }
+    private var reportLines: [String] {
+        ((try? String(contentsOfFile: report, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    private func probe(_ mode: String, extra: [(key: String, value: String)] = [], defines: [String] = []) throws -> PluginSpec {
+        let path = try PluginBuilder.build("Tests/Fixtures/plugins/probe_plugin.c", name: "probe-\(mode)", in: directory.path, defines: defines)
+        return PluginSpec(reference: path, settings: [("mode", mode), ("report", report)] + extra)
+    }
+
+    private func loadError(_ spec: PluginSpec) -> PluginLoadError? {
+        do {
+            _ = try PluginHost(specs: [spec], directories: [], logger: EngineHarness.logger)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    private func harness(_ specs: [PluginSpec]) throws -> EngineHarness {
+        let harness = try EngineHarness { $0.plugins = specs }
+        h = harness
+        return harness
+    }
+
+    // MARK: - Loading and refusing
+
+    func testExampleCPluginBuiltWithPlainCcIsLoadedAndRejectsHTMLErrorPages() throws {
+        let path = try PluginBuilder.build("Plugins/example-c/html_guard.c", name: "ferry-html-guard", in: directory.path)
+        let h = try harness([PluginSpec(reference: path)])
+        XCTAssertEqual(h.engine.plugins.plugins.map(\.name), ["html-guard"])
+        h.server.setFile("/pkg.deb", data: Array("<!DOCTYPE html><html><body>mirror error</body></html>".utf8))
+        h.server.setFile("/real.deb", data: testBytes(10_000, seed: 60))
+        let bad = try h.startJob([("/pkg.deb", "pkg.deb")])
+        let failed = try h.wait(bad, for: .error)
+        XCTAssertEqual(failed.lastError?.code, .validationFailed)
+        XCTAssertEqual(failed.lastError?.message, "html-guard: the file is an HTML page, not the expected content")
+        let good = try h.startJob([("/real.deb", "real.deb")])
+        try h.wait(good, for: .transferred)
+    }
+
+    func testBareNamesAreFoundInThePluginDirectories() throws {
+        _ = try PluginBuilder.build("Plugins/example-c/html_guard.c", name: "ferry-html-guard", in: directory.path)
+        let host = try PluginHost(specs: [PluginSpec(reference: "html-guard")], directories: ["/nonexistent", directory.path],
+                                  logger: EngineHarness.logger)
+        XCTAssertEqual(host.plugins.first?.path, directory.file("libferry-html-guard.so"))
+        host.shutdown()
+    }
+
+    func testAMissingPluginIsRefusedNamingWhereItWasLookedFor() {
+        let error = loadError(PluginSpec(reference: "nothere"))
+        XCTAssertEqual(error?.reason, .notFound)
+        XCTAssertTrue(error?.description.contains("libferry-nothere.so") ?? false, "\(String(describing: error))")
+    }
+
+    func testAWrongABIVersionIsRefused() throws {
+        let error = loadError(try probe("valid", defines: ["PROBE_ABI_VERSION=2"]))
+        XCTAssertEqual(error?.reason, .wrongABI)
+        XCTAssertTrue(error?.message.contains("built for plugin ABI version 2; this Ferry speaks version 1") ?? false, "\(String(describing: error))")
+    }
+
+    func testAMissingEntrySymbolIsRefused() throws {
+        let error = loadError(try probe("valid", defines: ["PROBE_NO_ENTRY"]))
+        XCTAssertEqual(error?.reason, .missingSymbol)
+        XCTAssertTrue(error?.message.contains("does not export ferry_plugin_v1") ?? false, "\(String(describing: error))")
+    }
+
+    func testAFileThatIsNotASharedObjectIsRefused() throws {
+        let path = directory.file("libferry-text.so")
+        try "not an ELF file".write(toFile: path, atomically: true, encoding: .utf8)
+        let error = loadError(PluginSpec(reference: path))
+        XCTAssertEqual(error?.reason, .notASharedObject)
+        XCTAssertTrue(error?.message.contains("cannot load") ?? false)
+    }
+
+    func testAGroupWritablePluginIsRefused() throws {
+        let spec = try probe("valid")
+        chmod(spec.reference, 0o775)
+        let error = loadError(spec)
+        XCTAssertEqual(error?.reason, .untrusted)
+        XCTAssertTrue(error?.message.contains("writable by its group") ?? false, "\(String(describing: error))")
+    }
+
+    func testAPluginInAWorldWritableDirectoryIsRefused() throws {
+        let spec = try probe("valid")
+        chmod(directory.path, 0o777)
+        defer { chmod(directory.path, 0o700) }
+        let error = loadError(spec)
+        XCTAssertEqual(error?.reason, .untrusted)
+        XCTAssertTrue(error?.message.contains("its directory") ?? false, "\(String(describing: error))")
+    }
+
+    func testAFailingCreateIsRefusedWithThePluginsOwnMessage() throws {
+        let error = loadError(try probe("fail-create"))
+        XCTAssertEqual(error?.reason, .createFailed)
+        XCTAssertTrue(error?.message.contains("probe refused to start: mode fail-create") ?? false, "\(String(describing: error))")
+    }
+
+    func testTheEngineRefusesToStartWithoutAPluginItWasTold() throws {
+        var configuration = EngineConfiguration(storePath: directory.file("jobs.db"))
+        configuration.plugins = [PluginSpec(reference: "nothere")]
+        XCTAssertThrowsError(try Engine(configuration: configuration, logger: EngineHarness.logger)) { error in
+            XCTAssertTrue("\(error)".contains("libferry-nothere.so"), "\(error)")
+        }
+    }
+
+    // MARK: - Callback semantics
+
+    func testRetryLaterMakesTheHostCallAgain() throws {
+        let h = try harness([try probe("retry", extra: [("retries", "2")])])
+        h.server.setFile("/a.bin", data: testBytes(1000, seed: 61))
+        let id = try h.startJob([("/a.bin", "a.bin")])
+        try h.wait(id, for: .transferred, timeout: 20)
+        XCTAssertEqual(reportLines, ["call 1 file 0", "call 2 file 0", "call 3 file 0"])
+    }
+
+    func testSetValidationStateBeforeTheFileIsCompleteIsPending() throws {
+        let h = try harness([try probe("pending")])
+        h.server.setFile("/fast.bin", data: testBytes(1000, seed: 62))
+        h.server.setFile("/slow.bin", data: testBytes(1 << 20, seed: 63))
+        h.server.setRate("/slow.bin", bytesPerSecond: 256 << 10)
+        let id = try h.startJob([("/fast.bin", "fast.bin"), ("/slow.bin", "slow.bin")])
+        try h.wait(id, for: .transferred, timeout: 20)
+        XCTAssertTrue(reportLines.contains("other file 1 status 2"), "FERRY_PENDING (2) for an unfinished file: \(reportLines)")
+    }
+
+    func testTheHostDigestComputedWhileStreamingReachesPlugins() throws {
+        let h = try harness([try probe("digest")])
+        let data = testBytes(300_000, seed: 64)
+        h.server.setFile("/d.bin", data: data)
+        let digest = try sha256sum(data)
+        let job = try h.engine.createJob(displayName: "digest", owner: getuid())
+        _ = try h.engine.addFiles(job.id, [NewFile(remoteURL: h.url("/d.bin"), localPath: h.destination("d.bin"), properties: ["sha256": digest])])
+        _ = try h.engine.resume(job.id)
+        try h.wait(job.id, for: .transferred)
+        XCTAssertTrue(reportLines.contains("digest status 0 \(digest)"), "\(reportLines)")
+    }
+
+    func testOutOfRangeStatusIsAFailureAndTheAgentGoesOn() throws {
+        let h = try harness([try probe("bad-status")])
+        h.server.setFile("/x.bin", data: testBytes(100, seed: 65))
+        let id = try h.startJob([("/x.bin", "x.bin")])
+        let failed = try h.wait(id, for: .error)
+        XCTAssertEqual(failed.lastError?.code, .validationFailed)
+        XCTAssertTrue(failed.lastError?.message.contains("validator probe failed with ERROR: probe returns nonsense") ?? false,
+                      failed.lastError?.message ?? "")
+    }
+
+    func testNullArgumentsAndForgedHandlesGetErrorsNotCrashes() throws {
+        let h = try harness([try probe("null-args")])
+        h.server.setFile("/n.bin", data: testBytes(100, seed: 66))
+        let id = try h.startJob([("/n.bin", "n.bin")])
+        try h.wait(id, for: .transferred)
+        XCTAssertEqual(reportLines.last, "null-args id=null url=null property=null set=6 digest=4 forged=null")
+    }
+
+    func testAHandleKeptPastItsCallbackIsRefused() throws {
+        let h = try harness([try probe("stale-handle")])
+        h.server.setFile("/1.bin", data: testBytes(100, seed: 67))
+        h.server.setFile("/2.bin", data: testBytes(100, seed: 68))
+        let first = try h.startJob([("/1.bin", "1.bin")])
+        try h.wait(first, for: .transferred)
+        let second = try h.startJob([("/2.bin", "2.bin")])
+        try h.wait(second, for: .transferred)
+        XCTAssertTrue(reportLines.contains("stale handle status 6 url null"), "FERRY_INVALID_HANDLE (6): \(reportLines)")
+    }
+}
+
+/// SHA-256 of bytes in hexadecimal, computed by coreutils, independently of Ferry's own code.
+func sha256sum(_ data: [UInt8]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        input.fileHandleForWriting.write(Data(data))
+        try input.fileHandleForWriting.close()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return String(text.prefix(64))
+}
