@@ -8,6 +8,7 @@ let package = Package(
     name: "Ferry",
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
+        .executable(name: "ferryd", targets: ["ferryd"]),
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
         // Built-in plugins: shared objects the agent loads with dlopen (libferry-<name>.so).
         .library(name: "ferry-sha256", type: .dynamic, targets: ["FerrySHA256Plugin"]),
@@ -17,6 +18,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // ---- system libraries and shims -----------------------------------
@@ -50,6 +54,16 @@ let package = Package(
             ]
         ),
 
+        // ---- the agent: configuration, control API, notifications, isolation
+        .target(
+            name: "FerryAgent",
+            dependencies: [
+                "FerryEngine", "FerryCore", "FerryPluginHost",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // ---- built-in plugins (never a dependency of another target: each defines ferry_plugin_v1)
         .target(name: "FerrySHA256Plugin", dependencies: ["FerryPluginKit", "FerryCrypto"], path: "Plugins/sha256"),
         .target(name: "FerrySizePlugin", dependencies: ["FerryPluginKit"], path: "Plugins/size"),
@@ -60,6 +74,15 @@ let package = Package(
             name: "ferry",
             dependencies: [
                 "FerryEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        .executableTarget(
+            name: "ferryd",
+            dependencies: [
+                "FerryAgent", "FerryEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -76,6 +99,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(name: "FerryAgentTests", dependencies: ["FerryAgent", "FerryEngine", "FerryPluginHost", "FerryTestSupport"]),
         .testTarget(name: "FerryCryptoTests", dependencies: ["FerryCrypto", "FerryTestSupport"]),
         .testTarget(name: "FerryIntegrationTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryCore"]),
     ]

@@ -132,8 +132,8 @@ public struct Job: Codable, Equatable, Sendable {
         self.state = .suspended
         self.creationTime = createdAt
         self.modificationTime = createdAt
-        self.minimumRetryDelay = max(minimumRetryDelay, Job.minimumRetryDelayFloor)
-        self.noProgressTimeout = max(0, noProgressTimeout)
+        self.minimumRetryDelay = minimumRetryDelay.isFinite ? max(minimumRetryDelay, Job.minimumRetryDelayFloor) : Job.defaultMinimumRetryDelay
+        self.noProgressTimeout = noProgressTimeout.isNaN ? Job.defaultNoProgressTimeout : max(0, noProgressTimeout)
         self.customHeaders = []
     }
 
@@ -154,6 +154,28 @@ public struct Job: Codable, Equatable, Sendable {
         case id, displayName, description, owner, priority, state, creationTime, modificationTime
         case transferCompletionTime, minimumRetryDelay, noProgressTimeout, lastError, retryAt, noProgressSince
         case customHeaders, properties, autoComplete
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(JobID.self, forKey: .id)
+        displayName = try c.decode(String.self, forKey: .displayName)
+        description = try c.decode(String.self, forKey: .description)
+        owner = try c.decode(UInt32.self, forKey: .owner)
+        priority = try c.decode(JobPriority.self, forKey: .priority)
+        state = try c.decode(JobState.self, forKey: .state)
+        creationTime = try c.decode(Date.self, forKey: .creationTime)
+        modificationTime = try c.decode(Date.self, forKey: .modificationTime)
+        transferCompletionTime = try c.decodeIfPresent(Date.self, forKey: .transferCompletionTime)
+        minimumRetryDelay = try c.decode(Double.self, forKey: .minimumRetryDelay)
+        noProgressTimeout = try c.decode(Double.self, forKey: .noProgressTimeout)
+        lastError = try c.decodeIfPresent(FerryError.self, forKey: .lastError)
+        retryAt = try c.decodeIfPresent(Date.self, forKey: .retryAt)
+        noProgressSince = try c.decodeIfPresent(Date.self, forKey: .noProgressSince)
+        // Fields added later decode with their defaults from records that lack them.
+        customHeaders = try c.decodeIfPresent([String].self, forKey: .customHeaders) ?? []
+        properties = try c.decodeIfPresent([String: String].self, forKey: .properties) ?? [:]
+        autoComplete = try c.decodeIfPresent(Bool.self, forKey: .autoComplete) ?? false
     }
 
     /// Rebuilds a job from its persisted header (encoded without files) and its file rows.

@@ -92,6 +92,8 @@ extension Job {
             case .transferred where pendingFileIndices.isEmpty:
                 return []
             default:
+                // Every file already arrived (the last one finished after a suspend).
+                if pendingFileIndices.isEmpty { return finishTransfer(at: now) }
                 state = .queued
                 lastError = nil
                 retryAt = nil
@@ -132,6 +134,7 @@ extension Job {
             return unfinished.isEmpty ? [] : [.discardTemporaries(unfinished)]
 
         case .commitFailed(_, let renamed):
+            guard !state.isFinal else { return [] }
             // The job keeps its state (BITS: a failed rename leaves it TRANSFERRED); an active job goes on.
             for index in renamed where files.indices.contains(index) { files[index].isCommitted = true }
             if !renamed.isEmpty { touch(now) }
@@ -199,6 +202,7 @@ extension Job {
 
         case .scheduled:
             guard state == .queued else { return [] }
+            if pendingFileIndices.isEmpty { return finishTransfer(at: now) }
             state = .connecting
             return []
 
@@ -230,10 +234,7 @@ extension Job {
             if files[index].bytesTotal == nil { files[index].bytesTotal = files[index].bytesTransferred }
             noProgressSince = nil
             guard state.isActive, pendingFileIndices.isEmpty else { return [.notifyFileTransferred(index)] }
-            state = .transferred
-            transferCompletionTime = now
-            touch(now)
-            return [.notifyFileTransferred(index), .notifyJobTransferred]
+            return [.notifyFileTransferred(index)] + finishTransfer(at: now)
 
         case .failed(let error):
             guard state.isActive else { return [] }
@@ -282,6 +283,16 @@ extension Job {
             touch(now)
             return [.enqueue]
         }
+    }
+
+    /// Every file is here: the job is TRANSFERRED.
+    private mutating func finishTransfer(at now: Date) -> [JobAction] {
+        state = .transferred
+        transferCompletionTime = now
+        lastError = nil
+        retryAt = nil
+        touch(now)
+        return [.notifyJobTransferred]
     }
 
     /// When a job that makes no progress turns from `TRANSIENT_ERROR` into `ERROR`.

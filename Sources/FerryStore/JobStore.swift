@@ -82,21 +82,25 @@ public final class JobStore: Sendable {
             let headers = try db.query("SELECT id, header FROM jobs ORDER BY created, id")
             var filesByJob: [String: [JobFile]] = [:]
             let fileRows = try db.query("""
-                SELECT job_id, remote_url, local_path, properties, bytes_total, bytes_durable,
+                SELECT job_id, idx, remote_url, local_path, properties, bytes_total, bytes_durable,
                        transferred, committed, etag, last_modified
                 FROM files ORDER BY job_id, idx
                 """)
             for row in fileRows {
                 guard let jobID = row[0].string else { continue }
+                let index = Int(row[1].int ?? -1)
+                guard index == filesByJob[jobID, default: []].count else {
+                    throw StoreError(resultCode: -1, message: "job \(jobID) is missing the record of file \(filesByJob[jobID, default: []].count)", sql: nil)
+                }
                 var file = JobFile(
-                    remoteURL: row[1].string ?? "", localPath: row[2].string ?? "",
-                    properties: JobStore.decodeProperties(row[3].string))
-                file.bytesTotal = row[4].int.map { UInt64($0) }
-                file.bytesTransferred = UInt64(row[5].int ?? 0)
-                file.isTransferred = row[6].int == 1
-                file.isCommitted = row[7].int == 1
-                file.remoteETag = row[8].string
-                file.remoteLastModified = row[9].string
+                    remoteURL: row[2].string ?? "", localPath: row[3].string ?? "",
+                    properties: JobStore.decodeProperties(row[4].string))
+                file.bytesTotal = row[5].int.map { UInt64($0) }
+                file.bytesTransferred = UInt64(row[6].int ?? 0)
+                file.isTransferred = row[7].int == 1
+                file.isCommitted = row[8].int == 1
+                file.remoteETag = row[9].string
+                file.remoteLastModified = row[10].string
                 filesByJob[jobID, default: []].append(file)
             }
             var jobs: [Job] = []
@@ -222,14 +226,15 @@ public final class JobStore: Sendable {
 
     private static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .secondsSince1970
+        // Reference-date seconds round-trip exactly; seconds since 1970 lose a bit.
+        encoder.dateEncodingStrategy = .deferredToDate
         encoder.outputFormatting = [.sortedKeys]
         return encoder
     }()
 
     private static let decoder: JSONDecoder = {
         let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .secondsSince1970
+        decoder.dateDecodingStrategy = .deferredToDate
         return decoder
     }()
 

@@ -142,12 +142,7 @@ struct EngineNewsTests {
         var actions = try job.apply(.resume, at: later)
         if job.state == .queued { actions += try job.apply(.scheduled, at: later) }
 
-        withKnownIssue("""
-            resume queues a job with no pending file and no event ever moves it to TRANSFERRED: \
-            it sits in CONNECTING (StateMachine.swift, case .resume / case .scheduled)
-            """) {
-            #expect(job.state == .transferred)
-            #expect(actions.contains(.notifyJobTransferred))
-        }
+        #expect(job.state == .transferred)
+        #expect(actions.contains(.notifyJobTransferred))
     }
 }

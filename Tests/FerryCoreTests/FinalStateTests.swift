@@ -13,6 +13,8 @@ let callEvents: [JobEvent] = [
     .setMinimumRetryDelay(30),
     .setNoProgressTimeout(30),
     .setCustomHeaders(["X-Trace: 1"]),
+    .setProperties(["team": "infra"]),
+    .setAutoComplete(true),
     // File 1 was never transferred, so only the final state can refuse this.
     .setRemoteURL(file: 1, url: "https://mirror.example.com/1.bin"),
 ]
@@ -26,6 +28,7 @@ let newsEvents: [JobEvent] = [
     .fileTransferred(file: 1),
     .failed(transientFailure),
     .failed(fatalFailure),
+    .validationFailed(invalidFile),
     .retryTimerFired,
     .committed,
     .restarted,
@@ -56,8 +59,6 @@ struct FinalStateTests {
         let renameError = FerryError(code: .localFileError, context: .localFile, fileIndex: 1, message: "rename failed")
         let actions = try job.apply(.commitFailed(renameError, committed: [1]), at: later)
         #expect(actions == [])
-        withKnownIssue("commitFailed marks files committed and touches the job even when it is final (StateMachine.swift, case .commitFailed)") {
-            #expect(job == before)
-        }
+        #expect(job == before)
     }
 }

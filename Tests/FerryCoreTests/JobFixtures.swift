@@ -25,6 +25,10 @@ let transientFailure = FerryError(
 let fatalFailure = FerryError(
     code: .httpError(404), context: .remoteFile, isTransient: false, httpStatus: 404, fileIndex: 0, message: "not found")
 
+/// A validator's verdict on file 0.
+let invalidFile = FerryError(
+    code: .validationFailed, context: .validation, fileIndex: 0, message: "sha256 mismatch")
+
 /// States a job can leave.
 let nonFinalStates: [JobState] = JobState.allCases.filter { !$0.isFinal }
 let finalStates: [JobState] = [.acknowledged, .cancelled]

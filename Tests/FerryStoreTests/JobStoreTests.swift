@@ -31,6 +31,8 @@ struct JobStoreTests {
             .setCustomHeaders(["X-Token: abc", "Accept: */*"]),
             .setMinimumRetryDelay(30),
             .setNoProgressTimeout(86_400),
+            .setProperties(["team": "infra", "ticket": "OPS-42"]),
+            .setAutoComplete(true),
             .resume, .scheduled,
             .responseReceived(file: 0, bytesTotal: 100, etag: "\"v1\"", lastModified: "Tue, 14 Nov 2023 22:13:20 GMT",
                               restartFromZero: false),
@@ -121,13 +123,22 @@ struct JobStoreTests {
 
         let loaded = try #require(store.loadJobs().first)
 
-        withKnownIssue("""
-            JobStore encodes dates with .secondsSince1970; converting a Date to seconds since 1970 \
-            and back rounds twice and can lose one ulp (JobStore.swift, encoder/decoder)
-            """) {
-            #expect(loaded.creationTime == job.creationTime)
-            #expect(loaded == job)
-        }
+        #expect(loaded.creationTime == job.creationTime)
+        #expect(loaded == job)
+    }
+
+    @Test("a job header written before jobs had properties and auto-complete still loads")
+    func headerFromEarlierSchemaOneLoads() throws {
+        let job = try Job.sample(files: 1)
+        do { try JobStore(path: storePath).save(job) }
+        // The header as the first schema-1 build wrote it: the same schema version, two keys fewer.
+        try sqlite3(storePath, "UPDATE jobs SET header = json_remove(header, '$.properties', '$.autoComplete')")
+        try #require(try sqlite3(storePath, "SELECT instr(header, 'autoComplete') FROM jobs") == "0")
+
+        let store = try JobStore(path: storePath)
+
+        let loaded = try store.loadJobs()
+        #expect(loaded == [job])
     }
 
     @Test("loadJobs returns jobs oldest first")

@@ -1,0 +1,3 @@
+import FerryAgent
+
+print("ferryd \(FerryAgentInfo.version): not implemented yet")

@@ -1,0 +1,4 @@
+import FerryAgent
+import Testing
+
+@Test func agentHasAVersion() { #expect(!FerryAgentInfo.version.isEmpty) }
