@@ -424,6 +424,11 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    static func localMinuteOfDay(_ date: Date) -> Int {
+        let components = Calendar.current.dateComponents([.hour, .minute], from: date)
+        return (components.hour ?? 0) * 60 + (components.minute ?? 0)
+    }
+
     static func directory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return slash == path.startIndex ? "/" : String(path[..<slash])
@@ -515,9 +520,10 @@ public final class Engine: @unchecked Sendable {
                                       ifRange: file.remoteETag ?? file.remoteLastModified, headers: job.customHeaders,
                                       connectTimeoutSeconds: configuration.connectTimeoutSeconds,
                                       stallTimeoutSeconds: configuration.stallTimeoutSeconds)
-        if job.priority.isBackground, configuration.backgroundBytesPerSecond > 0 {
+        let cap = configuration.backgroundCap(atMinute: Engine.localMinuteOfDay(now))
+        if job.priority.isBackground, cap > 0 {
             let backgroundTransfers = running.filter { jobs[$0.key]?.priority.isBackground ?? false }.reduce(0) { $0 + $1.value.count }
-            request.maxBytesPerSecond = max(1024, configuration.backgroundBytesPerSecond / Int64(backgroundTransfers + 1))
+            request.maxBytesPerSecond = max(1024, cap / Int64(backgroundTransfers + 1))
         }
         let fileTransfer = try FileTransfer(engine: self, jobID: job.id, fileIndex: index, file: temporary, request: request,
                                             jobFile: file, mayRestartWithoutRanges: job.priority == .foreground,

@@ -32,6 +32,15 @@ public struct EngineConfiguration: Sendable, Equatable {
     public var defaultNoProgressTimeout: Double = Job.defaultNoProgressTimeout
     /// Caps the bytes per second of all background transfers together; 0 leaves them uncapped.
     public var backgroundBytesPerSecond: Int64 = 0
+    /// Daily windows (local time) with their own background cap, overriding
+    /// ``backgroundBytesPerSecond`` while they last.
+    public var bandwidthSchedule: [BandwidthWindow] = []
+    /// Seconds a job may spend CONNECTING or TRANSFERRING before it fails with
+    /// MAXDOWNLOAD_TIMEOUT (BITS: 90 days); 0 means no limit.
+    public var maxDownloadTimeSeconds: Double = 7_776_000
+    /// Seconds without any change after which a job is cancelled (BITS' JobInactivityTimeout,
+    /// 90 days); 0 means never.
+    public var jobInactivityTimeoutSeconds: Double = 7_776_000
 
     /// Refuse any file larger than this many bytes, aborting its transfer as soon as it
     /// is crossed; `nil` leaves files unbounded except by their `size`/`max_size` properties.
@@ -63,4 +72,32 @@ func executableDirectory() -> String {
     let path = String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     guard let slash = path.lastIndex(of: "/") else { return "." }
     return String(path[..<slash])
+}
+
+/// A daily window with its own cap on background bandwidth.
+public struct BandwidthWindow: Sendable, Equatable {
+    /// Minutes after local midnight when the window opens (0..<1440).
+    public var startMinute: Int
+    /// Minutes after local midnight when it closes; a window may wrap past midnight.
+    public var endMinute: Int
+    /// The cap while the window is open; 0 leaves background transfers uncapped.
+    public var bytesPerSecond: Int64
+
+    public init(startMinute: Int, endMinute: Int, bytesPerSecond: Int64) {
+        self.startMinute = startMinute
+        self.endMinute = endMinute
+        self.bytesPerSecond = bytesPerSecond
+    }
+
+    /// Whether the window is open at `minute` minutes after midnight.
+    public func contains(minute: Int) -> Bool {
+        startMinute <= endMinute ? (startMinute..<endMinute).contains(minute) : (minute >= startMinute || minute < endMinute)
+    }
+}
+
+extension EngineConfiguration {
+    /// The background cap in force at `minuteOfDay` (local time).
+    public func backgroundCap(atMinute minuteOfDay: Int) -> Int64 {
+        bandwidthSchedule.first { $0.contains(minute: minuteOfDay) }?.bytesPerSecond ?? backgroundBytesPerSecond
+    }
 }
