@@ -27,6 +27,7 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "CFerrySystem"),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // The public plugin ABI: one C header, nothing else.
         .target(name: "FerryPluginABI"),
@@ -49,7 +50,7 @@ let package = Package(
         .target(
             name: "FerryEngine",
             dependencies: [
-                "FerryCore", "FerryTransport", "FerryStore", "FerryCrypto", "FerryPluginHost",
+                "FerryCore", "FerryTransport", "FerryStore", "FerryCrypto", "FerryPluginHost", "CFerrySystem",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

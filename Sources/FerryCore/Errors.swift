@@ -41,6 +41,10 @@ public struct ErrorCode: RawRepresentable, Hashable, Codable, Sendable, CustomSt
     public static let invalidArgument = ErrorCode(rawValue: "INVALID_ARGUMENT")
     /// The job does not exist (or belongs to someone else).
     public static let notFound = ErrorCode(rawValue: "NOT_FOUND")
+    /// The job's owner may not write where a file is to go.
+    public static let accessDenied = ErrorCode(rawValue: "ACCESS_DENIED")
+    /// The user has too many jobs, or the job too many files (`BG_E_TOO_MANY_JOBS_PER_USER`, `BG_E_TOO_MANY_FILES_IN_JOB`).
+    public static let quotaExceeded = ErrorCode(rawValue: "QUOTA_EXCEEDED")
 
     /// `HTTP_ERROR_<status>`, as BITS' `BG_E_HTTP_ERROR_nnn`.
     public static func httpError(_ status: Int) -> ErrorCode { ErrorCode(rawValue: "HTTP_ERROR_\(status)") }

@@ -110,6 +110,11 @@ public struct Job: Codable, Equatable, Sendable {
     public internal(set) var properties: [String: String] = [:]
     /// Complete the job by itself once every file is transferred (and validated).
     public internal(set) var autoComplete: Bool = false
+    /// Which notifications subscribers receive for this job (BITS' SetNotifyFlags).
+    public internal(set) var notifyFlags: NotifyFlags = .default
+    /// A program and its arguments run (no shell) when the job reaches TRANSFERRED or ERROR
+    /// (BITS' SetNotifyCmdLine); empty for none.
+    public internal(set) var notifyCommand: [String] = []
 
     /// The floor BITS puts on the minimum retry delay, in seconds.
     public static let minimumRetryDelayFloor: Double = 5
@@ -153,7 +158,7 @@ public struct Job: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case id, displayName, description, owner, priority, state, creationTime, modificationTime
         case transferCompletionTime, minimumRetryDelay, noProgressTimeout, lastError, retryAt, noProgressSince
-        case customHeaders, properties, autoComplete
+        case customHeaders, properties, autoComplete, notifyFlags, notifyCommand
     }
 
     public init(from decoder: any Decoder) throws {
@@ -176,6 +181,8 @@ public struct Job: Codable, Equatable, Sendable {
         customHeaders = try c.decodeIfPresent([String].self, forKey: .customHeaders) ?? []
         properties = try c.decodeIfPresent([String: String].self, forKey: .properties) ?? [:]
         autoComplete = try c.decodeIfPresent(Bool.self, forKey: .autoComplete) ?? false
+        notifyFlags = try c.decodeIfPresent(NotifyFlags.self, forKey: .notifyFlags) ?? .default
+        notifyCommand = try c.decodeIfPresent([String].self, forKey: .notifyCommand) ?? []
     }
 
     /// Rebuilds a job from its persisted header (encoded without files) and its file rows.
@@ -198,4 +205,24 @@ public struct Job: Codable, Equatable, Sendable {
 
     /// Indices of the files that still need bytes.
     public var pendingFileIndices: [Int] { files.indices.filter { !files[$0].isTransferred } }
+}
+
+/// Which notifications a job sends, as BITS' `BG_NOTIFY_*` flags (same bit values).
+public struct NotifyFlags: OptionSet, Codable, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let jobTransferred = NotifyFlags(rawValue: 0x1)
+    public static let jobError = NotifyFlags(rawValue: 0x2)
+    /// Overrides every other flag.
+    public static let disable = NotifyFlags(rawValue: 0x4)
+    public static let jobModification = NotifyFlags(rawValue: 0x8)
+    public static let fileTransferred = NotifyFlags(rawValue: 0x10)
+
+    /// BITS' default: job transferred and job error.
+    public static let `default`: NotifyFlags = [.jobTransferred, .jobError]
+    public static let known: NotifyFlags = [.jobTransferred, .jobError, .disable, .jobModification, .fileTransferred]
+
+    /// Whether `flag` is on, `disable` taken into account.
+    public func delivers(_ flag: NotifyFlags) -> Bool { !contains(.disable) && contains(flag) }
 }

@@ -13,6 +13,12 @@ public enum JobEvent: Equatable, Sendable {
     case setNoProgressTimeout(Double)
     case setCustomHeaders([String])
     case setProperties([String: String])
+    case setDisplayName(String)
+    case setDescription(String)
+    case setNotifyFlags(NotifyFlags)
+    case setNotifyCommand([String])
+    /// Swaps a case-sensitive URL prefix on every file not yet transferred (BITS' ReplaceRemotePrefix).
+    case replaceRemotePrefix(old: String, new: String)
     case setAutoComplete(Bool)
     /// Points one file at another URL (BITS' `SetRemoteName`).
     case setRemoteURL(file: Int, url: String)
@@ -77,6 +83,11 @@ extension Job {
         switch event {
         case .addFiles(let newFiles):
             try requireNotFinal("add files to")
+            var destinations = Set(files.map(\.localPath))
+            for file in newFiles where !destinations.insert(file.localPath).inserted {
+                throw FerryError(code: .invalidArgument, context: .localFile,
+                                 message: "\(file.localPath) is already the destination of another file of this job")
+            }
             files.append(contentsOf: newFiles)
             touch(now)
             return state.isActive ? [.enqueue] : []
@@ -141,6 +152,11 @@ extension Job {
             return state.isActive ? [.enqueue] : []
 
         case .restarted:
+            // A TRANSFERRED job whose file was found damaged on restart must fetch it again.
+            if state == .transferred, !pendingFileIndices.isEmpty {
+                state = .queued
+                return [.enqueue]
+            }
             guard state == .connecting || state == .transferring else { return state == .queued ? [.enqueue] : [] }
             state = .queued
             return [.enqueue]
@@ -181,6 +197,52 @@ extension Job {
             self.properties = properties
             touch(now)
             return []
+
+        case .setDisplayName(let name):
+            try requireNotFinal("rename")
+            displayName = name
+            touch(now)
+            return []
+
+        case .setDescription(let text):
+            try requireNotFinal("describe")
+            description = text
+            touch(now)
+            return []
+
+        case .setNotifyFlags(let flags):
+            try requireNotFinal("change the notify flags of")
+            guard NotifyFlags.known.isSuperset(of: flags) else {
+                throw FerryError(code: .invalidArgument, context: .queueManager,
+                                 message: "unknown notify flags 0x\(String(flags.subtracting(.known).rawValue, radix: 16))")
+            }
+            notifyFlags = flags
+            touch(now)
+            return []
+
+        case .setNotifyCommand(let command):
+            try requireNotFinal("change the notify command of")
+            guard command.isEmpty || command[0].hasPrefix("/") else {
+                throw FerryError(code: .invalidArgument, context: .notification,
+                                 message: "the notify program must be an absolute path, got '\(command[0])'")
+            }
+            notifyCommand = command
+            touch(now)
+            return []
+
+        case .replaceRemotePrefix(let old, let new):
+            try requireNotFinal("change the remote names of")
+            guard !old.isEmpty else {
+                throw FerryError(code: .invalidArgument, context: .queueManager, message: "the prefix to replace is empty")
+            }
+            var changed = false
+            for index in files.indices where !files[index].isTransferred && files[index].remoteURL.hasPrefix(old) {
+                files[index].remoteURL = new + files[index].remoteURL.dropFirst(old.count)
+                changed = true
+            }
+            guard changed else { return [] }
+            touch(now)
+            return state.isActive ? [.stopTransfers, .enqueue] : []
 
         case .setAutoComplete(let enabled):
             try requireNotFinal("change auto-complete of")

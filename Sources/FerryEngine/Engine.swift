@@ -11,6 +11,8 @@ import Synchronization
 public enum EngineEvent: Sendable {
     /// The job changed state, files or settings (not sent for every byte).
     case jobChanged(Job)
+    /// Bytes arrived for the job; sent at most every ``EngineConfiguration/progressEventInterval`` seconds per job.
+    case jobProgressed(Job)
     case fileTransferred(Job, file: Int)
     case jobTransferred(Job)
     case jobError(Job)
@@ -60,6 +62,7 @@ public final class Engine: @unchecked Sendable {
     private var sliceStart: [JobID: Date] = [:]
     private var needsScheduling = true
     private var lastScheduled = Date.distantPast
+    private var lastProgressEvent: [JobID: Date] = [:]
     private var observers: [UUID: @Sendable (EngineEvent) -> Void] = [:]
 
     // ---- cross-thread ---------------------------------------------------------------
@@ -147,10 +150,17 @@ public final class Engine: @unchecked Sendable {
     /// Adds files to a job. Each URL must be `http`, `https` or `file`; each local path
     /// absolute, in a directory that exists.
     public func addFiles(_ id: JobID, _ files: [NewFile]) throws(FerryError) -> Job {
-        var checked: [JobFile] = []
-        for file in files { checked.append(try Engine.validate(file)) }
-        return try onLoop { engine throws(FerryError) in
-            let before = try engine.existingJob(id).files.count
+        try onLoop { engine throws(FerryError) in
+            let job = try engine.existingJob(id)
+            var checked: [JobFile] = []
+            for (offset, file) in files.enumerated() {
+                do throws(FerryError) { checked.append(try Engine.validate(file, owner: job.owner)) } catch {
+                    var failure = error
+                    if files.count > 1 { failure.message = "file \(offset): " + failure.message }
+                    throw failure
+                }
+            }
+            let before = job.files.count
             return try engine.apply(.addFiles(checked), to: id, files: Array(before..<(before + checked.count)))
         }
     }
@@ -163,6 +173,16 @@ public final class Engine: @unchecked Sendable {
     public func setNoProgressTimeout(_ id: JobID, seconds: Double) throws(FerryError) -> Job { try call(.setNoProgressTimeout(seconds), id) }
     public func setCustomHeaders(_ id: JobID, _ headers: [String]) throws(FerryError) -> Job { try call(.setCustomHeaders(headers), id) }
     public func setProperties(_ id: JobID, _ properties: [String: String]) throws(FerryError) -> Job { try call(.setProperties(properties), id) }
+    public func setDisplayName(_ id: JobID, _ name: String) throws(FerryError) -> Job { try call(.setDisplayName(name), id) }
+    public func setDescription(_ id: JobID, _ text: String) throws(FerryError) -> Job { try call(.setDescription(text), id) }
+    public func setNotifyFlags(_ id: JobID, _ flags: NotifyFlags) throws(FerryError) -> Job { try call(.setNotifyFlags(flags), id) }
+    public func setNotifyCommand(_ id: JobID, _ command: [String]) throws(FerryError) -> Job { try call(.setNotifyCommand(command), id) }
+
+    /// Swaps a URL prefix on every file not yet transferred (BITS' `ReplaceRemotePrefix`).
+    public func replaceRemotePrefix(_ id: JobID, old: String, new: String) throws(FerryError) -> Job {
+        _ = try Engine.validate(NewFile(remoteURL: new + "x", localPath: "/x"), owner: 0, checkDirectory: false)
+        return try call(.replaceRemotePrefix(old: old, new: new), id)
+    }
     /// Completes the job by itself once every file is transferred and validated.
     public func setAutoComplete(_ id: JobID, _ enabled: Bool) throws(FerryError) -> Job {
         let job = try call(.setAutoComplete(enabled), id)
@@ -172,7 +192,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Points one file at another URL (BITS' `SetRemoteName`).
     public func setRemoteURL(_ id: JobID, file: Int, url: String) throws(FerryError) -> Job {
-        _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/"), checkDirectory: false)
+        _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/x"), owner: 0, checkDirectory: false)
         return try call(.setRemoteURL(file: file, url: url), id)
     }
 
@@ -346,6 +366,7 @@ public final class Engine: @unchecked Sendable {
         sliceStart[id] = nil
         lastCommitError[id] = nil
         validationQueues[id] = nil
+        lastProgressEvent[id] = nil
         do { try store.delete(id) } catch {
             logger.error("cannot delete finished job", metadata: ["job": "\(id)", "error": "\(error)"])
         }
@@ -361,13 +382,18 @@ public final class Engine: @unchecked Sendable {
             stopTransfers(of: id)
         case .discardTemporaries(let indices):
             guard let job = jobs[id] else { return }
-            for index in indices { unlink(job.temporaryPath(ofFile: index)) }
+            try? OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
+                for index in indices { unlink(job.temporaryPath(ofFile: index)) }
+            }
         case .commitFiles(let indices):
             commit(indices, of: id)
         case .enqueue:
-            nextQueueNumber += 1
-            queueOrder[id] = nextQueueNumber
-            sliceStart[id] = nil
+            // A job already running keeps its place and its time slice.
+            if jobs[id]?.state == .queued || queueOrder[id] == nil {
+                nextQueueNumber += 1
+                queueOrder[id] = nextQueueNumber
+                sliceStart[id] = nil
+            }
             needsScheduling = true
         case .scheduleRetry:
             break  // fireTimers() reads the job's retryAt and deadline
@@ -399,18 +425,22 @@ public final class Engine: @unchecked Sendable {
         var renamed: [Int] = []
         var directories: Set<String> = []
         var failure: FerryError?
-        for index in indices {
-            let temporary = job.temporaryPath(ofFile: index)
-            let destination = job.files[index].localPath
-            if rename(temporary, destination) != 0 {
-                failure = FerryError(code: .localFileError, context: .localFile, fileIndex: index,
-                                     message: "cannot rename \(temporary) to \(destination): \(errnoText())")
-                break
+        // As the owner: rename replaces a symbolic link planted at the destination (it never
+        // follows it), and the kernel refuses a directory the owner may not write.
+        try? OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
+            for index in indices {
+                let temporary = job.temporaryPath(ofFile: index)
+                let destination = job.files[index].localPath
+                if rename(temporary, destination) != 0 {
+                    failure = FerryError(code: .localFileError, context: .localFile, fileIndex: index,
+                                         message: "cannot rename \(temporary) to \(destination): \(errnoText())")
+                    break
+                }
+                renamed.append(index)
+                directories.insert(Engine.directory(of: destination))
             }
-            renamed.append(index)
-            directories.insert(Engine.directory(of: destination))
+            for directory in directories { Engine.syncDirectory(directory) }
         }
-        for directory in directories { Engine.syncDirectory(directory) }
         do {
             if let failure {
                 lastCommitError[id] = failure
@@ -448,7 +478,17 @@ public final class Engine: @unchecked Sendable {
             let due = [job.retryAt, job.noProgressDeadline].compactMap { $0 }.min()
             if let due, due <= now { _ = try? apply(.retryTimerFired, to: id) }
         }
+        // BITS' JobInactivityTimeout: a job nobody touched for that long is cancelled.
+        let inactivity = configuration.jobInactivityTimeoutSeconds
+        guard inactivity > 0, now.timeIntervalSince(lastInactivitySweep) >= 60 else { return }
+        lastInactivitySweep = now
+        for (id, job) in jobs where !job.state.isActive && now.timeIntervalSince(job.modificationTime) >= inactivity {
+            logger.notice("job cancelled after inactivity", metadata: ["job": "\(id)", "idle": "\(Int(now.timeIntervalSince(job.modificationTime))) s"])
+            _ = try? apply(.cancel, to: id)
+        }
     }
+
+    private var lastInactivitySweep = Date.distantPast
 
     /// Decides which jobs run: every foreground job, then the highest background level,
     /// round-robin within it; starts their files within the connection caps.
@@ -514,8 +554,10 @@ public final class Engine: @unchecked Sendable {
 
     private func startFile(_ index: Int, of job: Job, now: Date) throws(FerryError) {
         let file = job.files[index]
-        let temporary = try TemporaryFile(path: job.temporaryPath(ofFile: index), length: file.bytesTransferred,
-                                          bytesTotal: file.bytesTotal, etag: file.remoteETag, lastModified: file.remoteLastModified)
+        let temporary = try OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
+            try TemporaryFile(path: job.temporaryPath(ofFile: index), length: file.bytesTransferred,
+                              bytesTotal: file.bytesTotal, etag: file.remoteETag, lastModified: file.remoteLastModified)
+        }
         var request = TransferRequest(url: file.remoteURL, offset: file.bytesTransferred,
                                       ifRange: file.remoteETag ?? file.remoteLastModified, headers: job.customHeaders,
                                       connectTimeoutSeconds: configuration.connectTimeoutSeconds,
@@ -539,7 +581,7 @@ public final class Engine: @unchecked Sendable {
         for fileTransfer in transfers.values {
             if let transfer = fileTransfer.transfer { loop.cancel(transfer) }
             fileTransfer.transfer = nil
-            checkpoint(fileTransfer, transferred: false, then: nil)
+            checkpoint(fileTransfer, transferred: false, force: true, then: nil)
         }
         needsScheduling = true
     }
@@ -562,8 +604,13 @@ public final class Engine: @unchecked Sendable {
         let length = transfer.file.snapshot.length
         if var job = jobs[transfer.jobID] {
             // Bytes move often: update in memory only; checkpoints make them durable.
-            _ = try? job.apply(.bytesWritten(file: transfer.fileIndex, bytes: length), at: Date())
+            let now = Date()
+            _ = try? job.apply(.bytesWritten(file: transfer.fileIndex, bytes: length), at: now)
             jobs[transfer.jobID] = job
+            if now.timeIntervalSince(lastProgressEvent[transfer.jobID] ?? .distantPast) >= configuration.progressEventInterval {
+                lastProgressEvent[transfer.jobID] = now
+                emit(.jobProgressed(job))
+            }
         }
         if length >= transfer.lastCheckpointLength + configuration.checkpointBytes {
             checkpoint(transfer, transferred: false, then: nil)
@@ -572,8 +619,21 @@ public final class Engine: @unchecked Sendable {
 
     func fileFailed(_ transfer: FileTransfer, _ failure: FerryError) {
         guard running[transfer.jobID]?[transfer.fileIndex] === transfer else { return }
+        // The job's record of the file follows what the temporary really holds.
+        fileProgressed(transfer)
         logger.warning("transfer failed", metadata: ["job": "\(transfer.jobID)", "file": "\(transfer.fileIndex)", "error": "\(failure)"])
         _ = try? apply(.failed(failure), to: transfer.jobID)
+    }
+
+    /// The server's file changed under a resume (a 206 of another version): the answer
+    /// was ignored and the file starts again from zero at once.
+    func fileRestartRequested(_ transfer: FileTransfer, reason: String) {
+        guard running[transfer.jobID]?[transfer.fileIndex] === transfer else { return }
+        logger.info("remote file changed during resume, restarting it from zero",
+                    metadata: ["job": "\(transfer.jobID)", "file": "\(transfer.fileIndex)", "reason": "\(reason)"])
+        release(transfer)
+        _ = try? apply(.responseReceived(file: transfer.fileIndex, bytesTotal: nil, etag: nil, lastModified: nil, restartFromZero: true),
+                       to: transfer.jobID, files: [transfer.fileIndex])
     }
 
     func fileFinished(_ transfer: FileTransfer) {
@@ -691,8 +751,9 @@ public final class Engine: @unchecked Sendable {
 
     /// Flushes a temporary and then records its length, on the durability queue.
     /// `then` runs back on the engine's thread with the flush's error, if any.
-    private func checkpoint(_ transfer: FileTransfer, transferred: Bool, then: ((FerryError?) -> Void)?) {
-        if transfer.checkpointInFlight && !transferred && then == nil { return }
+    private func checkpoint(_ transfer: FileTransfer, transferred: Bool, force: Bool = false, then: ((FerryError?) -> Void)?) {
+        // Periodic checkpoints do not pile up; a stop's or a finish's always runs (the queue keeps order).
+        if transfer.checkpointInFlight && !force && !transferred && then == nil { return }
         let contents = transfer.file.snapshot
         transfer.checkpointInFlight = true
         transfer.lastCheckpointLength = contents.length
@@ -705,8 +766,15 @@ public final class Engine: @unchecked Sendable {
                                 etag: contents.etag, lastModified: contents.lastModified, transferred: transferred)
         let completion = UncheckedSendable { [unowned self] (error: FerryError?) in
             transfer.checkpointInFlight = false
-            then?(error)
-            _ = self
+            if let then {
+                then(error)
+            } else if let error {
+                // A flush that fails (disk full, I/O error) stops the job: nothing more can be made durable.
+                self.logger.error("checkpoint failed", metadata: ["job": "\(transfer.jobID)", "file": "\(transfer.fileIndex)", "error": "\(error)"])
+                var failure = error
+                failure.fileIndex = transfer.fileIndex
+                _ = try? self.apply(.failed(failure), to: transfer.jobID)
+            }
         }
         durability.async { [weak self] in
             var failure: FerryError?
@@ -783,7 +851,7 @@ public final class Engine: @unchecked Sendable {
 
     // MARK: - Input checks
 
-    static func validate(_ file: NewFile, checkDirectory: Bool = true) throws(FerryError) -> JobFile {
+    static func validate(_ file: NewFile, owner: UInt32, checkDirectory: Bool = true) throws(FerryError) -> JobFile {
         guard let url = URL(string: file.remoteURL), let scheme = url.scheme?.lowercased() else {
             throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "not a URL: \(file.remoteURL)")
         }
@@ -812,6 +880,14 @@ public final class Engine: @unchecked Sendable {
             guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
                 throw FerryError(code: .destinationMissing, context: .localFile,
                                  message: "the destination directory \(directory) does not exist")
+            }
+            guard OwnerIdentity.canCreateFiles(in: directory, uid: owner) else {
+                throw FerryError(code: .accessDenied, context: .localFile,
+                                 message: "uid \(owner) may not create files in \(directory)")
+            }
+            var existing = stat()
+            if lstat(file.localPath, &existing) == 0, (existing.st_mode & S_IFMT) == S_IFDIR {
+                throw FerryError(code: .invalidArgument, context: .localFile, message: "the destination \(file.localPath) is a directory")
             }
         }
         return JobFile(remoteURL: file.remoteURL, localPath: file.localPath, properties: file.properties)

@@ -28,8 +28,11 @@ final class FileTransfer: TransferDelegate {
     /// and the engine's maximum. A hostile server cannot fill the disk.
     let byteLimit: UInt64?
 
-    /// The server said the file is already complete (416 for our own size): ignore its body.
+    /// The server said the file is already complete (416 for our own size), or sent another
+    /// version of it: ignore the body.
     private var discardBody = false
+    /// Why the file must start again from zero once this answer is over.
+    private var restartReason: String?
     /// The total the server announced for this request's file, if any.
     private(set) var expectedTotal: UInt64?
     var lastCheckpointLength: UInt64
@@ -95,9 +98,14 @@ final class FileTransfer: TransferDelegate {
                 return error(.invalidRange, status: status, transient: false,
                              "asked for bytes \(offset)- but the server sent \(response.header("content-range").map { "Content-Range: \($0)" } ?? "no Content-Range"); nothing was written")
             }
-            if let total = range.total, let known = knownTotal, total != known {
-                return error(.invalidRange, status: status, transient: false,
-                             "the server's file is now \(total) bytes, it was \(known); refusing to splice two versions")
+            let sizeChanged = range.total.map { total in knownTotal.map { $0 != total } ?? false } ?? false
+            let tagChanged = knownETag != nil && response.strongETag != nil && response.strongETag != knownETag
+            if sizeChanged || tagChanged {
+                // Another version of the file: never splice it onto ours. Start again from zero.
+                do { try file.restartFromZero() } catch { return error }
+                restartReason = sizeChanged ? "its size changed" : "its ETag changed"
+                discardBody = true
+                return nil
             }
             expectedTotal = range.total ?? knownTotal
         case 200..<300 where status != 206:
@@ -171,6 +179,10 @@ final class FileTransfer: TransferDelegate {
 
     func transfer(_ transfer: Transfer, didCompleteWith failure: FerryError?) {
         self.transfer = nil
+        if let restartReason {
+            engine.fileRestartRequested(self, reason: restartReason)
+            return
+        }
         if var failure {
             failure.fileIndex = fileIndex
             if failure.context == .transport, failure.message.contains(request.url) == false {

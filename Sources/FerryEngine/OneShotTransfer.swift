@@ -1,4 +1,5 @@
 import FerryCore
+import FerryStore
 import Foundation
 import Logging
 
@@ -52,7 +53,7 @@ public final class OneShotTransfer: @unchecked Sendable {
     public func run() -> Int32 {
         let directory = stateDirectory + "/transfers"
         do { try StateDirectory.ensure(directory) } catch {
-            output.error("ferry: cannot use the state directory \(directory): \(error.localizedDescription)")
+            output.error("ferry: cannot use the state directory \(directory): \(StateDirectory.explain(error))")
             return 69
         }
         let storePath = "\(directory)/\(plan.storeKey).db"
@@ -73,7 +74,8 @@ public final class OneShotTransfer: @unchecked Sendable {
             engine = try Engine(configuration: configuration)
             try engine.start()
         } catch {
-            output.error("ferry: \(error)")
+            output.error("ferry: \(error.message)")
+            removeStoreIfUnused(storePath, lockPath: lockPath)
             return 69
         }
         let interrupted = SignalLatch(signals: [SIGINT, SIGTERM])
@@ -84,18 +86,49 @@ public final class OneShotTransfer: @unchecked Sendable {
         } catch {
             output.error("ferry: \(error.message)")
             engine.shutdown()
-            return error.code == .invalidArgument || error.code == .unsupportedURL || error.code == .destinationMissing ? 65 : 1
+            removeStoreIfUnused(storePath, lockPath: lockPath)
+            let badInput: Set<ErrorCode> = [.invalidArgument, .unsupportedURL, .destinationMissing, .accessDenied]
+            return badInput.contains(error.code) ? 65 : 1
         }
-        let status = wait(for: job.id, engine: engine, interrupted: interrupted)
+        let outcome = wait(for: job.id, engine: engine, interrupted: interrupted)
         engine.shutdown()
-        if status != 130 && status != 69 { removeStore(storePath) }
+        // Kept for a rerun: an interrupted transfer, and a job that arrived but could not be completed.
+        if case .finished = outcome {
+            removeStore(storePath)
+            unlink(lockPath)
+        }
+        return outcome.status
+    }
+
+    /// How a run ended: its exit status, and whether its store is kept for a rerun.
+    private enum Outcome {
+        case finished(Int32)
+        case keptForRerun(Int32)
+
+        var status: Int32 {
+            switch self {
+            case .finished(let status), .keptForRerun(let status): status
+            }
+        }
+    }
+
+    /// Removes a store that holds no job (a run refused before its job was created).
+    private func removeStoreIfUnused(_ path: String, lockPath: String) {
+        guard let store = try? JobStore(path: path), (try? store.jobCount()) == 0 else { return }
+        removeStore(path)
         unlink(lockPath)
-        return status
     }
 
     /// The job an interrupted run left for the same files, or a new one.
     private func prepareJob(_ engine: Engine) throws(FerryError) -> Job {
         let owner = getuid()
+        let wanted = plan.files.map { [$0.remoteURL, $0.localPath] }
+        for job in engine.allJobs() where job.owner == owner && job.files.map({ [$0.remoteURL, $0.localPath] }) == wanted
+            && job.files.map(\.properties) != plan.files.map(\.properties) {
+            // Same files, other expectations (a new hash, say): the old bytes prove nothing now.
+            if !quiet { output.line("The files' properties changed since job \(job.id); starting over") }
+            _ = try? engine.cancel(job.id)
+        }
         if let existing = engine.allJobs().first(where: { job in
             job.owner == owner && job.files.map { NewFile(remoteURL: $0.remoteURL, localPath: $0.localPath, properties: $0.properties) } == plan.files
         }) {
@@ -119,19 +152,19 @@ public final class OneShotTransfer: @unchecked Sendable {
         }
     }
 
-    private func wait(for id: JobID, engine: Engine, interrupted: SignalLatch) -> Int32 {
+    private func wait(for id: JobID, engine: Engine, interrupted: SignalLatch) -> Outcome {
         let started = Date()
         var lastState: JobState?
         while true {
             if interrupted.fired {
                 output.finishLine()
                 if !quiet { output.line("Interrupted: progress is saved; run the same command again to continue.") }
-                return 130
+                return .keptForRerun(130)
             }
             let job: Job
             do { job = try engine.job(id) } catch {
                 output.error("ferry: \(error.message)")
-                return 1
+                return .finished(1)
             }
             if !quiet { output.progress(job, elapsed: Date().timeIntervalSince(started), stateChanged: job.state != lastState) }
             lastState = job.state
@@ -144,11 +177,11 @@ public final class OneShotTransfer: @unchecked Sendable {
                         let seconds = Date().timeIntervalSince(started)
                         output.line("Transferred \(done.files.count) file\(done.files.count == 1 ? "" : "s"), \(ProgressOutput.bytes(done.progress.bytesTransferred)) in \(String(format: "%.2f", seconds)) s")
                     }
-                    return 0
+                    return .finished(0)
                 } catch {
                     output.finishLine()
-                    output.error("ferry: job \(id) could not be completed: \(error)")
-                    return 1
+                    output.error("ferry: job \(id) could not be completed: \(error)\n  fix that and run the same command again: the files are kept")
+                    return .keptForRerun(1)
                 }
             case .error:
                 output.finishLine()
@@ -160,11 +193,11 @@ public final class OneShotTransfer: @unchecked Sendable {
                 if let failure { text += "\n  \(failure.message)" }
                 output.error(text)
                 _ = try? engine.cancel(id)
-                return 1
+                return .finished(1)
             case .acknowledged, .cancelled:
                 output.finishLine()
                 output.error("ferry: job \(id) was \(job.state.rawValue.lowercased()) by someone else")
-                return 1
+                return .finished(1)
             default:
                 Thread.sleep(forTimeInterval: 0.1)
             }

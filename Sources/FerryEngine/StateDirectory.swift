@@ -10,6 +10,16 @@ public enum StateDirectory {
         return home + "/.local/state/ferry"
     }
 
+    /// A sentence for an error from ``ensure(_:)``.
+    public static func explain(_ error: any Error) -> String {
+        let nsError = error as NSError
+        if let text = nsError.userInfo[NSLocalizedDescriptionKey] as? String, !text.contains("NSCocoaErrorDomain") { return text }
+        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        return nsError.localizedDescription
+    }
+
     /// Creates `path` and its parents with mode 0700 when missing.
     /// - Throws: an error naming the path when it cannot be created or is not a directory.
     public static func ensure(_ path: String) throws {

@@ -130,9 +130,15 @@ public struct TransferManifest: Sendable, Equatable {
         return NewFile(remoteURL: url, localPath: normalize(path), properties: properties)
     }
 
-    /// Removes `.` components and repeated slashes (but keeps `..`, which the engine refuses).
+    /// Makes an absolute path canonical by its text alone: removes `.` components and
+    /// repeated slashes and resolves `..` against the component before it (without
+    /// following symbolic links, as a shell's `cd -L` would).
     public static func normalize(_ path: String) -> String {
-        "/" + path.split(separator: "/").filter { $0 != "." }.joined(separator: "/")
+        var parts: [Substring] = []
+        for part in path.split(separator: "/") where part != "." {
+            if part == ".." { _ = parts.popLast() } else { parts.append(part) }
+        }
+        return "/" + parts.joined(separator: "/")
     }
 
     /// A JSON integer (not a boolean, not a fraction) as `Int`.

@@ -66,7 +66,7 @@ public enum PluginLoader {
         let sticky = (info.st_mode & S_ISVTX) != 0
         if writableByOthers != 0 && !(allowSticky && sticky) {
             throw PluginLoadError(path: path, reason: .untrusted,
-                                  message: "refused: \(what) is writable by \((info.st_mode & S_IWOTH) != 0 ? "everyone" : "its group") (mode \(String(info.st_mode & 0o7777, radix: 8)))")
+                                  message: "refused: \(what) is writable by \((info.st_mode & S_IWOTH) != 0 ? "everyone" : "its group") (mode \(String(info.st_mode & 0o7777, radix: 8))); make it writable by its owner only (chmod go-w)")
         }
     }
 

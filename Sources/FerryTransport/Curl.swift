@@ -45,6 +45,8 @@ func ferryError(forCurlCode code: CURLcode, detail: String) -> FerryError {
         return FerryError(code: .httpError(404), context: .remoteFile, httpStatus: nil, message: message)
     case CURLE_RANGE_ERROR, CURLE_BAD_DOWNLOAD_RESUME:
         return FerryError(code: .insufficientRangeSupport, context: .remoteFile, message: message)
+    case CURLE_TOO_MANY_REDIRECTS:
+        return FerryError(code: .transportError, context: .remoteFile, message: message)
     case CURLE_FILESIZE_EXCEEDED:
         return FerryError(code: .fileTooLarge, context: .remoteFile, message: message)
     default:

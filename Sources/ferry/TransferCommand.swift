@@ -35,7 +35,7 @@ struct TransferCommand: ParsableCommand {
     @Option(name: .customLong("name"), help: "The job's display name.")
     var displayName: String?
 
-    @Option(name: .customLong("state-dir"), help: "Where unfinished transfers are kept (default: $XDG_STATE_HOME/ferry).")
+    @Option(name: .customLong("state-dir"), help: "Where unfinished transfers are kept (default: $XDG_STATE_HOME/ferry, or /var/lib/ferry as root).")
     var stateDirectory: String?
 
     @Flag(name: .shortAndLong, help: "Print nothing but errors.")
@@ -51,6 +51,9 @@ struct TransferCommand: ParsableCommand {
         if manifest == nil && pairs.isEmpty { throw ValidationError("give URL DEST pairs or --manifest FILE") }
         if manifest != nil && !pairs.isEmpty { throw ValidationError("give either URL DEST pairs or --manifest, not both") }
         if pairs.count % 2 != 0 { throw ValidationError("every URL needs a destination: got \(pairs.count) arguments") }
+        if manifest != nil && !properties.isEmpty {
+            throw ValidationError("--property applies to URL DEST pairs; put properties in the manifest's entries instead")
+        }
         for property in properties where !property.contains("=") || property.hasPrefix("=") {
             throw ValidationError("--property takes key=value, got '\(property)'")
         }

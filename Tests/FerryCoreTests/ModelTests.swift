@@ -108,12 +108,22 @@ struct TemporaryPathTests {
 
     @Test("temporaries differ between files and between jobs")
     func temporaryPathsAreDistinct() throws {
-        let job = try job(destinations: ["/srv/downloads/same.bin", "/srv/downloads/same.bin"])
+        let job = try job(destinations: ["/srv/downloads/a.bin", "/srv/downloads/b.bin"])
         var other = Job(displayName: "other", owner: 0, createdAt: origin)
-        _ = try other.apply(.addFiles([JobFile(remoteURL: "https://example.com/x", localPath: "/srv/downloads/same.bin")]), at: origin)
+        _ = try other.apply(.addFiles([JobFile(remoteURL: "https://example.com/x", localPath: "/srv/downloads/a.bin")]), at: origin)
 
         #expect(job.temporaryPath(ofFile: 0) != job.temporaryPath(ofFile: 1))
         #expect(job.temporaryPath(ofFile: 0) != other.temporaryPath(ofFile: 0))
+    }
+
+    @Test("two files of one job cannot share a destination")
+    func duplicateDestinationsAreRefused() throws {
+        var job = try job(destinations: ["/srv/downloads/a.bin"])
+        let before = job
+        #expect(throws: FerryError.self) {
+            _ = try job.apply(.addFiles([JobFile(remoteURL: "https://example.com/y", localPath: "/srv/downloads/a.bin")]), at: origin)
+        }
+        #expect(job == before)
     }
 }
 
