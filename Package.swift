@@ -55,12 +55,17 @@ let package = Package(
             ]
         ),
 
+        // ---- the control API's documents and client, shared by ferryd and ferry
+        .target(name: "FerryControl", dependencies: ["FerryCore", "FerryTransport"]),
+
         // ---- the agent: configuration, control API, notifications, isolation
         .target(
             name: "FerryAgent",
             dependencies: [
-                "FerryEngine", "FerryCore", "FerryPluginHost",
+                "FerryEngine", "FerryCore", "FerryPluginHost", "FerryControl", "FerryStore",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -45,7 +45,8 @@ public struct NewFile: Sendable, Equatable {
 /// interrupted jobs are queued again.
 public final class Engine: @unchecked Sendable {
     public let configuration: EngineConfiguration
-    let store: JobStore
+    /// The job store; the agent keeps its pending notifications there too.
+    public let store: JobStore
     private let logger: Logger
     private let loop: TransferLoop
     /// The loaded plugins; validators prove every file before it counts as transferred.

@@ -15,7 +15,7 @@ public final class JobStore: Sendable {
     public let path: String
 
     /// The schema version this build writes; older stores are migrated on open.
-    public static let schemaVersion: Int64 = 1
+    public static let schemaVersion: Int64 = 2
 
     /// Opens or creates the store at `path`, migrating it to ``schemaVersion``.
     /// - Throws: ``StoreError`` when the file cannot be opened, is not a Ferry store,
@@ -62,6 +62,18 @@ public final class JobStore: Sendable {
                 last_modified TEXT,
                 PRIMARY KEY (job_id, idx)
             );
+            """,
+            2: """
+            CREATE TABLE events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                owner INTEGER NOT NULL,
+                job_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                file INTEGER,
+                time REAL NOT NULL,
+                payload TEXT NOT NULL
+            );
+            CREATE INDEX events_owner ON events(owner, seq);
             """,
         ]
         guard version < schemaVersion else { return }
@@ -222,6 +234,52 @@ public final class JobStore: Sendable {
         }
     }
 
+    // MARK: - Pending notifications
+
+    /// Keeps a notification until its receiver acknowledges it (at-least-once delivery).
+    /// - Returns: its sequence number, increasing for the life of the store.
+    public func appendEvent(_ event: StoredEvent) throws(StoreError) -> Int64 {
+        try connection.withLock { db throws(StoreError) in
+            let rows = try db.query("""
+                INSERT INTO events (owner, job_id, kind, file, time, payload) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq
+                """, [.integer(Int64(event.owner)), .text(event.job.description), .text(event.kind),
+                      event.file.map { .integer(Int64($0)) } ?? .null, .real(event.time.timeIntervalSinceReferenceDate), .text(event.payload)])
+            return rows.first?.first?.int ?? 0
+        }
+    }
+
+    /// Notifications not yet acknowledged, oldest first; `owner` nil means every user's.
+    public func pendingEvents(owner: UInt32?, job: JobID? = nil) throws(StoreError) -> [StoredEvent] {
+        try connection.withLock { db throws(StoreError) in
+            var sql = "SELECT seq, owner, job_id, kind, file, time, payload FROM events WHERE 1 = 1"
+            var values: [SQLValue] = []
+            if let owner {
+                sql += " AND owner = ?"
+                values.append(.integer(Int64(owner)))
+            }
+            if let job {
+                sql += " AND job_id = ?"
+                values.append(.text(job.description))
+            }
+            return try db.query(sql + " ORDER BY seq", values).compactMap { row in
+                guard let id = row[2].string.flatMap(JobID.init) else { return nil }
+                return StoredEvent(sequence: row[0].int ?? 0, owner: UInt32(row[1].int ?? 0), job: id, kind: row[3].string ?? "",
+                                   file: row[4].int.map { Int($0) }, time: Date(timeIntervalSinceReferenceDate: row[5].double ?? 0),
+                                   payload: row[6].string ?? "{}")
+            }
+        }
+    }
+
+    /// Forgets `owner`'s notifications up to and including `sequence`.
+    /// - Returns: how many were acknowledged.
+    public func acknowledgeEvents(owner: UInt32, upTo sequence: Int64) throws(StoreError) -> Int {
+        try connection.withLock { db throws(StoreError) in
+            let rows = try db.query("DELETE FROM events WHERE owner = ? AND seq <= ? RETURNING seq",
+                                    [.integer(Int64(owner)), .integer(sequence)])
+            return rows.count
+        }
+    }
+
     // MARK: - Encoding
 
     private static let encoder: JSONEncoder = {
@@ -271,5 +329,28 @@ public struct Checkpoint: Sendable, Equatable {
         self.etag = etag
         self.lastModified = lastModified
         self.transferred = transferred
+    }
+}
+
+/// A notification kept for a receiver that has not acknowledged it.
+public struct StoredEvent: Sendable, Equatable {
+    /// 0 until stored.
+    public var sequence: Int64
+    public var owner: UInt32
+    public var job: JobID
+    public var kind: String
+    public var file: Int?
+    public var time: Date
+    /// The job as it was, JSON.
+    public var payload: String
+
+    public init(sequence: Int64 = 0, owner: UInt32, job: JobID, kind: String, file: Int?, time: Date, payload: String) {
+        self.sequence = sequence
+        self.owner = owner
+        self.job = job
+        self.kind = kind
+        self.file = file
+        self.time = time
+        self.payload = payload
     }
 }

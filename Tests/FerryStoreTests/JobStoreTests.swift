@@ -60,18 +60,35 @@ struct JobStoreTests {
 
     // MARK: - Opening
 
-    @Test("a new store is at schema version 1 and opens again")
+    @Test("a new store is at the current schema version and opens again")
     func newStoreSchemaVersion() throws {
         do {
             let store = try JobStore(path: storePath)
             #expect(try store.jobCount() == 0)
         }
-        #expect(JobStore.schemaVersion == 1)
-        #expect(try sqlite3(storePath, "PRAGMA user_version") == "1")
+        #expect(try sqlite3(storePath, "PRAGMA user_version") == String(JobStore.schemaVersion))
 
         let reopened = try JobStore(path: storePath)
         #expect(try reopened.jobCount() == 0)
-        #expect(try sqlite3(storePath, "PRAGMA user_version") == "1")
+        #expect(try sqlite3(storePath, "PRAGMA user_version") == String(JobStore.schemaVersion))
+    }
+
+    @Test("a schema-1 store is migrated and keeps its jobs")
+    func migratesFromSchemaOne() throws {
+        let job = try Job.sample(files: 2)
+        do { try JobStore(path: storePath).save(job) }
+        // Back to what schema 1 had: no events table, version 1.
+        try sqlite3(storePath, "DROP TABLE events; PRAGMA user_version = 1")
+        let store = try JobStore(path: storePath)
+        #expect(try store.loadJobs() == [job])
+        #expect(try sqlite3(storePath, "PRAGMA user_version") == String(JobStore.schemaVersion))
+        let event = StoredEvent(owner: 7, job: job.id, kind: "jobTransferred", file: nil, time: Date(timeIntervalSinceReferenceDate: 1), payload: "{}")
+        let sequence = try store.appendEvent(event)
+        #expect(sequence > 0)
+        #expect(try store.pendingEvents(owner: 7).map(\.sequence) == [sequence])
+        #expect(try store.pendingEvents(owner: 8).isEmpty)
+        #expect(try store.acknowledgeEvents(owner: 7, upTo: sequence) == 1)
+        #expect(try store.pendingEvents(owner: 7).isEmpty)
     }
 
     @Test("a store written by a newer Ferry is refused")

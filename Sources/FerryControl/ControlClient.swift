@@ -1,0 +1,119 @@
+import FerryCore
+import FerryTransport
+import Foundation
+
+/// A refused or failed control request: the HTTP status and the agent's error.
+public struct ControlError: Error, Sendable, CustomStringConvertible {
+    /// The HTTP status; 0 when the agent could not be reached.
+    public var status: Int
+    public var error: ErrorDocument
+
+    public var description: String { error.description }
+}
+
+/// Talks to `ferryd` over its Unix socket. Every method is one request.
+public struct ControlClient: Sendable {
+    public let http: LocalHTTPClient
+
+    public init(socketPath: String) {
+        http = LocalHTTPClient(socketPath: socketPath)
+    }
+
+    public func health() throws(ControlError) -> HealthDocument { try call("GET", "/v1/health") }
+
+    public func listJobs(allUsers: Bool = false) throws(ControlError) -> [JobDocument] {
+        let list: JobList = try call("GET", "/v1/jobs" + (allUsers ? "?allUsers=true" : ""))
+        return list.jobs
+    }
+
+    public func createJob(_ request: CreateJobRequest) throws(ControlError) -> JobDocument {
+        try call("POST", "/v1/jobs", body: request)
+    }
+
+    public func job(_ id: String) throws(ControlError) -> JobDocument { try call("GET", "/v1/jobs/\(escape(id))") }
+
+    public func addFiles(_ id: String, _ files: [NewFileDocument]) throws(ControlError) -> JobDocument {
+        try call("POST", "/v1/jobs/\(escape(id))/files", body: AddFilesRequest(files: files))
+    }
+
+    /// `resume`, `suspend`, `cancel` or `complete`.
+    public func perform(_ action: String, on id: String) throws(ControlError) -> JobDocument {
+        try call("POST", "/v1/jobs/\(escape(id))/\(action)")
+    }
+
+    public func update(_ id: String, _ settings: JobSettings) throws(ControlError) -> JobDocument {
+        try call("PATCH", "/v1/jobs/\(escape(id))", body: settings)
+    }
+
+    public func setRemoteURL(_ id: String, file: Int, url: String) throws(ControlError) -> JobDocument {
+        try call("PUT", "/v1/jobs/\(escape(id))/files/\(file)/url", body: RemoteURLRequest(url: url))
+    }
+
+    public func replaceRemotePrefix(_ id: String, old: String, new: String) throws(ControlError) -> JobDocument {
+        try call("POST", "/v1/jobs/\(escape(id))/replace-remote-prefix", body: ReplacePrefixRequest(old: old, new: new))
+    }
+
+    public func error(_ id: String) throws(ControlError) -> ErrorDocument { try call("GET", "/v1/jobs/\(escape(id))/error") }
+
+    /// Follows the event stream: pending events first (when asked), then live ones, until `onEvent` returns false.
+    public func events(job: String? = nil, pending: Bool = true, onEvent: @escaping (EventDocument) -> Bool) throws(ControlError) {
+        var query: [String] = []
+        if let job { query.append("job=\(escape(job))") }
+        if pending { query.append("pending=true") }
+        let path = "/v1/events" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        let status: Int
+        do {
+            status = try http.stream(path) { line in
+                guard let event = try? ControlJSON.decoder.decode(EventDocument.self, from: line) else { return true }
+                return onEvent(event)
+            }
+        } catch {
+            throw ControlError(status: 0, error: ErrorDocument(error))
+        }
+        guard (200..<300).contains(status) else {
+            throw ControlError(status: status, error: ErrorDocument(code: "HTTP_\(status)", context: "api", message: "the agent refused the event stream"))
+        }
+    }
+
+    /// Acknowledges every pending event up to `sequence` for the caller.
+    public func acknowledgeEvents(upTo sequence: Int64) throws(ControlError) {
+        let _: AcknowledgeResponse = try call("POST", "/v1/events/ack?upTo=\(sequence)")
+    }
+
+    private struct AcknowledgeResponse: Codable { var acknowledged: Int }
+
+    // MARK: - Plumbing
+
+    private func call<Answer: Decodable>(_ method: String, _ path: String) throws(ControlError) -> Answer {
+        try exchange(method, path, body: nil)
+    }
+
+    private func call<Answer: Decodable, Body: Encodable>(_ method: String, _ path: String, body: Body) throws(ControlError) -> Answer {
+        let data: Data
+        do { data = try ControlJSON.encoder.encode(body) } catch {
+            throw ControlError(status: 0, error: ErrorDocument(code: "INVALID_ARGUMENT", context: "api", message: "cannot encode the request: \(error)"))
+        }
+        return try exchange(method, path, body: data)
+    }
+
+    private func exchange<Answer: Decodable>(_ method: String, _ path: String, body: Data?) throws(ControlError) -> Answer {
+        let response: LocalHTTPClient.Response
+        do { response = try http.send(method, path, body: body) } catch {
+            throw ControlError(status: 0, error: ErrorDocument(error))
+        }
+        guard (200..<300).contains(response.status) else {
+            let document = (try? ControlJSON.decoder.decode(ErrorEnvelope.self, from: response.body))?.error
+                ?? ErrorDocument(code: "HTTP_\(response.status)", context: "api",
+                                 message: String(decoding: response.body.prefix(300), as: UTF8.self))
+            throw ControlError(status: response.status, error: document)
+        }
+        do { return try ControlJSON.decoder.decode(Answer.self, from: response.body) } catch {
+            throw ControlError(status: response.status, error: ErrorDocument(code: "BAD_RESPONSE", context: "api",
+                                                                               message: "the agent's answer could not be read: \(describeDecodingError(error))"))
+        }
+    }
+
+    private func escape(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?&="))) ?? text
+    }
+}

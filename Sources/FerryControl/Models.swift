@@ -1,0 +1,264 @@
+import FerryCore
+import Foundation
+
+// The control API's JSON documents (version 1). Field names are camelCase;
+// times are ISO 8601; sizes are bytes (null = unknown); durations are seconds.
+
+/// A job as the API shows it.
+public struct JobDocument: Codable, Sendable, Equatable {
+    public var id: String
+    public var displayName: String
+    public var description: String
+    public var owner: UInt32
+    public var priority: JobPriority
+    public var state: JobState
+    public var created: Date
+    public var modified: Date
+    public var transferCompleted: Date?
+    public var progress: ProgressDocument
+    public var minRetryDelaySec: Double
+    public var noProgressTimeoutSec: Double
+    public var retryAt: Date?
+    public var error: ErrorDocument?
+    public var properties: [String: String]
+    public var autoComplete: Bool
+    public var notifyFlags: UInt32
+    public var notifyCommand: [String]
+    public var customHeaders: [String]
+    public var files: [FileDocument]
+
+    public init(_ job: Job) {
+        id = job.id.description
+        displayName = job.displayName
+        description = job.description
+        owner = job.owner
+        priority = job.priority
+        state = job.state
+        created = job.creationTime
+        modified = job.modificationTime
+        transferCompleted = job.transferCompletionTime
+        progress = ProgressDocument(job.progress)
+        minRetryDelaySec = job.minimumRetryDelay
+        noProgressTimeoutSec = job.noProgressTimeout
+        retryAt = job.retryAt
+        error = job.lastError.map(ErrorDocument.init)
+        properties = job.properties
+        autoComplete = job.autoComplete
+        notifyFlags = job.notifyFlags.rawValue
+        notifyCommand = job.notifyCommand
+        customHeaders = job.customHeaders
+        files = job.files.enumerated().map { FileDocument(index: $0.offset, file: $0.element) }
+    }
+}
+
+public struct ProgressDocument: Codable, Sendable, Equatable {
+    public var bytesTotal: UInt64?
+    public var bytesTransferred: UInt64
+    public var filesTotal: Int
+    public var filesTransferred: Int
+
+    public init(_ progress: JobProgress) {
+        bytesTotal = progress.bytesTotal
+        bytesTransferred = progress.bytesTransferred
+        filesTotal = progress.filesTotal
+        filesTransferred = progress.filesTransferred
+    }
+}
+
+public struct FileDocument: Codable, Sendable, Equatable {
+    public var index: Int
+    public var url: String
+    public var path: String
+    public var bytesTotal: UInt64?
+    public var bytesTransferred: UInt64
+    public var transferred: Bool
+    public var committed: Bool
+    public var properties: [String: String]
+
+    public init(index: Int, file: JobFile) {
+        self.index = index
+        url = file.remoteURL
+        path = file.localPath
+        bytesTotal = file.bytesTotal
+        bytesTransferred = file.bytesTransferred
+        transferred = file.isTransferred
+        committed = file.isCommitted
+        properties = file.properties
+    }
+}
+
+/// A job's error (BITS' GetError), or the error of a refused request.
+public struct ErrorDocument: Codable, Sendable, Equatable, CustomStringConvertible {
+    public var code: String
+    public var context: String
+    public var message: String
+    public var transient: Bool?
+    public var httpStatus: Int?
+    public var file: Int?
+    public var retryAfterSec: Double?
+    public var remoteSize: UInt64?
+
+    public init(_ error: FerryError) {
+        code = error.code.rawValue
+        context = error.context.rawValue
+        message = error.message
+        transient = error.isTransient
+        httpStatus = error.httpStatus
+        file = error.fileIndex
+        retryAfterSec = error.retryAfterSeconds
+        remoteSize = error.remoteSize
+    }
+
+    public init(code: String, context: String, message: String) {
+        self.code = code
+        self.context = context
+        self.message = message
+    }
+
+    public var description: String { "\(code) (\(context)): \(message)" }
+}
+
+/// The body of every refused request: `{"error": {...}}`.
+public struct ErrorEnvelope: Codable, Sendable, Equatable {
+    public var error: ErrorDocument
+    public init(error: ErrorDocument) { self.error = error }
+}
+
+public struct JobList: Codable, Sendable, Equatable {
+    public var jobs: [JobDocument]
+    public init(jobs: [JobDocument]) { self.jobs = jobs }
+}
+
+/// A file to add: `{"url": "...", "path": "/abs", "properties": {...}}`.
+public struct NewFileDocument: Codable, Sendable, Equatable {
+    public var url: String
+    public var path: String
+    public var properties: [String: String]?
+
+    public init(url: String, path: String, properties: [String: String]? = nil) {
+        self.url = url
+        self.path = path
+        self.properties = properties
+    }
+}
+
+/// `POST /v1/jobs`.
+public struct CreateJobRequest: Codable, Sendable, Equatable {
+    public var displayName: String
+    public var description: String?
+    public var priority: JobPriority?
+    public var files: [NewFileDocument]?
+    public var settings: JobSettings?
+
+    public init(displayName: String, description: String? = nil, priority: JobPriority? = nil,
+                files: [NewFileDocument]? = nil, settings: JobSettings? = nil) {
+        self.displayName = displayName
+        self.description = description
+        self.priority = priority
+        self.files = files
+        self.settings = settings
+    }
+}
+
+/// `POST /v1/jobs/{id}/files`.
+public struct AddFilesRequest: Codable, Sendable, Equatable {
+    public var files: [NewFileDocument]
+    public init(files: [NewFileDocument]) { self.files = files }
+}
+
+/// `PATCH /v1/jobs/{id}`: every field optional; those present are applied in this order.
+public struct JobSettings: Codable, Sendable, Equatable {
+    public var displayName: String?
+    public var description: String?
+    public var priority: JobPriority?
+    public var minRetryDelaySec: Double?
+    public var noProgressTimeoutSec: Double?
+    public var customHeaders: [String]?
+    public var notifyFlags: UInt32?
+    public var notifyCommand: [String]?
+    public var properties: [String: String]?
+    public var autoComplete: Bool?
+
+    public init(displayName: String? = nil, description: String? = nil, priority: JobPriority? = nil,
+                minRetryDelaySec: Double? = nil, noProgressTimeoutSec: Double? = nil, customHeaders: [String]? = nil,
+                notifyFlags: UInt32? = nil, notifyCommand: [String]? = nil, properties: [String: String]? = nil,
+                autoComplete: Bool? = nil) {
+        self.displayName = displayName
+        self.description = description
+        self.priority = priority
+        self.minRetryDelaySec = minRetryDelaySec
+        self.noProgressTimeoutSec = noProgressTimeoutSec
+        self.customHeaders = customHeaders
+        self.notifyFlags = notifyFlags
+        self.notifyCommand = notifyCommand
+        self.properties = properties
+        self.autoComplete = autoComplete
+    }
+}
+
+/// `PUT /v1/jobs/{id}/files/{index}/url`.
+public struct RemoteURLRequest: Codable, Sendable, Equatable {
+    public var url: String
+    public init(url: String) { self.url = url }
+}
+
+/// `POST /v1/jobs/{id}/replace-remote-prefix`.
+public struct ReplacePrefixRequest: Codable, Sendable, Equatable {
+    public var old: String
+    public var new: String
+    public init(old: String, new: String) {
+        self.old = old
+        self.new = new
+    }
+}
+
+/// One notification on `GET /v1/events` (one JSON object per line).
+public struct EventDocument: Codable, Sendable, Equatable {
+    /// Increasing across the agent's life (persisted): use it to acknowledge.
+    public var sequence: Int64
+    /// `fileTransferred`, `jobTransferred`, `jobError`, `jobModification`.
+    public var kind: String
+    public var time: Date
+    public var job: JobDocument
+    /// The file concerned (`fileTransferred`).
+    public var file: Int?
+
+    public init(sequence: Int64, kind: String, time: Date, job: JobDocument, file: Int?) {
+        self.sequence = sequence
+        self.kind = kind
+        self.time = time
+        self.job = job
+        self.file = file
+    }
+}
+
+/// `GET /v1/health`.
+public struct HealthDocument: Codable, Sendable, Equatable {
+    public var version: String
+    public var uptimeSec: Double
+    public var jobs: Int
+    public var plugins: [String]
+
+    public init(version: String, uptimeSec: Double, jobs: Int, plugins: [String]) {
+        self.version = version
+        self.uptimeSec = uptimeSec
+        self.jobs = jobs
+        self.plugins = plugins
+    }
+}
+
+/// JSON coding shared by the agent and its clients.
+public enum ControlJSON {
+    public static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }()
+
+    public static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
+}

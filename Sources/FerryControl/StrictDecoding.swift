@@ -1,0 +1,134 @@
+import FerryCore
+import Foundation
+
+/// A coding key for reading whatever keys an object has.
+struct AnyCodingKey: CodingKey {
+    var stringValue: String
+    var intValue: Int?
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) {
+        self.stringValue = String(intValue)
+        self.intValue = intValue
+    }
+}
+
+extension Decoder {
+    /// Refuses keys the request type does not know: JSONDecoder would silently ignore them,
+    /// and a misspelt field must not be dropped without a word.
+    func rejectUnknownKeys<Keys: CodingKey & CaseIterable>(_: Keys.Type) throws {
+        let container = try container(keyedBy: AnyCodingKey.self)
+        let allowed = Set(Keys.allCases.map(\.stringValue))
+        let unknown = container.allKeys.map(\.stringValue).filter { !allowed.contains($0) }.sorted()
+        guard unknown.isEmpty else {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: codingPath,
+                debugDescription: "unknown field\(unknown.count == 1 ? "" : "s") \(unknown.joined(separator: ", ")) (known: \(allowed.sorted().joined(separator: ", ")))"))
+        }
+    }
+}
+
+extension NewFileDocument {
+    enum CodingKeys: String, CodingKey, CaseIterable { case url, path, properties }
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        url = try c.decode(String.self, forKey: .url)
+        path = try c.decode(String.self, forKey: .path)
+        properties = try c.decodeIfPresent([String: String].self, forKey: .properties)
+    }
+}
+
+extension CreateJobRequest {
+    enum CodingKeys: String, CodingKey, CaseIterable { case displayName, description, priority, files, settings }
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        displayName = try c.decode(String.self, forKey: .displayName)
+        description = try c.decodeIfPresent(String.self, forKey: .description)
+        priority = try c.decodeIfPresent(JobPriority.self, forKey: .priority)
+        files = try c.decodeIfPresent([NewFileDocument].self, forKey: .files)
+        settings = try c.decodeIfPresent(JobSettings.self, forKey: .settings)
+    }
+}
+
+extension AddFilesRequest {
+    enum CodingKeys: String, CodingKey, CaseIterable { case files }
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        files = try decoder.container(keyedBy: CodingKeys.self).decode([NewFileDocument].self, forKey: .files)
+    }
+}
+
+extension JobSettings {
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case displayName, description, priority, minRetryDelaySec, noProgressTimeoutSec, customHeaders
+        case notifyFlags, notifyCommand, properties, autoComplete
+    }
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        displayName = try c.decodeIfPresent(String.self, forKey: .displayName)
+        description = try c.decodeIfPresent(String.self, forKey: .description)
+        priority = try c.decodeIfPresent(JobPriority.self, forKey: .priority)
+        minRetryDelaySec = try c.decodeIfPresent(Double.self, forKey: .minRetryDelaySec)
+        noProgressTimeoutSec = try c.decodeIfPresent(Double.self, forKey: .noProgressTimeoutSec)
+        customHeaders = try c.decodeIfPresent([String].self, forKey: .customHeaders)
+        notifyFlags = try c.decodeIfPresent(UInt32.self, forKey: .notifyFlags)
+        notifyCommand = try c.decodeIfPresent([String].self, forKey: .notifyCommand)
+        properties = try c.decodeIfPresent([String: String].self, forKey: .properties)
+        autoComplete = try c.decodeIfPresent(Bool.self, forKey: .autoComplete)
+    }
+}
+
+extension RemoteURLRequest {
+    enum CodingKeys: String, CodingKey, CaseIterable { case url }
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        url = try decoder.container(keyedBy: CodingKeys.self).decode(String.self, forKey: .url)
+    }
+}
+
+extension ReplacePrefixRequest {
+    enum CodingKeys: String, CodingKey, CaseIterable { case old, new }
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        old = try c.decode(String.self, forKey: .old)
+        new = try c.decode(String.self, forKey: .new)
+    }
+}
+
+/// Turns a decoding failure into a sentence naming the field at fault.
+public func describeDecodingError(_ error: any Error) -> String {
+    func path(_ codingPath: [any CodingKey]) -> String {
+        codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingCharacters(in: CharacterSet(charactersIn: "."))
+    }
+    guard let decoding = error as? DecodingError else { return "\(error)" }
+    switch decoding {
+    case .keyNotFound(let key, let context):
+        let at = path(context.codingPath + [key])
+        return "missing field \(at)"
+    case .typeMismatch(let type, let context):
+        return "\(path(context.codingPath).isEmpty ? "the body" : path(context.codingPath)): expected \(readable(type))"
+    case .valueNotFound(let type, let context):
+        return "\(path(context.codingPath)): expected \(readable(type)), got null"
+    case .dataCorrupted(let context):
+        let where_ = path(context.codingPath)
+        let reason = context.underlyingError.map { _ in "not valid JSON" } ?? context.debugDescription
+        return where_.isEmpty ? reason : "\(where_): \(reason)"
+    @unknown default:
+        return "\(decoding)"
+    }
+}
+
+private func readable(_ type: Any.Type) -> String {
+    switch type {
+    case is String.Type: "a string"
+    case is Double.Type, is Int.Type, is UInt32.Type, is UInt64.Type: "a number"
+    case is Bool.Type: "true or false"
+    case is [String].Type: "an array of strings"
+    case is [String: String].Type: "an object of strings"
+    case is JobPriority.Type: "one of foreground, high, normal, low"
+    default: type == [String: Any].self ? "an object" : "\(type)"
+    }
+}
