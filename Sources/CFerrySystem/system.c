@@ -10,3 +10,32 @@ int ferry_thread_setgroups(int count, const gid_t *groups) {
 int ferry_thread_setfsuid(uid_t uid) { return (int)syscall(SYS_setfsuid, (long)uid); }
 
 int ferry_thread_setfsgid(gid_t gid) { return (int)syscall(SYS_setfsgid, (long)gid); }
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+
+pid_t ferry_spawn_as(uid_t uid, gid_t gid, int group_count, const gid_t *groups,
+                     const char *path, char *const *argv, char *const *envp, int output_fd) {
+    pid_t pid = fork();
+    if (pid != 0) return pid; /* parent, or -1 */
+    /* child: only async-signal-safe calls from here on */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    int null_fd = open("/dev/null", O_RDWR);
+    if (null_fd >= 0) dup2(null_fd, 0);
+    int out = output_fd >= 0 ? output_fd : null_fd;
+    if (out >= 0) {
+        dup2(out, 1);
+        dup2(out, 2);
+    }
+    if (uid != (uid_t)-1) {
+        if (syscall(SYS_setgroups, (long)group_count, groups) != 0) _exit(126);
+        /* raw system calls: glibc's wrappers would try to coordinate threads the child no longer has */
+        if (syscall(SYS_setresgid, (long)gid, (long)gid, (long)gid) != 0) _exit(126);
+        if (syscall(SYS_setresuid, (long)uid, (long)uid, (long)uid) != 0) _exit(126);
+    }
+    execve(path, argv, envp);
+    _exit(127);
+}

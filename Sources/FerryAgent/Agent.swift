@@ -1,6 +1,211 @@
+import FerryControl
+import FerryCore
 import FerryEngine
+import FerryPluginHost
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import Synchronization
 
-/// The agent: an engine driven by a configuration file and a local control API.
-public enum FerryAgentInfo {
+/// `ferryd`: the engine, its control API on a Unix socket, and notifications, run as a service.
+///
+/// SIGTERM and SIGINT stop it gracefully: the API stops accepting, every transfer
+/// is checkpointed, and the process exits 0. SIGHUP re-reads the configuration
+/// file; a file with errors is reported and the running configuration kept.
+public final class Agent: Sendable {
     public static let version = "0.1.0"
+
+    private let configurationPath: String?
+    private let overrides: AgentConfiguration.Overrides
+    private let current: Mutex<AgentConfiguration>
+    private let logger: Logger
+
+    public init(configuration: AgentConfiguration, path: String?, overrides: AgentConfiguration.Overrides, logger: Logger) {
+        self.configurationPath = path
+        self.overrides = overrides
+        self.current = Mutex(configuration)
+        self.logger = logger
+    }
+
+    /// Runs until SIGTERM or SIGINT.
+    /// - Throws: ``AgentError`` when the agent cannot start (socket in use, store unreadable, plugin refused).
+    public func run() async throws {
+        let configuration = current.withLock { $0 }
+        do { try StateDirectory.ensure(configuration.stateDirectory) } catch {
+            throw AgentError("cannot use the state directory \(configuration.stateDirectory): \(StateDirectory.explain(error))")
+        }
+        let engine: Engine
+        do {
+            engine = try Engine(configuration: configuration.engine, logger: logger)
+            try engine.start()
+        } catch {
+            throw AgentError(error.message)
+        }
+        do { try configuration.checkPluginRoles(engine.plugins) } catch {
+            engine.shutdown()
+            throw error
+        }
+        let service = AgentService(engine: engine, settings: .init(jobsPerUser: configuration.quotas.jobsPerUser,
+                                                                   filesPerJob: configuration.quotas.filesPerJob))
+        let notifications = NotificationCenter(engine: engine, logger: logger, modificationInterval: configuration.modificationMinimumInterval)
+        notifications.start()
+        let socket = configuration.socketPath
+        do { try SocketFile.prepare(socket) } catch {
+            engine.shutdown()
+            throw error
+        }
+        let routes = ControlRoutes(service: service, notifications: notifications, maxRequestBytes: configuration.maxRequestBytes,
+                                   version: Agent.version)
+        let logger = self.logger
+        let mode = configuration.socketMode
+        let group = configuration.socketGroup
+        let app = Application(
+            router: routes.router(),
+            server: .http1WithCallerCredentials(),
+            configuration: .init(address: .unixDomainSocket(path: socket), serverName: "ferryd/\(Agent.version)"),
+            onServerRunning: { _ in
+                do { try SocketFile.setAccess(socket, mode: mode, group: group) } catch {
+                    logger.error("cannot set the socket's access", metadata: ["socket": "\(socket)", "error": "\(error)"])
+                }
+                logger.info("serving the control API", metadata: ["socket": "\(socket)", "mode": "\(String(mode, radix: 8))",
+                                                                  "version": "\(Agent.version)"])
+            },
+            logger: logger)
+
+        let reload = installReloadHandler(service: service, notifications: notifications)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [
+                .init(service: EngineService(engine: engine)),
+                .init(service: app),
+                .init(service: StreamsService(notifications: notifications)),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(20)
+        defer {
+            reload.cancel()
+            unlink(socket)
+        }
+        try await ServiceGroup(configuration: groupConfiguration).run()
+        logger.info("stopped; every transfer is checkpointed")
+    }
+
+    /// SIGHUP: read the file again; keep the running configuration if it has errors.
+    private func installReloadHandler(service: AgentService, notifications: NotificationCenter) -> any DispatchSourceSignal {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler { [self] in
+            do {
+                let fresh = try AgentConfiguration.load(path: configurationPath, overrides: overrides)
+                let old = current.withLock { state -> AgentConfiguration in
+                    let previous = state
+                    state = fresh
+                    return previous
+                }
+                service.update(.init(jobsPerUser: fresh.quotas.jobsPerUser, filesPerJob: fresh.quotas.filesPerJob))
+                notifications.setModificationInterval(fresh.modificationMinimumInterval)
+                var restartNeeded: [String] = []
+                if fresh.engine != old.engine { restartNeeded.append("transfer, checkpoint, job and plugin settings") }
+                if fresh.socketPath != old.socketPath || fresh.socketMode != old.socketMode || fresh.socketGroup != old.socketGroup {
+                    restartNeeded.append("the socket")
+                }
+                if fresh.stateDirectory != old.stateDirectory { restartNeeded.append("the state directory") }
+                logger.notice("configuration reloaded", metadata: [
+                    "file": "\(configurationPath ?? "(none)")",
+                    "applied": "quotas, notification interval",
+                    "after restart": "\(restartNeeded.isEmpty ? "nothing" : restartNeeded.joined(separator: ", "))",
+                ])
+            } catch {
+                logger.error("configuration not reloaded: the running one is kept", metadata: ["error": "\(error)"])
+            }
+        }
+        source.resume()
+        return source
+    }
+}
+
+/// A reason the agent cannot run.
+public struct AgentError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Owns the engine's life inside the service group: it stops last, after the API.
+struct EngineService: Service {
+    let engine: Engine
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        engine.shutdown()
+    }
+}
+
+/// Ends every event stream on shutdown, so open subscribers do not hold the server up.
+struct StreamsService: Service {
+    let notifications: NotificationCenter
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        notifications.finishAll()
+    }
+}
+
+/// The socket's file: its directory, a stale socket left by a crash, and its access.
+enum SocketFile {
+    /// Creates the directory and removes a stale socket; refuses one a live agent serves.
+    static func prepare(_ path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !FileManager.default.fileExists(atPath: directory) {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o755])
+            } catch {
+                throw AgentError("cannot create the socket's directory \(directory): \(StateDirectory.explain(error))")
+            }
+        }
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard (info.st_mode & S_IFMT) == S_IFSOCK else {
+            throw AgentError("\(path) exists and is not a socket; refusing to replace it")
+        }
+        if isServed(path) { throw AgentError("another ferryd is already serving \(path)") }
+        unlink(path)
+    }
+
+    static func setAccess(_ path: String, mode: UInt16, group: String?) throws {
+        if let group {
+            guard let entry = getgrnam(group) else { throw AgentError("no group \(group)") }
+            guard chown(path, UInt32.max, entry.pointee.gr_gid) == 0 else { throw AgentError("chown: \(String(cString: strerror(errno)))") }
+        }
+        guard chmod(path, mode_t(mode)) == 0 else { throw AgentError("chmod: \(String(cString: strerror(errno)))") }
+    }
+
+    private static func isServed(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8.prefix(MemoryLayout.size(ofValue: address.sun_path) - 1))
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+        }
+    }
+}
+
+extension AgentConfiguration {
+    /// Refuses a plugin whose declared roles do not include the role its entry expects.
+    public func checkPluginRoles(_ host: PluginHost) throws(AgentError) {
+        for (entry, plugin) in zip(plugins, host.plugins) {
+            guard let role = entry.role else { continue }
+            let ok = role == .validator ? plugin.isValidator : plugin.isErrorPolicy
+            if !ok {
+                throw AgentError("plugin \(plugin.path): configured as \(role.rawValue) but it declares \(plugin.roleNames.joined(separator: ", "))")
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@ import Glibc
 /// supplementary groups), changed for the engine's thread only. The kernel then
 /// refuses what the owner could not do: the agent never writes, as root, where
 /// the job's owner could not. A non-root agent runs every job as itself.
-enum OwnerIdentity {
+public enum OwnerIdentity {
     /// Runs `body` with the filesystem identity of `uid` on this thread.
     static func run<T>(as uid: UInt32, _ body: () throws(FerryError) -> T) throws(FerryError) -> T {
         guard geteuid() == 0, uid != 0 else { return try body() }
@@ -42,6 +42,33 @@ enum OwnerIdentity {
         if info.st_uid == uid { return info.st_mode & (needed << 6) == (needed << 6) }
         if account.groups.contains(info.st_gid) || account.gid == info.st_gid { return info.st_mode & (needed << 3) == (needed << 3) }
         return info.st_mode & needed == needed
+    }
+
+    /// Starts `program` with `arguments` as `uid` (when the agent runs as root; as itself
+    /// otherwise), without a shell, its output appended to `outputDescriptor` (or discarded).
+    /// - Returns: the child's pid.
+    /// - Throws: ``FerryError`` when the process cannot be started.
+    public static func spawn(_ program: String, arguments: [String], environment: [String: String], as uid: UInt32,
+                             outputDescriptor: Int32 = -1) throws(FerryError) -> pid_t {
+        let switchUser = geteuid() == 0 && uid != 0
+        let account = Account(uid: uid)
+        var groups = account.groups
+        let argv = ([program] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        let pid = argv.withUnsafeBufferPointer { argvBuffer in
+            envp.withUnsafeBufferPointer { envpBuffer in
+                ferry_spawn_as(switchUser ? uid : UInt32.max, account.gid, Int32(groups.count), &groups, program,
+                               argvBuffer.baseAddress!, envpBuffer.baseAddress!, outputDescriptor)
+            }
+        }
+        guard pid > 0 else {
+            throw FerryError(code: .localFileError, context: .notification, message: "cannot start \(program): \(errnoText())")
+        }
+        return pid
     }
 
     /// A user's primary group and supplementary groups, from the user database.

@@ -1,3 +1,80 @@
+import ArgumentParser
 import FerryAgent
+import FerryEngine
+import FerryPluginHost
+import Foundation
+import Logging
 
-print("ferryd \(FerryAgentInfo.version): not implemented yet")
+/// `ferryd`: the Ferry agent. Runs in the foreground; see docs/configuration.md.
+@main
+struct FerryDaemon: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ferryd",
+        abstract: "The Ferry agent: background transfers with BITS semantics, driven over a local socket.",
+        discussion: """
+            Runs in the foreground on its embedded defaults, or on --config FILE (YAML).
+            SIGTERM/SIGINT stop it after checkpointing every transfer; SIGHUP reloads the file.
+            """,
+        version: Agent.version
+    )
+
+    @Option(name: .long, help: "The configuration file (YAML). Without it, the embedded defaults.")
+    var config: String?
+
+    @Option(name: .customLong("state-dir"), help: "Where jobs are kept (overrides paths.state_dir).")
+    var stateDirectory: String?
+
+    @Option(name: .long, help: "The control socket (overrides paths.socket).")
+    var socket: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (overrides logging.level).")
+    var logLevel: String?
+
+    @Flag(name: .customLong("check-config"), help: "Print the effective configuration and where each value came from, load every plugin, and exit (non-zero on any error).")
+    var checkConfig = false
+
+    func run() async throws {
+        var overrides = AgentConfiguration.Overrides()
+        overrides.stateDirectory = stateDirectory
+        overrides.socketPath = socket
+        if let logLevel {
+            guard let level = Logger.Level(rawValue: logLevel) else {
+                throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            overrides.logLevel = level
+        }
+        let configuration: AgentConfiguration
+        do {
+            configuration = try AgentConfiguration.load(path: config, overrides: overrides)
+        } catch {
+            FileHandle.standardError.write(Data("ferryd: \(error)\n".utf8))
+            throw ExitCode(78)  // EX_CONFIG
+        }
+        let level = configuration.logLevel
+        LoggingSystem.bootstrap { AgentLogHandler(label: $0, level: level) }
+        let logger = Logger(label: "ferryd")
+
+        if checkConfig {
+            print(configuration.describe())
+            do {
+                let host = try PluginHost(specs: configuration.engine.plugins, directories: configuration.engine.pluginDirectories, logger: logger)
+                defer { host.shutdown() }
+                try configuration.checkPluginRoles(host)
+                for plugin in host.plugins {
+                    print("plugin \(plugin.name) \(plugin.version) (\(plugin.roleNames.joined(separator: ", "))): \(plugin.path)")
+                }
+            } catch {
+                FileHandle.standardError.write(Data("ferryd: \(error)\n".utf8))
+                throw ExitCode(78)
+            }
+            print("configuration OK")
+            return
+        }
+        do {
+            try await Agent(configuration: configuration, path: config, overrides: overrides, logger: logger).run()
+        } catch let error as AgentError {
+            logger.critical("cannot run: \(error.description)")
+            throw ExitCode(69)
+        }
+    }
+}

@@ -17,3 +17,17 @@ int ferry_thread_setfsuid(uid_t uid);
 int ferry_thread_setfsgid(gid_t gid);
 
 #endif
+
+#ifndef FERRY_CFERRYSYSTEM_SPAWN_H
+#define FERRY_CFERRYSYSTEM_SPAWN_H
+/*
+ * Starts `path` with `argv`/`envp` as the given user (groups, gid, then uid),
+ * with stdin from /dev/null and stdout/stderr to `output_fd` (or /dev/null
+ * when -1). Only system calls run between fork and exec, as a threaded
+ * process requires. Returns the child's pid, or -1 with errno set.
+ * When uid is (uid_t)-1 the child keeps the caller's identity.
+ */
+pid_t ferry_spawn_as(uid_t uid, gid_t gid, int group_count, const gid_t *_Nullable groups,
+                     const char *_Nonnull path, char *_Nullable const *_Nonnull argv,
+                     char *_Nullable const *_Nonnull envp, int output_fd);
+#endif

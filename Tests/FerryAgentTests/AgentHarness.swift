@@ -1,0 +1,89 @@
+import FerryControl
+import FerryTestSupport
+import Foundation
+import XCTest
+
+/// The real `ferryd` binary on a private state directory and socket, with a loopback file server.
+final class AgentHarness {
+    let directory: TemporaryDirectory
+    let downloads: String
+    let server: FaultServer
+    let socket: String
+    let stateDirectory: String
+    let configPath: String
+    private(set) var process: ChildProcess?
+    var client: ControlClient { ControlClient(socketPath: socket) }
+
+    init(config: String = "") throws {
+        directory = try TemporaryDirectory("ferryd")
+        chmod(directory.path, 0o755)
+        downloads = try directory.subdirectory("downloads")
+        chmod(downloads, 0o777)
+        server = try FaultServer()
+        socket = directory.file("run/ferryd.sock")
+        stateDirectory = directory.file("state")
+        configPath = directory.file("ferryd.yaml")
+        try writeConfig(config)
+    }
+
+    func writeConfig(_ text: String) throws {
+        try text.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
+    /// Starts ferryd and waits until it answers on its socket.
+    func start(file: StaticString = #filePath, line: UInt = #line) throws {
+        let child = try ChildProcess("ferryd", ["--config", configPath, "--state-dir", stateDirectory, "--socket", socket, "--log-level", "info"])
+        process = child
+        let up = waitUntil(timeout: 30) { (try? self.client.health()) != nil || !child.process.isRunning }
+        guard up, child.process.isRunning else {
+            XCTFail("ferryd did not start: \(child.standardError)", file: file, line: line)
+            throw XCTSkip("ferryd did not start")
+        }
+    }
+
+    /// Sends a signal and waits for the exit status.
+    @discardableResult
+    func stop(_ signal: Int32 = SIGTERM, timeout: Double = 30) -> Int32 {
+        guard let process else { return -1 }
+        process.signal(signal)
+        let status = process.wait(timeout: timeout)
+        self.process = nil
+        return status
+    }
+
+    var log: String { process?.standardError ?? "" }
+
+    func tearDown() {
+        if process != nil { stop(SIGKILL) }
+        server.stop()
+        directory.remove()
+    }
+
+    func url(_ path: String) -> String { server.baseURL + path }
+    func destination(_ name: String) -> String { downloads + "/" + name }
+
+    /// Waits for a job to reach a state, polling the API.
+    @discardableResult
+    func wait(_ id: String, for state: String, timeout: Double = 30, file: StaticString = #filePath, line: UInt = #line) -> JobDocument? {
+        var last: JobDocument?
+        let reached = waitUntil(timeout: timeout) {
+            last = try? self.client.job(id)
+            return last?.state.rawValue == state
+        }
+        if !reached {
+            XCTFail("job \(id) is \(last?.state.rawValue ?? "gone"), not \(state); error: \(last?.error.map { "\($0)" } ?? "none")", file: file, line: line)
+        }
+        return last
+    }
+
+    /// A raw request with the curl command line, as a person would make it by hand.
+    func curl(_ method: String, _ path: String, body: String? = nil, asUser user: String? = nil) throws -> (status: Int, body: String) {
+        var arguments = ["curl", "-sS", "--unix-socket", socket, "-X", method, "-o", "-", "-w", "\n%{http_code}", "http://localhost" + path]
+        if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
+        if let user { arguments = ["runuser", "-u", user, "--"] + arguments }
+        let result = try PluginBuilder.run("/usr/bin/env", arguments)
+        let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
+        let status = Int(lines.last ?? "") ?? 0
+        return (status, lines.dropLast().joined(separator: "\n"))
+    }
+}
