@@ -107,8 +107,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "FerryAgentTests", dependencies: ["FerryAgent", "FerryEngine", "FerryPluginHost", "FerryTestSupport"]),
+        .testTarget(name: "FerryAgentTests", dependencies: ["FerryAgent", "FerryEngine", "FerryPluginHost", "FerryControl", "FerryCore", "FerryTestSupport"]),
         .testTarget(name: "FerryCryptoTests", dependencies: ["FerryCrypto", "FerryTestSupport"]),
+        .testTarget(name: "FerryCLITests", dependencies: ["FerryTestSupport"]),
         .testTarget(name: "FerryIntegrationTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryCore"]),
     ]
 )

@@ -292,7 +292,9 @@ public final class Engine: @unchecked Sendable {
             loop.runOnce(timeoutMilliseconds: pollTimeout(now: now))
         }
         // Stopping: keep states, stop the transfers, flush what they wrote.
+        let stopping = running.values.reduce(0) { $0 + $1.count }
         for id in Array(running.keys) { stopTransfers(of: id) }
+        if stopping > 0 { logger.info("transfers stopped for shutdown", metadata: ["count": "\(stopping)"]) }
         let leftovers = commands.withLock { queue -> [@Sendable () -> Void] in
             let taken = queue
             queue.removeAll()

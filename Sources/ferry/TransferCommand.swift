@@ -1,10 +1,14 @@
 import ArgumentParser
+import FerryControl
 import FerryCore
 import FerryEngine
 import Foundation
 import Logging
 
 /// `ferry transfer`: one job, run to the end, like `bitsadmin /transfer`.
+///
+/// The job runs in ferryd when it answers on the socket (``AgentTransfer``), and in this
+/// process otherwise (``OneShotTransfer``).
 struct TransferCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "transfer",
@@ -14,6 +18,7 @@ struct TransferCommand: ParsableCommand {
             The files appear at their destinations only when every one has arrived.
             Transient errors are retried; a fatal error cancels the job and exits 1.
             Rerunning the same command after an interruption continues where it stopped.
+            The job runs in ferryd when it answers on the socket, in this process otherwise.
             """
     )
 
@@ -38,6 +43,14 @@ struct TransferCommand: ParsableCommand {
     @Option(name: .customLong("state-dir"), help: "Where unfinished transfers are kept (default: $XDG_STATE_HOME/ferry, or /var/lib/ferry as root).")
     var stateDirectory: String?
 
+    @OptionGroup var agent: AgentOptions
+
+    @Flag(name: .customLong("agent"), help: "Run the job in ferryd; exit 69 if it does not answer.")
+    var requireAgent = false
+
+    @Flag(name: .customLong("no-agent"), help: "Run the job in this process even when ferryd answers.")
+    var noAgent = false
+
     @Flag(name: .shortAndLong, help: "Print nothing but errors.")
     var quiet = false
 
@@ -54,11 +67,13 @@ struct TransferCommand: ParsableCommand {
         if manifest != nil && !properties.isEmpty {
             throw ValidationError("--property applies to URL DEST pairs; put properties in the manifest's entries instead")
         }
-        for property in properties where !property.contains("=") || property.hasPrefix("=") {
-            throw ValidationError("--property takes key=value, got '\(property)'")
-        }
+        _ = try KeyValue.parse(properties, option: "--property")
         guard minRetryDelay.isFinite, minRetryDelay >= 0 else { throw ValidationError("--min-retry-delay must be ≥ 0") }
         guard noProgressTimeout.isFinite, noProgressTimeout >= 0 else { throw ValidationError("--no-progress-timeout must be ≥ 0") }
+        if requireAgent && noAgent { throw ValidationError("give --agent or --no-agent, not both") }
+        if requireAgent && stateDirectory != nil {
+            throw ValidationError("--state-dir is for a transfer run in this process; ferryd keeps its jobs in its own state directory")
+        }
     }
 
     func run() throws {
@@ -70,9 +85,39 @@ struct TransferCommand: ParsableCommand {
             printError("ferry: \(error)")
             throw ExitCode(ExitStatus.badInput)
         }
+        let socket = agent.socketPath
+        let reason: String
+        if noAgent {
+            reason = "--no-agent"
+        } else if stateDirectory != nil {
+            reason = "--state-dir given"
+        } else {
+            let link = agent.link()
+            guard let refusal = Self.probe(link) else {
+                if !quiet { printError("Transferring via ferryd at \(socket)") }
+                throw ExitCode(AgentTransfer(plan: plan, link: link, quiet: quiet).run())
+            }
+            // An agent that answers but refuses, or is there but silent, is reported, not bypassed:
+            // running the same files in this process beside it would make two writers.
+            guard refusal.status == 0, link.diagnose(refusal.error).agentAbsent, !requireAgent else {
+                throw link.fail(refusal, job: nil)
+            }
+            reason = "no agent at \(socket)"
+        }
+        if !quiet { printError("Transferring in this process: \(reason)") }
         let runner = OneShotTransfer(plan: plan, stateDirectory: stateDirectory ?? StateDirectory.defaultPath(),
                                      quiet: quiet)
         throw ExitCode(runner.run())
+    }
+
+    /// Asks the agent for its health: nil when it answers, else why not.
+    private static func probe(_ link: AgentLink) -> ControlError? {
+        do {
+            _ = try link.client.health()
+            return nil
+        } catch {
+            return error
+        }
     }
 
     private func makePlan() throws(ManifestError) -> TransferPlan {
@@ -89,11 +134,8 @@ struct TransferCommand: ParsableCommand {
             plan.displayName = displayName ?? parsed.displayName
             plan.priority = priority ?? parsed.priority ?? .normal
         } else {
-            var shared: [String: String] = [:]
-            for property in properties {
-                let parts = property.split(separator: "=", maxSplits: 1)
-                shared[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
-            }
+            // Checked by validate(): every property has a key and an '='.
+            let shared = (try? KeyValue.parse(properties, option: "--property")) ?? [:]
             for pair in stride(from: 0, to: pairs.count, by: 2) {
                 let destination = pairs[pair + 1]
                 let absolute = destination.hasPrefix("/") ? destination : cwd + "/" + destination

@@ -47,11 +47,14 @@ final class AgentHarness {
         guard let process else { return -1 }
         process.signal(signal)
         let status = process.wait(timeout: timeout)
+        previousLog = process.standardError
         self.process = nil
         return status
     }
 
     var log: String { process?.standardError ?? "" }
+    /// What the last stopped ferryd wrote to standard error.
+    private(set) var previousLog = ""
 
     func tearDown() {
         if process != nil { stop(SIGKILL) }
@@ -79,6 +82,7 @@ final class AgentHarness {
     /// A raw request with the curl command line, as a person would make it by hand.
     func curl(_ method: String, _ path: String, body: String? = nil, asUser user: String? = nil) throws -> (status: Int, body: String) {
         var arguments = ["curl", "-sS", "--unix-socket", socket, "-X", method, "-o", "-", "-w", "\n%{http_code}", "http://localhost" + path]
+        // A body starting with @ names a file, as with curl itself.
         if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
         if let user { arguments = ["runuser", "-u", user, "--"] + arguments }
         let result = try PluginBuilder.run("/usr/bin/env", arguments)

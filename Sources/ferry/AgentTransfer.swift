@@ -1,0 +1,188 @@
+import FerryControl
+import FerryCore
+import FerryEngine
+import Foundation
+
+/// `ferry transfer` run by ferryd: the agent holds the job, this process creates it,
+/// shows its progress and ends it, as ``OneShotTransfer`` does in-process.
+///
+/// A rerun finds the caller's unfinished job with the same URL and destination pairs and
+/// waits for it again. Ctrl-C leaves the job running in the agent.
+struct AgentTransfer {
+    let plan: TransferPlan
+    let link: AgentLink
+    let quiet: Bool
+
+    /// Runs the transfer and returns the process exit status.
+    func run() -> Int32 {
+        let interrupted = InterruptLatch()
+        let id: String
+        do { id = try prepareJob() } catch { return link.fail(error, job: nil).rawValue }
+        return wait(for: id, interrupted: interrupted)
+    }
+
+    /// The files as the API takes them.
+    private var files: [NewFileDocument] {
+        plan.files.map { NewFileDocument(url: $0.remoteURL, path: $0.localPath, properties: $0.properties.isEmpty ? nil : $0.properties) }
+    }
+
+    /// The caller's unfinished job for the same files, resumed with this run's settings, or a new one.
+    private func prepareJob() throws(ControlError) -> String {
+        let files = self.files
+        let pairs = files.map { [$0.url, $0.path] }
+        let owner = getuid()
+        let candidates = try link.client.listJobs().filter { job in
+            !job.state.isFinal && job.owner == owner && job.files.map { [$0.url, $0.path] } == pairs
+        }
+        let properties = files.map { $0.properties ?? [:] }
+        for job in candidates where job.files.map(\.properties) != properties {
+            // Same files, other expectations (a new hash, say): the old bytes prove nothing now.
+            say("The files' properties changed since job \(job.id); starting over")
+            _ = try? link.client.perform("cancel", on: job.id)
+        }
+        let settings = JobSettings(priority: plan.priority, minRetryDelaySec: plan.minimumRetryDelay,
+                                   noProgressTimeoutSec: plan.noProgressTimeout)
+        if let existing = candidates.first(where: { $0.files.map(\.properties) == properties }) {
+            say("Continuing job \(existing.id) (\(existing.progress.bytesTransferred) bytes already here)")
+            _ = try link.client.update(existing.id, settings)
+            _ = try link.client.perform("resume", on: existing.id)
+            return existing.id
+        }
+        let name = plan.displayName ?? "ferry transfer (\(files.count) file\(files.count == 1 ? "" : "s"))"
+        var creation = settings
+        creation.priority = nil
+        let job = try link.client.createJob(CreateJobRequest(displayName: name, priority: plan.priority, files: files, settings: creation))
+        do { _ = try link.client.perform("resume", on: job.id) } catch {
+            _ = try? link.client.perform("cancel", on: job.id)
+            throw error
+        }
+        say("Created job \(job.id)")
+        return job.id
+    }
+
+    private func wait(for id: String, interrupted: InterruptLatch) -> Int32 {
+        let started = Date()
+        let output = JobProgressLine()
+        var lastState: JobState?
+        while true {
+            if interrupted.fired {
+                output.finishLine()
+                say("Interrupted: job \(id) keeps running in ferryd.\n  Run the same command again to wait for it and complete it, or stop it with: ferry cancel \(id)")
+                return ExitStatus.interrupted
+            }
+            let job: JobDocument
+            do { job = try link.client.job(id) } catch {
+                output.finishLine()
+                // The agent forgets final jobs: another client completed or cancelled this one.
+                if error.status == 404 {
+                    printError("ferry: job \(id) was completed or cancelled by someone else")
+                    return ExitStatus.jobFailed
+                }
+                return link.fail(error, job: id).rawValue
+            }
+            if !quiet { output.show(job, elapsed: Date().timeIntervalSince(started), stateChanged: job.state != lastState) }
+            lastState = job.state
+            switch job.state {
+            case .transferred:
+                let done: JobDocument
+                do { done = try link.client.perform("complete", on: id) } catch {
+                    output.finishLine()
+                    if error.status == 0 { return link.fail(error, job: id).rawValue }
+                    printError("ferry: job \(id) could not be completed: \(error.error)\n  fix that and run the same command again: the files are kept")
+                    return ExitStatus.jobFailed
+                }
+                output.finishLine()
+                say("Transferred \(done.files.count) file\(done.files.count == 1 ? "" : "s"), \(Format.bytes(done.progress.bytesTransferred)) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+                return ExitStatus.success
+            case .error:
+                output.finishLine()
+                printError(Self.failure(job))
+                _ = try? link.client.perform("cancel", on: id)
+                return ExitStatus.jobFailed
+            case .acknowledged where job.files.allSatisfy(\.committed):
+                // Completed by the agent itself (auto-complete) or by another client: the files are in place.
+                output.finishLine()
+                say("Transferred \(job.files.count) file\(job.files.count == 1 ? "" : "s"); job \(id) was completed by someone else")
+                return ExitStatus.success
+            case .acknowledged, .cancelled:
+                output.finishLine()
+                printError("ferry: job \(id) was \(job.state.rawValue.lowercased()) by someone else")
+                return ExitStatus.jobFailed
+            default:
+                _ = interrupted.wait(seconds: 0.25)
+            }
+        }
+    }
+
+    /// The failure as the in-process mode prints it: code and context, the file, the reason.
+    static func failure(_ job: JobDocument) -> String {
+        var text = "ferry: job \(job.id) failed: \(job.error.map { "\($0.code) (\($0.context))" } ?? "ERROR")"
+        if let index = job.error?.file, let file = job.files.first(where: { $0.index == index }) {
+            text += "\n  file \(index): \(file.url) -> \(file.path)"
+        }
+        if let error = job.error { text += "\n  \(error.message)" }
+        return text
+    }
+
+    private func say(_ text: String) {
+        if !quiet { printError(text) }
+    }
+}
+
+/// A job's progress on standard error: a bar that redraws itself on a terminal, a line
+/// per state change (and at least every 5 seconds) elsewhere. The same display as the
+/// in-process `ferry transfer`, drawn from the API's documents.
+final class JobProgressLine {
+    private let isTerminal = isatty(STDERR_FILENO) == 1
+    private var barShown = false
+    private var lastPlainLine = Date.distantPast
+    private var lastBytes: UInt64 = 0
+    private var lastSample = Date()
+    private var rate: Double = 0
+
+    /// Draws the job's progress.
+    /// - Parameters:
+    ///   - job: the job as the agent last reported it.
+    ///   - elapsed: seconds since the run started.
+    ///   - stateChanged: whether the state differs from the last call's (forces a plain line).
+    func show(_ job: JobDocument, elapsed: Double, stateChanged: Bool) {
+        let progress = job.progress
+        let now = Date()
+        let interval = now.timeIntervalSince(lastSample)
+        if interval >= 0.5 {
+            let delta = Double(progress.bytesTransferred &- min(lastBytes, progress.bytesTransferred))
+            rate = rate == 0 ? delta / interval : 0.6 * rate + 0.4 * delta / interval
+            lastBytes = progress.bytesTransferred
+            lastSample = now
+        }
+        var detail = job.state.rawValue
+        if job.state == .transientError, let error = job.error {
+            let wait = job.retryAt.map { max(0, Int($0.timeIntervalSince(now).rounded(.up))) } ?? 0
+            detail = "retrying in \(wait) s after \(error.code)"
+        }
+        if isTerminal {
+            let fraction = progress.bytesTotal.map { $0 == 0 ? 1 : Double(progress.bytesTransferred) / Double($0) }
+            let width = 30
+            let filled = fraction.map { Int(($0 * Double(width)).rounded(.down)) } ?? 0
+            let bar = String(repeating: "#", count: min(width, filled)) + String(repeating: ".", count: max(0, width - filled))
+            let percent = fraction.map { String(format: "%3d%%", Int($0 * 100)) } ?? " ?? "
+            let total = progress.bytesTotal.map(Format.bytes) ?? "?"
+            write("\r\u{1B}[K[\(bar)] \(percent) \(Format.bytes(progress.bytesTransferred))/\(total) \(Format.bytes(UInt64(max(0, rate))))/s \(Format.files(progress)) files \(detail)")
+            barShown = true
+        } else if stateChanged || now.timeIntervalSince(lastPlainLine) >= 5 {
+            lastPlainLine = now
+            let total = progress.bytesTotal.map { String($0) } ?? "?"
+            write("\(String(format: "%.1f", elapsed))s \(detail) \(progress.bytesTransferred)/\(total) bytes \(Format.files(progress)) files\n")
+        }
+    }
+
+    /// Ends the bar's line, so that what follows starts on a fresh one.
+    func finishLine() {
+        if barShown { write("\n") }
+        barShown = false
+    }
+
+    private func write(_ text: String) {
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+}

@@ -1,0 +1,293 @@
+import ArgumentParser
+import FerryControl
+import FerryCore
+import Foundation
+
+// Changing a job (bitsadmin /setpriority, /setminretrydelay, /setnotifycmdline, ...).
+// Each command is one request; it prints the setting as the agent now holds it.
+
+extension AgentLink {
+    /// Applies `settings` to the job (`PATCH /v1/jobs/{id}`) and returns the job as it now is.
+    /// - Throws: `ExitCode` after printing the agent's refusal.
+    func update(_ job: String, _ settings: JobSettings) throws(ExitCode) -> JobDocument {
+        try call(job: job) { try $0.update(job, settings) }
+    }
+}
+
+/// `ferry setpriority`.
+struct SetPriorityCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setpriority",
+        abstract: "Set a job's priority.",
+        discussion: "Foreground jobs run at once; background levels (high, normal, low) take turns, the higher first."
+    )
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: "foreground, high, normal or low.") var priority: JobPriority
+
+    func run() throws {
+        let result = try agent.link().update(job, JobSettings(priority: priority))
+        print("Job \(result.id): priority \(result.priority.rawValue)")
+    }
+}
+
+/// `ferry setremotename`.
+struct SetRemoteNameCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setremotename",
+        abstract: "Point one file of a job at another URL.",
+        discussion: "FILEINDEX counts from 0, in the order the files were added ('ferry info' shows it)."
+    )
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: "The file's index.") var fileIndex: Int
+    @Argument(help: "The new source URL.") var url: String
+
+    func validate() throws {
+        guard fileIndex >= 0 else { throw ValidationError("FILEINDEX must be 0 or more, got \(fileIndex)") }
+    }
+
+    func run() throws {
+        let result = try agent.link().call(job: job) { try $0.setRemoteURL(job, file: fileIndex, url: url) }
+        let file = result.files.first { $0.index == fileIndex }
+        print("Job \(result.id): file \(fileIndex) now comes from \(file?.url ?? url)")
+    }
+}
+
+/// `ferry replaceremoteprefix`.
+struct ReplaceRemotePrefixCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replaceremoteprefix",
+        abstract: "Change the URL prefix of files not yet transferred.",
+        discussion: "Example: ferry replaceremoteprefix JOB http://old-mirror/ https://new-mirror/ (case-sensitive)."
+    )
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: "The prefix to replace.") var old: String
+    @Argument(help: "The prefix to put in its place.") var new: String
+
+    func run() throws {
+        let result = try agent.link().call(job: job) { try $0.replaceRemotePrefix(job, old: old, new: new) }
+        print("Job \(result.id): \(old) replaced with \(new) in the URLs of the files not yet transferred")
+    }
+}
+
+/// `ferry setminretrydelay`.
+struct SetMinRetryDelayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setminretrydelay",
+        abstract: "Set the wait after a transient error.",
+        discussion: """
+            How long the job waits after a transient error before trying again. Values below 5 are \
+            raised to 5. A server's Retry-After can make the wait longer.
+            """
+    )
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: "Seconds.") var seconds: Double
+
+    func validate() throws {
+        guard seconds.isFinite, seconds >= 0 else { throw ValidationError("SECONDS must be a number ≥ 0, got \(seconds)") }
+    }
+
+    func run() throws {
+        let result = try agent.link().update(job, JobSettings(minRetryDelaySec: seconds))
+        print("Job \(result.id): minimum retry delay \(Format.seconds(result.minRetryDelaySec))")
+    }
+}
+
+/// `ferry setnoprogresstimeout`.
+struct SetNoProgressTimeoutCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setnoprogresstimeout",
+        abstract: "Set when a transient error becomes fatal.",
+        discussion: """
+            How long the job may go without progress before a transient error becomes fatal \
+            and the job goes to ERROR. 0 makes every error fatal.
+            """
+    )
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: "Seconds.") var seconds: Double
+
+    func validate() throws {
+        guard seconds.isFinite, seconds >= 0 else { throw ValidationError("SECONDS must be a number ≥ 0, got \(seconds)") }
+    }
+
+    func run() throws {
+        let result = try agent.link().update(job, JobSettings(noProgressTimeoutSec: seconds))
+        print("Job \(result.id): no-progress timeout \(Format.seconds(result.noProgressTimeoutSec))")
+    }
+}
+
+/// `ferry setcustomheaders`.
+struct SetCustomHeadersCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setcustomheaders",
+        abstract: "Set the extra HTTP headers of a job's requests.",
+        discussion: "Each header is one argument, 'Name: value'. They replace the job's headers; none clears them."
+    )
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: "Headers such as 'Authorization: Bearer abc'.") var headers: [String] = []
+
+    func validate() throws {
+        for header in headers {
+            guard let colon = header.firstIndex(of: ":"), colon != header.startIndex, !header.contains("\n") else {
+                throw ValidationError("a header must be one line 'Name: value', got '\(header.prefix(80))'")
+            }
+        }
+    }
+
+    func run() throws {
+        let result = try agent.link().update(job, JobSettings(customHeaders: headers))
+        let count = result.customHeaders.count
+        print("Job \(result.id): " + (count == 0 ? "no custom headers" : "\(count) custom header\(count == 1 ? "" : "s")"))
+    }
+}
+
+/// `ferry setnotifycmdline`.
+struct SetNotifyCmdLineCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setnotifycmdline",
+        abstract: "Set the program run on a job's transfer or error.",
+        discussion: """
+            The agent runs PROGRAM with ARGS directly, without a shell and without searching PATH, \
+            so PROGRAM must be an absolute path. If it exits non-zero while the job is still open, \
+            it runs again after the job's retry delay. Give no PROGRAM to clear it.
+            """
+    )
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The program's absolute path and its arguments.", valueName: "program-and-args"))
+    var command: [String] = []
+
+    func validate() throws {
+        if let program = command.first, !program.hasPrefix("/") {
+            throw ValidationError("PROGRAM must be an absolute path (the agent does not search PATH), got '\(program)'")
+        }
+    }
+
+    func run() throws {
+        let result = try agent.link().update(job, JobSettings(notifyCommand: command))
+        print("Job \(result.id): " + (result.notifyCommand.isEmpty ? "no notify command" : "notify command \(Format.shellWords(result.notifyCommand))"))
+    }
+}
+
+/// `ferry setnotifyflags`.
+struct SetNotifyFlagsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setnotifyflags",
+        abstract: "Choose which notifications a job sends.",
+        discussion: """
+            FLAGS is a number (0x3 or 3) or names joined by commas:
+              transferred   0x1   the job is transferred
+              error         0x2   the job is in ERROR
+              disable       0x4   no notification at all, whatever else is set
+              modification  0x8   any change of the job
+              file          0x10  one file is transferred
+            The default is transferred,error.
+            """
+    )
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: "The flags, such as 0x3 or transferred,error.", transform: { try NotifyFlagNames.parse($0) })
+    var flags: UInt32
+
+    func run() throws {
+        let result = try agent.link().update(job, JobSettings(notifyFlags: flags))
+        print("Job \(result.id): notify flags \(NotifyFlagNames.describe(result.notifyFlags))")
+    }
+}
+
+/// `ferry setdisplayname`.
+struct SetDisplayNameCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "setdisplayname", abstract: "Rename a job.")
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: "The new display name (1 to 256 characters).") var name: String
+
+    func run() throws {
+        let result = try agent.link().update(job, JobSettings(displayName: name))
+        print("Job \(result.id): display name \(result.displayName)")
+    }
+}
+
+/// `ferry setdescription`.
+struct SetDescriptionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "setdescription", abstract: "Set a job's description.")
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: "The new description (empty to clear it).") var text: String
+
+    func run() throws {
+        let result = try agent.link().update(job, JobSettings(description: text))
+        print("Job \(result.id): " + (result.description.isEmpty ? "no description" : "description \(result.description)"))
+    }
+}
+
+/// `ferry setproperty`.
+struct SetPropertyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setproperty",
+        abstract: "Set properties of a job.",
+        discussion: """
+            The given keys are set and the job's other properties kept. With --replace, the given \
+            properties replace them all (none given: every property is removed).
+            """
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Flag(name: .long, help: "Replace every property instead of setting only the keys given.")
+    var replace = false
+
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: "key=value pairs.") var properties: [String] = []
+
+    func validate() throws {
+        if properties.isEmpty && !replace { throw ValidationError("give at least one key=value (or --replace alone to remove every property)") }
+        _ = try KeyValue.parse(properties, option: "a property")
+    }
+
+    func run() throws {
+        let given = try KeyValue.parse(properties, option: "a property")
+        let link = agent.link()
+        var merged = given
+        if !replace {
+            // The API replaces the whole set: start from the job's own.
+            let current = try link.call(job: job) { try $0.job(job) }
+            merged = current.properties.merging(given) { _, new in new }
+        }
+        let result = try link.update(job, JobSettings(properties: merged))
+        print("Job \(result.id): properties \(Format.properties(result.properties))")
+    }
+}
+
+/// `ferry setautocomplete`.
+struct SetAutoCompleteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setautocomplete",
+        abstract: "Complete a job by itself once every file arrives.",
+        discussion: "A job already TRANSFERRED is completed at once when this is turned on."
+    )
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: ArgumentHelp("true or false.", valueName: "true|false")) var enabled: Bool
+
+    func run() throws {
+        let result = try agent.link().update(job, JobSettings(autoComplete: enabled))
+        print("Job \(result.id): auto-complete \(result.autoComplete ? "on" : "off")" + (result.state == .acknowledged ? " (completed now)" : ""))
+    }
+}

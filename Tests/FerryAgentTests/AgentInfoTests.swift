@@ -1,4 +1,0 @@
-import FerryAgent
-import Testing
-
-@Test func agentHasAVersion() { #expect(!FerryAgentInfo.version.isEmpty) }

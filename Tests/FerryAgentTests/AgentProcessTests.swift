@@ -1,0 +1,225 @@
+import FerryControl
+import FerryCore
+import FerryTestSupport
+import Foundation
+import XCTest
+
+/// The real ferryd process, driven over its socket with the client library and with curl.
+final class AgentProcessTests: XCTestCase {
+    var h: AgentHarness!
+
+    override func setUpWithError() throws {
+        h = try AgentHarness(config: "jobs:\n  min_retry_delay_sec: 5\n")
+        try h.start()
+    }
+
+    override func tearDown() { h.tearDown() }
+
+    func testAJobsWholeLifeThroughTheAPI() throws {
+        let a = testBytes(300_000, seed: 90), b = testBytes(1_000, seed: 91)
+        h.server.setFile("/a.bin", data: a)
+        h.server.setFile("/b.bin", data: b)
+        let job = try h.client.createJob(CreateJobRequest(displayName: "life", files: [
+            NewFileDocument(url: h.url("/a.bin"), path: h.destination("a.bin")),
+            NewFileDocument(url: h.url("/b.bin"), path: h.destination("b.bin"), properties: ["size": "1000"]),
+        ]))
+        XCTAssertEqual(job.state, .suspended)
+        XCTAssertEqual(job.owner, getuid())
+        _ = try h.client.perform("resume", on: job.id)
+        let done = try XCTUnwrap(h.wait(job.id, for: "TRANSFERRED"))
+        XCTAssertEqual(done.progress.filesTransferred, 2)
+        XCTAssertEqual(done.progress.bytesTotal, 301_000)
+        XCTAssertFalse(exists(h.destination("a.bin")))
+        let completed = try h.client.perform("complete", on: job.id)
+        XCTAssertEqual(completed.state, .acknowledged)
+        XCTAssertTrue(fileHolds(h.destination("a.bin"), a))
+        XCTAssertTrue(fileHolds(h.destination("b.bin"), b))
+        XCTAssertEqual(try h.client.listJobs().map(\.id), [], "a final job is no longer listed")
+    }
+
+    func testTheSameLifeByHandWithCurl() throws {
+        h.server.setFile("/c.txt", data: Array("by hand\n".utf8))
+        let created = try h.curl("POST", "/v1/jobs", body: #"{"displayName": "curl", "priority": "high"}"#)
+        XCTAssertEqual(created.status, 201, created.body)
+        let job = try ControlJSON.decoder.decode(JobDocument.self, from: Data(created.body.utf8))
+        XCTAssertEqual(job.priority, .high)
+        let added = try h.curl("POST", "/v1/jobs/\(job.id)/files", body: #"{"files": [{"url": "\#(h.url("/c.txt"))", "path": "\#(h.destination("c.txt"))"}]}"#)
+        XCTAssertEqual(added.status, 200, added.body)
+        XCTAssertEqual(try h.curl("POST", "/v1/jobs/\(job.id)/resume").status, 200)
+        h.wait(job.id, for: "TRANSFERRED")
+        let completed = try h.curl("POST", "/v1/jobs/\(job.id)/complete")
+        XCTAssertEqual(completed.status, 200, completed.body)
+        XCTAssertTrue(fileHolds(h.destination("c.txt"), Array("by hand\n".utf8)))
+    }
+
+    func testEventsArriveInOrderAndAFinishedJobIsStillPendingForALateSubscriber() throws {
+        h.server.setFile("/1.bin", data: testBytes(50_000, seed: 92))
+        h.server.setFile("/2.bin", data: testBytes(60_000, seed: 93))
+        h.server.setRate("/2.bin", bytesPerSecond: 100_000)
+        let job = try h.client.createJob(CreateJobRequest(displayName: "events", files: [
+            NewFileDocument(url: h.url("/1.bin"), path: h.destination("1.bin")),
+            NewFileDocument(url: h.url("/2.bin"), path: h.destination("2.bin")),
+        ], settings: JobSettings(notifyFlags: 0x1 | 0x2 | 0x8 | 0x10)))
+        let received = EventLog()
+        let client = h.client
+        let subscriber = Thread {
+            try? client.events(job: job.id, pending: false) { event in
+                received.append(event)
+                return event.kind != "jobTransferred"
+            }
+        }
+        subscriber.start()
+        Thread.sleep(forTimeInterval: 0.3)
+        _ = try h.client.perform("resume", on: job.id)
+        XCTAssertTrue(waitUntil(timeout: 20) { received.kinds.contains("jobTransferred") }, "\(received.kinds)")
+        let kinds = received.kinds
+        XCTAssertEqual(kinds.filter { $0 == "fileTransferred" }.count, 2, "\(kinds)")
+        XCTAssertTrue(kinds.contains("jobModification"), "\(kinds)")
+        XCTAssertEqual(kinds.last, "jobTransferred", "fileTransferred comes before jobTransferred: \(kinds)")
+        XCTAssertEqual(Set(received.events.compactMap(\.file)), [0, 1])
+
+        // A subscriber that connects after the fact still gets the kept jobTransferred.
+        let late = EventLog()
+        try h.client.events(job: job.id, pending: true) { event in
+            late.append(event)
+            return false
+        }
+        let kept = try XCTUnwrap(late.events.first)
+        XCTAssertEqual(kept.kind, "jobTransferred")
+        XCTAssertGreaterThan(kept.sequence, 0)
+        try h.client.acknowledgeEvents(upTo: kept.sequence)
+        let afterAck = EventLog()
+        let reader = Thread { try? client.events(job: job.id, pending: true) { afterAck.append($0); return false } }
+        reader.start()
+        Thread.sleep(forTimeInterval: 1)
+        XCTAssertEqual(afterAck.kinds, [], "an acknowledged event is not delivered again")
+        _ = try? h.client.perform("cancel", on: job.id)
+    }
+
+    func testAFailingNotifyCommandRunsAgainAfterTheRetryDelay() throws {
+        let record = h.directory.file("notify.log")
+        let script = h.directory.file("notify.sh")
+        try "#!/bin/sh\necho \"$1 $2 $FERRY_JOB_STATE\" >> \(record)\nexit 1\n".write(toFile: script, atomically: true, encoding: .utf8)
+        chmod(script, 0o755)
+        h.server.setFile("/n.bin", data: testBytes(1_000, seed: 94))
+        let job = try h.client.createJob(CreateJobRequest(displayName: "notify", files: [NewFileDocument(url: h.url("/n.bin"), path: h.destination("n.bin"))],
+                                                          settings: JobSettings(minRetryDelaySec: 5, notifyCommand: [script])))
+        _ = try h.client.perform("resume", on: job.id)
+        h.wait(job.id, for: "TRANSFERRED")
+        XCTAssertTrue(waitUntil(timeout: 15) { ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").split(separator: "\n").count >= 2 },
+                      "the command ran again after failing")
+        let lines = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(lines.first.map(String.init), "\(job.id) TRANSFERRED TRANSFERRED")
+        _ = try h.client.perform("cancel", on: job.id)
+    }
+
+    func testAKilledAgentComesBackWithItsJobsAndResumes() throws {
+        let data = testBytes(4 << 20, seed: 95)
+        h.server.setFile("/k.bin", data: data)
+        h.server.setRate("/k.bin", bytesPerSecond: 1 << 20)
+        let job = try h.client.createJob(CreateJobRequest(displayName: "kill", files: [NewFileDocument(url: h.url("/k.bin"), path: h.destination("k.bin"))]))
+        _ = try h.client.perform("resume", on: job.id)
+        XCTAssertTrue(waitUntil(timeout: 20) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) > 2_500_000 })
+        h.stop(SIGKILL)
+        h.server.setRate("/k.bin", bytesPerSecond: nil)
+        h.server.resetRequests()
+        try h.start()
+        let back = try h.client.job(job.id)
+        XCTAssertGreaterThan(back.files[0].bytesTransferred, 0, "progress survived kill -9")
+        h.wait(job.id, for: "TRANSFERRED")
+        XCTAssertGreaterThan(h.server.requests(for: "/k.bin").first?.rangeStart ?? 0, 0, "the transfer resumed with a range")
+        _ = try h.client.perform("complete", on: job.id)
+        XCTAssertTrue(fileHolds(h.destination("k.bin"), data))
+    }
+
+    func testSIGTERMExitsZeroWithEveryCheckpointWritten() throws {
+        h.server.setFile("/t.bin", data: testBytes(4 << 20, seed: 96))
+        h.server.setRate("/t.bin", bytesPerSecond: 1 << 20)
+        let job = try h.client.createJob(CreateJobRequest(displayName: "term", files: [NewFileDocument(url: h.url("/t.bin"), path: h.destination("t.bin"))]))
+        _ = try h.client.perform("resume", on: job.id)
+        XCTAssertTrue(waitUntil(timeout: 20) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) > 1_000_000 })
+        XCTAssertEqual(h.stop(SIGTERM, timeout: 25), 0)
+        let temporary = try XCTUnwrap(directoryEntries(h.downloads).first { $0.hasSuffix(".part") })
+        let onDisk = try XCTUnwrap(contentsOf(h.downloads + "/" + temporary)).count
+        let recorded = try PluginBuilder.run("/usr/bin/sqlite3", [h.stateDirectory + "/jobs.db", "SELECT bytes_durable FROM files"])
+        XCTAssertEqual(recorded.output.trimmingCharacters(in: .whitespacesAndNewlines), String(onDisk),
+                       "a clean stop records every byte written")
+        h.server.resetRequests()
+        try h.start()
+        XCTAssertTrue(waitUntil(timeout: 10) { !self.h.server.requests(for: "/t.bin").isEmpty })
+        XCTAssertEqual(h.server.requests(for: "/t.bin").first?.rangeStart, Int64(onDisk), "the restarted agent goes on from there")
+        _ = try h.client.perform("cancel", on: job.id)
+    }
+
+    func testSIGHUPWithABrokenConfigurationKeepsServing() throws {
+        try h.writeConfig("transfers:\n  max_connections: lots\n")
+        h.process?.signal(SIGHUP)
+        XCTAssertTrue(waitUntil(timeout: 10) { self.h.log.contains("configuration not reloaded") }, h.log)
+        XCTAssertTrue(h.log.contains("transfers.max_connections"), h.log)
+        XCTAssertNotNil(try? h.client.health(), "still serving on the old configuration")
+        try h.writeConfig("quotas:\n  jobs_per_user: 1\n")
+        h.process?.signal(SIGHUP)
+        XCTAssertTrue(waitUntil(timeout: 10) { self.h.log.contains("configuration reloaded") }, h.log)
+        // Quotas apply to users other than root: act as nobody.
+        XCTAssertEqual(try h.curl("POST", "/v1/jobs", body: #"{"displayName": "one"}"#, asUser: "nobody").status, 201)
+        let second = try h.curl("POST", "/v1/jobs", body: #"{"displayName": "two"}"#, asUser: "nobody")
+        XCTAssertEqual(second.status, 403, second.body)
+        XCTAssertTrue(second.body.contains("QUOTA_EXCEEDED"), second.body)
+    }
+
+    func testMalformedRequestsGetClearErrorsAndTheAgentGoesOn() throws {
+        let job = try h.client.createJob(CreateJobRequest(displayName: "target"))
+        let cases: [(String, String, String?, Int, String)] = [
+            ("POST", "/v1/jobs", "{", 400, "not valid JSON"),
+            ("POST", "/v1/jobs", "not json", 400, "not valid JSON"),
+            ("POST", "/v1/jobs", "[1,2]", 400, "expected"),
+            ("POST", "/v1/jobs", "{}", 400, "missing field displayName"),
+            ("POST", "/v1/jobs", #"{"displayName": 5}"#, 400, "displayName: expected a string"),
+            ("POST", "/v1/jobs", #"{"displayName": "x", "colour": "red"}"#, 400, "unknown field colour"),
+            ("POST", "/v1/jobs", #"{"displayName": ""}"#, 400, "displayName must have"),
+            ("POST", "/v1/jobs", #"{"displayName": "x", "priority": "urgent"}"#, 400, "priority"),
+            ("POST", "/v1/jobs", #"{"displayName": "x", "files": [{"url": "gopher://h/x", "path": "/tmp/x"}]}"#, 400, "unsupported URL scheme 'gopher'"),
+            ("POST", "/v1/jobs", #"{"displayName": "x", "files": [{"url": "http://h/x", "path": "relative/x"}]}"#, 400, "must be absolute"),
+            ("POST", "/v1/jobs", #"{"displayName": "x", "files": [{"url": "http://h/x", "path": "/nonexistent-ferry-dir/x"}]}"#, 400, "does not exist"),
+            ("POST", "/v1/jobs", #"{"displayName": "x", "files": [{"url": "http://h/x"}]}"#, 400, "missing field files[0].path"),
+            ("POST", "/v1/jobs", nil, 400, "needs a JSON body"),
+            ("POST", "/v1/jobs/\(job.id)/files", #"{"files": []}"#, 400, "files is empty"),
+            ("POST", "/v1/jobs/\(job.id)/resume", nil, 409, "no files"),
+            ("GET", "/v1/jobs/not-a-uuid", nil, 404, "no job not-a-uuid"),
+            ("GET", "/v1/jobs/00000000-0000-0000-0000-000000000000", nil, 404, "no job"),
+            ("GET", "/v1/jobs/\(job.id)/error", nil, 409, "not in error"),
+            ("PATCH", "/v1/jobs/\(job.id)", #"{"minRetryDelaySec": -1}"#, 400, "minimum retry delay"),
+            ("PATCH", "/v1/jobs/\(job.id)", #"{"notifyCommand": ["relative/prog"]}"#, 400, "absolute path"),
+            ("PATCH", "/v1/jobs/\(job.id)", #"{"customHeaders": ["no colon here"]}"#, 400, "not a header line"),
+            ("PATCH", "/v1/jobs/\(job.id)", #"{"notifyFlags": 1024}"#, 400, "unknown notify flags"),
+            ("PUT", "/v1/jobs/\(job.id)/files/x/url", #"{"url": "http://h/y"}"#, 400, "whole number"),
+            ("POST", "/v1/events/ack", nil, 400, "upTo"),
+            ("GET", "/v1/nowhere", nil, 404, "no endpoint GET /v1/nowhere"),
+            ("DELETE", "/v1/jobs", nil, 404, "no endpoint DELETE /v1/jobs"),
+        ]
+        for (method, path, body, status, fragment) in cases {
+            let answer = try h.curl(method, path, body: body)
+            XCTAssertEqual(answer.status, status, "\(method) \(path) \(body ?? ""): \(answer.body)")
+            let envelope = try? ControlJSON.decoder.decode(ErrorEnvelope.self, from: Data(answer.body.utf8))
+            XCTAssertNotNil(envelope, "a JSON error for \(method) \(path): \(answer.body)")
+            if !fragment.isEmpty {
+                XCTAssertTrue(envelope?.error.message.contains(fragment) ?? false, "\(method) \(path) should say '\(fragment)': \(answer.body)")
+            }
+        }
+        let huge = h.directory.file("huge.json")
+        try #"{"displayName": "\#(String(repeating: "x", count: 5 << 20))"}"#.write(toFile: huge, atomically: true, encoding: .utf8)
+        let tooLarge = try h.curl("POST", "/v1/jobs", body: "@" + huge)
+        XCTAssertEqual(tooLarge.status, 413, tooLarge.body)
+        XCTAssertTrue(tooLarge.body.contains("larger than"), tooLarge.body)
+        XCTAssertNotNil(try? h.client.health(), "the agent is still serving")
+    }
+}
+
+/// Events collected by a subscriber thread.
+final class EventLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [EventDocument] = []
+    func append(_ event: EventDocument) { lock.withLock { list.append(event) } }
+    var events: [EventDocument] { lock.withLock { list } }
+    var kinds: [String] { events.map(\.kind) }
+}

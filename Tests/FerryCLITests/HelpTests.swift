@@ -1,0 +1,234 @@
+import FerryTestSupport
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `ferry` binary's help screens, its refusal of bad arguments, and what it says when
+/// no agent answers: everything that needs no running ferryd.
+final class HelpTests: XCTestCase {
+    var directory: TemporaryDirectory!
+
+    /// A socket path where nothing listens.
+    var nowhere: String { directory.file("no-agent/ferryd.sock") }
+
+    override func setUpWithError() throws {
+        directory = try TemporaryDirectory("ferry-cli-help")
+    }
+
+    override func tearDown() {
+        directory.remove()
+    }
+
+    /// Runs `ferry` with help screens laid out for 80 columns, in the test's directory.
+    private func ferry(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+        var env = ["COLUMNS": "80"]
+        for (key, value) in environment { env[key] = value }
+        return try ChildProcess.run("ferry", arguments, environment: env, workingDirectory: directory.path, timeout: 30)
+    }
+
+    // MARK: - Help screens
+
+    func testRootHelpListsEverySubcommand() throws {
+        let result = try ferry(["--help"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let subcommands = [
+            "create", "addfile", "addfiles", "resume", "suspend", "cancel", "complete",
+            "list", "info", "monitor", "geterror", "events",
+            "setpriority", "setremotename", "replaceremoteprefix", "setminretrydelay", "setnoprogresstimeout",
+            "setcustomheaders", "setnotifycmdline", "setnotifyflags", "setdisplayname", "setdescription",
+            "setproperty", "setautocomplete", "transfer",
+        ]
+        let listed = Set(result.stdout.split(separator: "\n").compactMap { line -> String? in
+            guard line.hasPrefix("  "), let word = line.split(separator: " ").first else { return nil }
+            return String(word)
+        })
+        for name in subcommands {
+            XCTAssertTrue(listed.contains(name), "ferry --help should list \(name):\n\(result.stdout)")
+        }
+    }
+
+    func testCreateHelp() throws {
+        try assertHelp(["create", "--help"], """
+            OVERVIEW: Create a suspended download job and print its id.
+
+            Add files with 'ferry addfile', then start it with 'ferry resume'. Example:
+            JOB=$(ferry create nightly)
+
+            USAGE: ferry create [--socket <path>] [--priority <priority>] [--description <description>] <name>
+
+            ARGUMENTS:
+              <name>                  The job's display name.
+
+            OPTIONS:
+              --socket <path>         ferryd's control socket (default: $FERRY_SOCKET, else
+                                      the path ferryd uses).
+              --priority <priority>   foreground, high, normal or low (default: normal).
+                                      (values: foreground, high, normal, low)
+              --description <description>
+                                      A longer description of the job.
+              --version               Show the version.
+              -h, --help              Show help information.
+            """)
+    }
+
+    func testAddFileHelp() throws {
+        try assertHelp(["addfile", "--help"], """
+            OVERVIEW: Add a file to a job.
+
+            A relative PATH is made absolute against the current directory. The directory
+            must exist.
+
+            USAGE: ferry addfile [--socket <path>] [--property <property> ...] <job> <url> <path>
+
+            ARGUMENTS:
+              <job>                   The job's id.
+              <url>                   The source URL (http, https or file).
+              <path>                  The destination path.
+
+            OPTIONS:
+              --socket <path>         ferryd's control socket (default: $FERRY_SOCKET, else
+                                      the path ferryd uses).
+              --property <property>   A file property key=value (repeatable), such as
+                                      sha256=<hex> or size=<bytes>.
+              --version               Show the version.
+              -h, --help              Show help information.
+            """)
+    }
+
+    func testSetNotifyFlagsHelp() throws {
+        try assertHelp(["setnotifyflags", "--help"], """
+            OVERVIEW: Choose which notifications a job sends.
+
+            FLAGS is a number (0x3 or 3) or names joined by commas:
+              transferred   0x1   the job is transferred
+              error         0x2   the job is in ERROR
+              disable       0x4   no notification at all, whatever else is set
+              modification  0x8   any change of the job
+              file          0x10  one file is transferred
+            The default is transferred,error.
+
+            USAGE: ferry setnotifyflags [--socket <path>] <job> <flags>
+
+            ARGUMENTS:
+              <job>                   The job's id.
+              <flags>                 The flags, such as 0x3 or transferred,error.
+
+            OPTIONS:
+              --socket <path>         ferryd's control socket (default: $FERRY_SOCKET, else
+                                      the path ferryd uses).
+              --version               Show the version.
+              -h, --help              Show help information.
+            """)
+    }
+
+    func testCompletionScriptNamesTheSubcommands() throws {
+        let result = try ferry(["--generate-completion-script", "bash"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.contains("setnotifyflags"), result.stdout)
+    }
+
+    // MARK: - No agent
+
+    func testListWithoutAnAgentExits69() throws {
+        for arguments in [["list"], ["list", "--json"], ["info", "some-job"], ["resume", "some-job"]] {
+            let result = try ferry(arguments + ["--socket", nowhere])
+            XCTAssertEqual(result.status, 69, "\(arguments): \(result.stderr)")
+            XCTAssertEqual(result.stderr, "ferry: cannot reach ferryd at \(nowhere): is it running? (start it with: ferryd)\n", "\(arguments)")
+            XCTAssertEqual(result.stdout, "", "\(arguments)")
+        }
+    }
+
+    func testASocketNobodyListensOnIsReportedAsSuch() throws {
+        let path = directory.file("stale.sock")
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        XCTAssertEqual(bound, 0, "bind \(path)")
+        let result = try ferry(["list", "--socket", path])
+        XCTAssertEqual(result.status, 69, result.stderr)
+        XCTAssertTrue(result.stderr.hasPrefix("ferry: cannot reach ferryd at \(path): is it running?"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("nothing listens on \(path)"), result.stderr)
+    }
+
+    func testTheSocketDefaultsToFerrySocket() throws {
+        let result = try ferry(["list"], environment: ["FERRY_SOCKET": nowhere])
+        XCTAssertEqual(result.status, 69, result.stderr)
+        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(nowhere):"), result.stderr)
+    }
+
+    func testAUserSocketDefaultsToTheRuntimeDirectory() throws {
+        try XCTSkipIf(getuid() == 0, "root's default socket is /run/ferry/ferryd.sock")
+        let runtime = directory.file("runtime")
+        var result = try ferry(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": runtime, "XDG_STATE_HOME": directory.file("state")])
+        XCTAssertEqual(result.status, 69, result.stderr)
+        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(runtime)/ferry/ferryd.sock:"), result.stderr)
+        result = try ferry(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": "", "XDG_STATE_HOME": directory.file("state")])
+        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(directory.file("state"))/ferry/ferryd.sock:"), result.stderr)
+    }
+
+    func testTransferRequiringTheAgentExits69WithoutOne() throws {
+        let result = try ferry(["transfer", "--agent", "--socket", nowhere, "http://127.0.0.1:1/a", "a"])
+        XCTAssertEqual(result.status, 69, result.stderr)
+        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(nowhere)"), result.stderr)
+        XCTAssertFalse(directoryEntries(directory.path).contains("a"))
+    }
+
+    func testTransferSaysItRunsInThisProcess() throws {
+        let result = try ferry(["transfer", "--socket", nowhere, "--state-dir", directory.file("state"), "ftp://example.invalid/a", "a"])
+        XCTAssertEqual(result.status, 65, result.stderr)
+        XCTAssertTrue(result.stderr.hasPrefix("Transferring in this process: --state-dir given\n"), result.stderr)
+    }
+
+    // MARK: - Bad arguments
+
+    func testBadArgumentsExit64NamingTheProblem() throws {
+        let cases: [([String], String)] = [
+            (["setpriority", "JOB", "urgent"], "The value 'urgent' is invalid for '<priority>'"),
+            (["setnotifyflags", "JOB", "0x400"], "unknown flag bits 0x400 (known: 0x1 transferred, 0x2 error, 0x4 disable, 0x8 modification, 0x10 file)"),
+            (["setnotifyflags", "JOB", "transferred,finished"], "unknown flag 'finished'"),
+            (["addfiles", "JOB", "missing.txt"], "cannot read the list missing.txt: No such file or directory"),
+            (["addfile", "--property", "novalue", "JOB", "http://h/a", "a"], "--property takes key=value, got 'novalue'"),
+            (["setnotifycmdline", "JOB", "notify-send", "done"], "PROGRAM must be an absolute path"),
+            (["setminretrydelay", "JOB", "soon"], "The value 'soon' is invalid for '<seconds>'"),
+            (["setautocomplete", "JOB", "maybe"], "The value 'maybe' is invalid for '<true|false>'"),
+            (["setcustomheaders", "JOB", "no colon"], "a header must be one line 'Name: value', got 'no colon'"),
+            (["setproperty", "JOB"], "give at least one key=value"),
+            (["create"], "Missing expected argument '<name>'"),
+            (["transfer", "--agent", "--no-agent", "http://h/a", "a"], "give --agent or --no-agent, not both"),
+        ]
+        for (arguments, expected) in cases {
+            let result = try ferry(arguments + ["--socket", nowhere])
+            XCTAssertEqual(result.status, 64, "\(arguments): \(result.stderr)")
+            XCTAssertTrue(result.stderr.contains(expected), "\(arguments) should say '\(expected)': \(result.stderr)")
+        }
+    }
+
+    func testABadListNamesItsLineAndExits65() throws {
+        let list = directory.file("list.txt")
+        try "# mirror\n\nhttp://h/a.deb pool/a.deb\nhttp://h/b.deb\n".write(toFile: list, atomically: true, encoding: .utf8)
+        let result = try ferry(["addfiles", "--socket", nowhere, "JOB", "list.txt"])
+        XCTAssertEqual(result.status, 65, result.stderr)
+        XCTAssertEqual(result.stderr, "ferry: list.txt:4: expected 'URL PATH', got only 'http://h/b.deb'\n")
+    }
+
+    // MARK: - Helpers
+
+    /// Compares a whole help screen (trailing blank lines aside).
+    private func assertHelp(_ arguments: [String], _ expected: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let result = try ferry(arguments)
+        XCTAssertEqual(result.status, 0, result.stderr, file: file, line: line)
+        var text = result.stdout
+        while text.hasSuffix("\n") { text.removeLast() }
+        XCTAssertEqual(text, expected, file: file, line: line)
+    }
+}
