@@ -115,6 +115,8 @@ public struct Job: Codable, Equatable, Sendable {
     /// A program and its arguments run (no shell) when the job reaches TRANSFERRED or ERROR
     /// (BITS' SetNotifyCmdLine); empty for none.
     public internal(set) var notifyCommand: [String] = []
+    /// Seconds spent CONNECTING or TRANSFERRING so far (for the maximum download time).
+    public internal(set) var activeSeconds: Double = 0
 
     /// The floor BITS puts on the minimum retry delay, in seconds.
     public static let minimumRetryDelayFloor: Double = 5
@@ -158,7 +160,7 @@ public struct Job: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case id, displayName, description, owner, priority, state, creationTime, modificationTime
         case transferCompletionTime, minimumRetryDelay, noProgressTimeout, lastError, retryAt, noProgressSince
-        case customHeaders, properties, autoComplete, notifyFlags, notifyCommand
+        case customHeaders, properties, autoComplete, notifyFlags, notifyCommand, activeSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -183,6 +185,7 @@ public struct Job: Codable, Equatable, Sendable {
         autoComplete = try c.decodeIfPresent(Bool.self, forKey: .autoComplete) ?? false
         notifyFlags = try c.decodeIfPresent(NotifyFlags.self, forKey: .notifyFlags) ?? .default
         notifyCommand = try c.decodeIfPresent([String].self, forKey: .notifyCommand) ?? []
+        activeSeconds = try c.decodeIfPresent(Double.self, forKey: .activeSeconds) ?? 0
     }
 
     /// Rebuilds a job from its persisted header (encoded without files) and its file rows.

@@ -45,6 +45,8 @@ public enum JobEvent: Equatable, Sendable {
     /// A rename asked for by ``JobAction/commitFiles(_:)`` failed; the job is not acknowledged.
     /// `committed` lists the files that were renamed before the failure.
     case commitFailed(FerryError, committed: [Int])
+    /// The job spent this many more seconds CONNECTING or TRANSFERRING.
+    case addActiveTime(Double)
     /// The agent started again after a stop: a job that was moving bytes goes back to the queue.
     case restarted
 }
@@ -150,6 +152,11 @@ extension Job {
             for index in renamed where files.indices.contains(index) { files[index].isCommitted = true }
             if !renamed.isEmpty { touch(now) }
             return state.isActive ? [.enqueue] : []
+
+        case .addActiveTime(let seconds):
+            guard !state.isFinal, seconds.isFinite, seconds > 0 else { return [] }
+            activeSeconds += seconds
+            return []
 
         case .restarted:
             // A TRANSFERRED job whose file was found damaged on restart must fetch it again.

@@ -64,6 +64,7 @@ public final class Engine: @unchecked Sendable {
     private var needsScheduling = true
     private var lastScheduled = Date.distantPast
     private var lastProgressEvent: [JobID: Date] = [:]
+    private var activeSince: [JobID: Date] = [:]
     private var observers: [UUID: @Sendable (EngineEvent) -> Void] = [:]
 
     // ---- cross-thread ---------------------------------------------------------------
@@ -335,7 +336,14 @@ public final class Engine: @unchecked Sendable {
     private func apply(_ event: JobEvent, to id: JobID, files: [Int]? = nil) throws(FerryError) -> Job {
         var job = try existingJob(id)
         let before = job.state
-        let actions = try job.apply(event, at: Date())
+        let now = Date()
+        let actions = try job.apply(event, at: now)
+        // BITS' MaxDownloadTime counts only CONNECTING and TRANSFERRING.
+        let moving: (JobState) -> Bool = { $0 == .connecting || $0 == .transferring }
+        if moving(job.state), !moving(before) { activeSince[id] = now }
+        if moving(before), !moving(job.state), let since = activeSince.removeValue(forKey: id) {
+            _ = try? job.apply(.addActiveTime(now.timeIntervalSince(since)), at: now)
+        }
         jobs[id] = job
         do {
             if let files { try store.save(job, files: files) } else { try store.save(job) }
@@ -370,6 +378,7 @@ public final class Engine: @unchecked Sendable {
         lastCommitError[id] = nil
         validationQueues[id] = nil
         lastProgressEvent[id] = nil
+        activeSince[id] = nil
         do { try store.delete(id) } catch {
             logger.error("cannot delete finished job", metadata: ["job": "\(id)", "error": "\(error)"])
         }
@@ -480,6 +489,15 @@ public final class Engine: @unchecked Sendable {
         for (id, job) in jobs where job.state == .transientError {
             let due = [job.retryAt, job.noProgressDeadline].compactMap { $0 }.min()
             if let due, due <= now { _ = try? apply(.retryTimerFired, to: id) }
+        }
+        let maxDownload = configuration.maxDownloadTimeSeconds
+        if maxDownload > 0 {
+            for (id, since) in activeSince {
+                guard let job = jobs[id], job.activeSeconds + now.timeIntervalSince(since) >= maxDownload else { continue }
+                _ = try? apply(.failed(FerryError(code: .maxDownloadTimeout, context: .queueManager,
+                                                  message: "the job spent more than \(Int(maxDownload)) s connecting or transferring (the maximum download time)")),
+                               to: id)
+            }
         }
         // BITS' JobInactivityTimeout: a job nobody touched for that long is cancelled.
         let inactivity = configuration.jobInactivityTimeoutSeconds

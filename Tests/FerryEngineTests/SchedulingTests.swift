@@ -74,3 +74,18 @@ final class SchedulingTests: XCTestCase {
         try h.wait(id, for: .transferred, timeout: 20)
     }
 }
+
+/// BITS' MaxDownloadTime: only time spent connecting or transferring counts.
+final class MaxDownloadTimeTests: XCTestCase {
+    func testAJobTransferringLongerThanTheMaximumFails() throws {
+        let h = try EngineHarness { $0.maxDownloadTimeSeconds = 1 }
+        defer { h.tearDown() }
+        h.server.setFile("/slow.bin", data: testBytes(1 << 20, seed: 99))
+        h.server.setRate("/slow.bin", bytesPerSecond: 64 << 10)
+        let id = try h.startJob([("/slow.bin", "slow.bin")])
+        let failed = try h.wait(id, for: .error, timeout: 10)
+        XCTAssertEqual(failed.lastError?.code, .maxDownloadTimeout)
+        XCTAssertFalse(failed.lastError?.isTransient ?? true)
+        XCTAssertGreaterThanOrEqual(failed.activeSeconds, 1)
+    }
+}
