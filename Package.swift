@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "ferry-sha256", type: .dynamic, targets: ["FerrySHA256Plugin"]),
         .library(name: "ferry-size", type: .dynamic, targets: ["FerrySizePlugin"]),
         .library(name: "ferry-signature", type: .dynamic, targets: ["FerrySignaturePlugin"]),
+        .library(name: "ferry-range-fallback", type: .dynamic, targets: ["FerryRangeFallbackPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -76,6 +77,7 @@ let package = Package(
         .target(name: "FerrySHA256Plugin", dependencies: ["FerryPluginKit", "FerryCrypto"], path: "Plugins/sha256"),
         .target(name: "FerrySizePlugin", dependencies: ["FerryPluginKit"], path: "Plugins/size"),
         .target(name: "FerrySignaturePlugin", dependencies: ["FerryPluginKit", "FerryCrypto"], path: "Plugins/signature"),
+        .target(name: "FerryRangeFallbackPlugin", dependencies: ["FerryPluginKit", "FerryPluginABI"], path: "Plugins/range-fallback"),
 
         // ---- executables ------------------------------------------------------------
         .executableTarget(

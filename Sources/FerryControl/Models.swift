@@ -25,6 +25,8 @@ public struct JobDocument: Codable, Sendable, Equatable {
     public var notifyFlags: UInt32
     public var notifyCommand: [String]
     public var customHeaders: [String]
+    /// What error policies decided about the job, oldest first.
+    public var history: [String]
     public var files: [FileDocument]
 
     public init(_ job: Job) {
@@ -47,6 +49,7 @@ public struct JobDocument: Codable, Sendable, Equatable {
         notifyFlags = job.notifyFlags.rawValue
         notifyCommand = job.notifyCommand
         customHeaders = job.customHeaders
+        history = job.history
         files = job.files.enumerated().map { FileDocument(index: $0.offset, file: $0.element) }
     }
 }

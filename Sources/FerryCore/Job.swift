@@ -117,6 +117,10 @@ public struct Job: Codable, Equatable, Sendable {
     public internal(set) var notifyCommand: [String] = []
     /// Seconds spent CONNECTING or TRANSFERRING so far (for the maximum download time).
     public internal(set) var activeSeconds: Double = 0
+    /// What error policies decided about this job, oldest first (the last 50).
+    public internal(set) var history: [String] = []
+    /// How many times an error policy resumed this job (bounded by the engine).
+    public internal(set) var policyResumes: Int = 0
 
     /// The floor BITS puts on the minimum retry delay, in seconds.
     public static let minimumRetryDelayFloor: Double = 5
@@ -160,7 +164,7 @@ public struct Job: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case id, displayName, description, owner, priority, state, creationTime, modificationTime
         case transferCompletionTime, minimumRetryDelay, noProgressTimeout, lastError, retryAt, noProgressSince
-        case customHeaders, properties, autoComplete, notifyFlags, notifyCommand, activeSeconds
+        case customHeaders, properties, autoComplete, notifyFlags, notifyCommand, activeSeconds, history, policyResumes
     }
 
     public init(from decoder: any Decoder) throws {
@@ -186,6 +190,8 @@ public struct Job: Codable, Equatable, Sendable {
         notifyFlags = try c.decodeIfPresent(NotifyFlags.self, forKey: .notifyFlags) ?? .default
         notifyCommand = try c.decodeIfPresent([String].self, forKey: .notifyCommand) ?? []
         activeSeconds = try c.decodeIfPresent(Double.self, forKey: .activeSeconds) ?? 0
+        history = try c.decodeIfPresent([String].self, forKey: .history) ?? []
+        policyResumes = try c.decodeIfPresent(Int.self, forKey: .policyResumes) ?? 0
     }
 
     /// Rebuilds a job from its persisted header (encoded without files) and its file rows.

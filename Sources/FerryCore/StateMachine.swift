@@ -47,6 +47,8 @@ public enum JobEvent: Equatable, Sendable {
     case commitFailed(FerryError, committed: [Int])
     /// The job spent this many more seconds CONNECTING or TRANSFERRING.
     case addActiveTime(Double)
+    /// An error policy's decision, kept in the job's history; `resumes` when it resumes the job.
+    case recordPolicyDecision(String, resumes: Bool)
     /// The agent started again after a stop: a job that was moving bytes goes back to the queue.
     case restarted
 }
@@ -152,6 +154,14 @@ extension Job {
             for index in renamed where files.indices.contains(index) { files[index].isCommitted = true }
             if !renamed.isEmpty { touch(now) }
             return state.isActive ? [.enqueue] : []
+
+        case .recordPolicyDecision(let text, let resumes):
+            guard !state.isFinal else { return [] }
+            history.append(text)
+            if history.count > 50 { history.removeFirst(history.count - 50) }
+            if resumes { policyResumes += 1 }
+            touch(now)
+            return []
 
         case .addActiveTime(let seconds):
             guard !state.isFinal, seconds.isFinite, seconds > 0 else { return [] }

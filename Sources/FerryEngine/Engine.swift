@@ -408,7 +408,8 @@ public final class Engine: @unchecked Sendable {
             }
             needsScheduling = true
         case .scheduleRetry:
-            break  // fireTimers() reads the job's retryAt and deadline
+            // fireTimers() reads the job's retryAt and deadline; policies may see transient errors.
+            if let job = jobs[id] { consultErrorPolicies(about: job) }
         case .notifyFileTransferred(let index):
             if let job = jobs[id] { emit(.fileTransferred(job, file: index)) }
         case .notifyJobTransferred:
@@ -424,6 +425,7 @@ public final class Engine: @unchecked Sendable {
             if let job = jobs[id] {
                 logger.warning("job error", metadata: ["job": "\(id)", "error": "\(job.lastError.map { "\($0)" } ?? "-")"])
                 emit(.jobError(job))
+                consultErrorPolicies(about: job)
             }
         }
     }
@@ -680,6 +682,63 @@ public final class Engine: @unchecked Sendable {
             if running[id]?.isEmpty ?? false { running[id] = nil }
         }
         needsScheduling = true
+    }
+
+    // MARK: - Error policies
+
+    /// Calls the error policies that apply, off the engine's thread, then carries out what the
+    /// first one that acted asked for, within the per-job bound on automatic resumes.
+    private func consultErrorPolicies(about job: Job) {
+        guard let error = job.lastError else { return }
+        let policies = plugins.errorPolicies(for: job, transient: job.state == .transientError)
+        guard !policies.isEmpty else { return }
+        let view = PluginJobView(job: job, temporaryPaths: job.files.indices.map { job.temporaryPath(ofFile: $0) })
+        let plugins = self.plugins
+        let state = job.state
+        let id = job.id
+        let finish = UncheckedSendable { [unowned self] (decisions: [PolicyDecision]) in
+            self.carryOut(decisions, for: id, error: error, expectedState: state)
+        }
+        validationQueue(for: id).async { [weak self] in
+            let decisions = plugins.handleError(view: view, error: error, policies: policies)
+            self?.post { finish.value(decisions) }
+        }
+    }
+
+    private func carryOut(_ decisions: [PolicyDecision], for id: JobID, error: FerryError, expectedState: JobState) {
+        guard let job = jobs[id], job.state == expectedState else { return }
+        for decision in decisions where decision.status != 0 {
+            logger.error("error policy failed", metadata: ["job": "\(id)", "plugin": "\(decision.plugin)", "status": "\(decision.status)", "error": "\(decision.message)"])
+        }
+        let stamp = ISO8601DateFormatter().string(from: Date())
+        guard let acting = decisions.last(where: { $0.status == 0 && !$0.actions.isEmpty }) else {
+            let names = decisions.map(\.plugin).joined(separator: ", ")
+            _ = try? apply(.recordPolicyDecision("\(stamp) \(error.code): no policy acted (\(names)); the error stands", resumes: false), to: id)
+            return
+        }
+        let resumes = acting.actions.contains(.resume)
+        if resumes, job.policyResumes >= configuration.maxPolicyResumes {
+            logger.warning("error policy bound reached; the error stands", metadata: ["job": "\(id)", "plugin": "\(acting.plugin)"])
+            _ = try? apply(.recordPolicyDecision("\(stamp) \(error.code): \(acting.plugin) wanted to resume, but policies already resumed this job \(job.policyResumes) times (the limit); the error stands", resumes: false), to: id)
+            return
+        }
+        let summary = acting.actions.map(\.description).joined(separator: ", ")
+        logger.notice("error policy acted", metadata: ["job": "\(id)", "plugin": "\(acting.plugin)", "error": "\(error.code)", "actions": "\(summary)"])
+        _ = try? apply(.recordPolicyDecision("\(stamp) \(error.code): \(acting.plugin): \(summary)", resumes: resumes), to: id)
+        for action in acting.actions {
+            do {
+                switch action {
+                case .setPriority(let priority): _ = try apply(.setPriority(priority), to: id)
+                case .suspend: _ = try apply(.suspend, to: id)
+                case .setRemoteURL(let file, let url):
+                    _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/x"), owner: 0, checkDirectory: false)
+                    _ = try apply(.setRemoteURL(file: file, url: url), to: id)
+                case .resume: _ = try apply(.resume, to: id)
+                }
+            } catch {
+                logger.error("an error policy's action was refused", metadata: ["job": "\(id)", "action": "\(action)", "error": "\(error)"])
+            }
+        }
     }
 
     // MARK: - Validation

@@ -42,6 +42,8 @@ public struct EngineConfiguration: Sendable, Equatable {
     /// 90 days); 0 means never.
     public var jobInactivityTimeoutSeconds: Double = 7_776_000
 
+    /// How many times error policies may resume one job; after that its error stands.
+    public var maxPolicyResumes: Int = 10
     /// The shortest time between two ``EngineEvent/jobProgressed(_:)`` events of one job, in seconds.
     public var progressEventInterval: Double = 0.1
     /// Refuse any file larger than this many bytes, aborting its transfer as soon as it

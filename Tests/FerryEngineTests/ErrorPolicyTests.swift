@@ -1,0 +1,80 @@
+import FerryCore
+import FerryEngine
+import FerryPluginHost
+import FerryTestSupport
+import Foundation
+import XCTest
+
+/// Error-policy plugins, loaded with dlopen, deciding what a failure does.
+final class ErrorPolicyTests: XCTestCase {
+    var h: EngineHarness!
+
+    override func setUpWithError() throws {
+        h = try EngineHarness { $0.plugins = [PluginSpec(reference: "range-fallback")] }
+    }
+
+    override func tearDown() { h.tearDown() }
+
+    /// A background job suspended part way; the server then ignores ranges (with `faults`).
+    private func resumeWithoutRanges(_ data: [UInt8], faults: [Fault], fromTheStart: [Fault] = []) throws -> JobID {
+        h.server.setFile("/r.bin", data: data)
+        h.server.setRate("/r.bin", bytesPerSecond: 1 << 20)
+        for fault in fromTheStart { h.server.addFault("/r.bin", fault, times: nil) }
+        let id = try h.startJob([("/r.bin", "r.bin")], priority: .normal)
+        _ = try h.waitForProgress(id, atLeast: 300_000)
+        _ = try h.engine.suspend(id)
+        h.server.setRate("/r.bin", bytesPerSecond: nil)
+        for fault in faults { h.server.addFault("/r.bin", fault, times: nil) }
+        _ = try h.engine.resume(id)
+        return id
+    }
+
+    func testRangeFallbackSwitchesToForegroundAndCompletes() throws {
+        let data = testBytes(5 << 20, seed: 140)
+        let id = try resumeWithoutRanges(data, faults: [.ignoreRanges])
+        let done = try h.wait(id, for: .transferred, timeout: 30)
+        XCTAssertEqual(done.priority, .foreground)
+        XCTAssertEqual(done.history.count, 1)
+        XCTAssertTrue(done.history.first?.contains("INSUFFICIENT_RANGE_SUPPORT: range-fallback: set priority foreground, resume") ?? false, "\(done.history)")
+        _ = try h.engine.complete(id)
+        XCTAssertTrue(fileHolds(h.destination("r.bin"), data))
+    }
+
+    func testUnknownSizeLeavesTheErrorStanding() throws {
+        // Dynamic content: no server answer ever tells the size.
+        let id = try resumeWithoutRanges(testBytes(2 << 20, seed: 141), faults: [.ignoreRanges], fromTheStart: [.noContentLength])
+        let failed = try h.wait(id, for: .error)
+        XCTAssertEqual(failed.lastError?.code, .insufficientRangeSupport)
+        XCTAssertNil(failed.lastError?.remoteSize)
+        XCTAssertTrue(try waitUntil(timeout: 5) { try h.engine.job(id).history.contains { $0.contains("no policy acted") } })
+        XCTAssertEqual(try h.engine.job(id).state, .error)
+        XCTAssertEqual(try h.engine.job(id).priority, .normal)
+    }
+
+    func testAFileOverTwoGibibytesLeavesTheErrorStanding() throws {
+        let id = try resumeWithoutRanges(testBytes(2 << 20, seed: 142), faults: [.ignoreRanges, .reportSize(3 << 30)])
+        let failed = try h.wait(id, for: .error)
+        XCTAssertEqual(failed.lastError?.remoteSize, 3 << 30)
+        XCTAssertTrue(try waitUntil(timeout: 5) { try h.engine.job(id).history.contains { $0.contains("no policy acted") } })
+        XCTAssertEqual(try h.engine.job(id).priority, .normal)
+        XCTAssertFalse(exists(h.destination("r.bin")))
+    }
+
+    func testAPolicyThatAlwaysResumesIsStoppedByThePerJobBound() throws {
+        h.tearDown()
+        let fixtures = try TemporaryDirectory("ferry-policy")
+        defer { fixtures.remove() }
+        let path = try PluginBuilder.build("Tests/Fixtures/plugins/always_resume.c", name: "ferry-always-resume", in: fixtures.path)
+        h = try EngineHarness {
+            $0.plugins = [PluginSpec(reference: path)]
+            $0.maxPolicyResumes = 3
+        }
+        let id = try h.startJob([("/missing.bin", "missing.bin")])
+        XCTAssertTrue(try waitUntil(timeout: 20) { try h.engine.job(id).history.contains { $0.contains("the limit") } },
+                      "\((try? h.engine.job(id).history) ?? [])")
+        let job = try h.engine.job(id)
+        XCTAssertEqual(job.state, .error, "after the bound the error stands")
+        XCTAssertEqual(job.policyResumes, 3)
+        XCTAssertEqual(h.server.requests(for: "/missing.bin").count, 4, "the first try and three automatic resumes")
+    }
+}
