@@ -30,6 +30,10 @@ pid_t ferry_spawn_as(uid_t uid, gid_t gid, int group_count, const gid_t *groups,
         dup2(out, 1);
         dup2(out, 2);
     }
+    /* Nothing of the agent's leaks into the program: not its listening socket, not its files. */
+    if (syscall(SYS_close_range, 3L, ~0UL, 0L) != 0) {
+        for (int fd = 3; fd < 65536; fd++) close(fd);
+    }
     if (uid != (uid_t)-1) {
         if (syscall(SYS_setgroups, (long)group_count, groups) != 0) _exit(126);
         /* raw system calls: glibc's wrappers would try to coordinate threads the child no longer has */

@@ -19,12 +19,15 @@ public final class Agent: Sendable {
     private let configurationPath: String?
     private let overrides: AgentConfiguration.Overrides
     private let current: Mutex<AgentConfiguration>
+    /// The configuration the agent started with: what settings not applied on reload still are.
+    private let started: AgentConfiguration
     private let logger: Logger
 
     public init(configuration: AgentConfiguration, path: String?, overrides: AgentConfiguration.Overrides, logger: Logger) {
         self.configurationPath = path
         self.overrides = overrides
         self.current = Mutex(configuration)
+        self.started = configuration
         self.logger = logger
     }
 
@@ -35,6 +38,9 @@ public final class Agent: Sendable {
         do { try StateDirectory.ensure(configuration.stateDirectory) } catch {
             throw AgentError("cannot use the state directory \(configuration.stateDirectory): \(StateDirectory.explain(error))")
         }
+        // Before the store is touched: a second agent must not recover the running one's jobs.
+        let socket = configuration.socketPath
+        try SocketFile.prepare(socket)
         let engine: Engine
         do {
             engine = try Engine(configuration: configuration.engine, logger: logger)
@@ -50,11 +56,6 @@ public final class Agent: Sendable {
                                                                    filesPerJob: configuration.quotas.filesPerJob))
         let notifications = NotificationCenter(engine: engine, logger: logger, modificationInterval: configuration.modificationMinimumInterval)
         notifications.start()
-        let socket = configuration.socketPath
-        do { try SocketFile.prepare(socket) } catch {
-            engine.shutdown()
-            throw error
-        }
         let routes = ControlRoutes(service: service, notifications: notifications, maxRequestBytes: configuration.maxRequestBytes,
                                    version: Agent.version)
         let logger = self.logger
@@ -98,23 +99,21 @@ public final class Agent: Sendable {
         source.setEventHandler { [self] in
             do {
                 let fresh = try AgentConfiguration.load(path: configurationPath, overrides: overrides)
-                let old = current.withLock { state -> AgentConfiguration in
-                    let previous = state
+                let previous = current.withLock { state -> AgentConfiguration in
+                    let old = state
                     state = fresh
-                    return previous
+                    return old
                 }
                 service.update(.init(jobsPerUser: fresh.quotas.jobsPerUser, filesPerJob: fresh.quotas.filesPerJob))
                 notifications.setModificationInterval(fresh.modificationMinimumInterval)
-                var restartNeeded: [String] = []
-                if fresh.engine != old.engine { restartNeeded.append("transfer, checkpoint, job and plugin settings") }
-                if fresh.socketPath != old.socketPath || fresh.socketMode != old.socketMode || fresh.socketGroup != old.socketGroup {
-                    restartNeeded.append("the socket")
-                }
-                if fresh.stateDirectory != old.stateDirectory { restartNeeded.append("the state directory") }
+                let live = AgentConfiguration.keysAppliedOnReload
+                let applied = fresh.changedKeys(comparedTo: previous).filter { live.contains($0) }
+                // Compared with what the agent started with, so a second reload still reports them.
+                let pending = fresh.changedKeys(comparedTo: started).filter { !live.contains($0) }
                 logger.notice("configuration reloaded", metadata: [
                     "file": "\(configurationPath ?? "(none)")",
-                    "applied": "quotas, notification interval",
-                    "after restart": "\(restartNeeded.isEmpty ? "nothing" : restartNeeded.joined(separator: ", "))",
+                    "applied": "\(applied.isEmpty ? "nothing" : applied.joined(separator: ", "))",
+                    "after restart": "\(pending.isEmpty ? "nothing" : pending.joined(separator: ", "))",
                 ])
             } catch {
                 logger.error("configuration not reloaded: the running one is kept", metadata: ["error": "\(error)"])

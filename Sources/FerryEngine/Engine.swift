@@ -577,6 +577,7 @@ public final class Engine: @unchecked Sendable {
 
     private func startFile(_ index: Int, of job: Job, now: Date) throws(FerryError) {
         let file = job.files[index]
+        try Engine.checkLocalSourceReadable(file.remoteURL, owner: job.owner)
         let temporary = try OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
             try TemporaryFile(path: job.temporaryPath(ofFile: index), length: file.bytesTransferred,
                               bytesTotal: file.bytesTotal, etag: file.remoteETag, lastModified: file.remoteLastModified)
@@ -888,8 +889,11 @@ public final class Engine: @unchecked Sendable {
                 continue
             }
             var files = job.files
-            for index in files.indices where !files[index].isCommitted {
-                Engine.reconcile(&files[index], temporary: job.temporaryPath(ofFile: index))
+            // As the owner, and never through a link: a planted link must not make root cut a file.
+            try? OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
+                for index in files.indices where !files[index].isCommitted {
+                    Engine.reconcile(&files[index], temporary: job.temporaryPath(ofFile: index))
+                }
             }
             job = Job(persistedHeader: job, files: files)
             _ = try? job.apply(.restarted, at: Date())
@@ -917,16 +921,26 @@ public final class Engine: @unchecked Sendable {
                 return
             }
             file.resetProgress()
-            if exists { truncate(temporary, 0) }
+            if exists { cut(temporary, to: 0) }
             return
         }
         if !exists || size < file.bytesTransferred {
             // The temporary lost bytes that were recorded: trust nothing of it.
             file.resetProgress()
-            if exists { truncate(temporary, 0) }
+            if exists { cut(temporary, to: 0) }
             return
         }
-        if size > file.bytesTransferred { truncate(temporary, off_t(file.bytesTransferred)) }
+        if size > file.bytesTransferred { cut(temporary, to: file.bytesTransferred) }
+    }
+
+    /// Truncates a regular file without following a symbolic link.
+    private static func cut(_ path: String, to length: UInt64) {
+        let fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return }
+        _ = ftruncate(fd, off_t(length))
     }
 
     // MARK: - Input checks
@@ -944,6 +958,7 @@ public final class Engine: @unchecked Sendable {
             guard url.path.hasPrefix("/") else {
                 throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "a file URL needs an absolute path: \(file.remoteURL)")
             }
+            if checkDirectory { try checkLocalSourceReadable(file.remoteURL, owner: owner) }
         default:
             throw FerryError(code: .unsupportedURL, context: .remoteFile,
                              message: "unsupported URL scheme '\(scheme)' in \(file.remoteURL); use http, https or file")
@@ -971,6 +986,19 @@ public final class Engine: @unchecked Sendable {
             }
         }
         return JobFile(remoteURL: file.remoteURL, localPath: file.localPath, properties: file.properties)
+    }
+
+    /// libcurl reads a `file:` source with the agent's identity: make sure the job's owner
+    /// could read it (opened as the owner, without following a final link).
+    static func checkLocalSourceReadable(_ url: String, owner: UInt32) throws(FerryError) {
+        guard url.lowercased().hasPrefix("file:"), let path = URL(string: url)?.path else { return }
+        try OwnerIdentity.run(as: owner) { () throws(FerryError) in
+            let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+            guard fd >= 0 else {
+                throw FerryError(code: .accessDenied, context: .remoteFile, message: "uid \(owner) may not read \(path): \(errnoText())")
+            }
+            close(fd)
+        }
     }
 
     /// The size of a `file:` URL's source, which has no headers to tell it.

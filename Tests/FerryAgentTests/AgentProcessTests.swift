@@ -160,6 +160,7 @@ final class AgentProcessTests: XCTestCase {
         try h.writeConfig("quotas:\n  jobs_per_user: 1\n")
         h.process?.signal(SIGHUP)
         XCTAssertTrue(waitUntil(timeout: 10) { self.h.log.contains("configuration reloaded") }, h.log)
+        XCTAssertTrue(h.log.contains("applied=quotas.jobs_per_user"), h.log)
         // Quotas apply to users other than root: act as nobody.
         XCTAssertEqual(try h.curl("POST", "/v1/jobs", body: #"{"displayName": "one"}"#, asUser: "nobody").status, 201)
         let second = try h.curl("POST", "/v1/jobs", body: #"{"displayName": "two"}"#, asUser: "nobody")

@@ -50,6 +50,16 @@ final class IsolationTests: XCTestCase {
         XCTAssertTrue(answer.body.contains("ACCESS_DENIED") && answer.body.contains("may not create files in") && answer.body.contains("root-only"), answer.body)
     }
 
+    func testAUserCannotFetchAFileURLItMayNotRead() throws {
+        let secret = h.directory.file("secret.txt")
+        try "root only".write(toFile: secret, atomically: true, encoding: .utf8)
+        chmod(secret, 0o600)
+        let answer = try h.curl("POST", "/v1/jobs", body: #"{"displayName": "x", "files": [{"url": "file://\#(secret)", "path": "\#(h.downloads)/copy.txt"}]}"#, asUser: Self.user)
+        XCTAssertEqual(answer.status, 403, answer.body)
+        XCTAssertTrue(answer.body.contains("may not read"), answer.body)
+        XCTAssertFalse(exists(h.downloads + "/copy.txt"))
+    }
+
     func testASymlinkPlantedByAnotherUserIsNeverFollowed() throws {
         // A shared, sticky directory; the victim is a root-owned file the user cannot write.
         let shared = try h.directory.subdirectory("shared")

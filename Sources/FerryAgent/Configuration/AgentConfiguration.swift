@@ -149,15 +149,15 @@ public struct AgentConfiguration: Sendable, Equatable {
         }.joined(separator: "\n")
     }
 
-    /// The keys that take effect only when the agent starts: the paths, the socket and the
-    /// plugin list. A reload (SIGHUP) applies every other key and reports these as pending.
-    public static let keysRequiringRestart: Set<String> = [
-        "paths.state_dir", "paths.socket", "paths.socket_mode", "paths.socket_group", "paths.plugin_dirs", "plugins",
+    /// The keys a reload (SIGHUP) applies to the running agent: the quotas and the
+    /// notification interval. Every other key takes effect at the next start.
+    public static let keysAppliedOnReload: Set<String> = [
+        "quotas.jobs_per_user", "quotas.files_per_job", "jobs.modification_min_interval_ms",
     ]
 
     /// The keys whose effective value differs between this configuration and `other`, in
-    /// ``knownKeys`` order; for a reload to log what changed and which changes wait for a
-    /// restart (those in ``keysRequiringRestart``).
+    /// ``knownKeys`` order; for a reload to log what it applied (``keysAppliedOnReload``) and
+    /// what waits for a restart.
     /// - Parameter other: the configuration in force.
     /// - Returns: the dotted keys that differ.
     public func changedKeys(comparedTo other: AgentConfiguration) -> [String] {
