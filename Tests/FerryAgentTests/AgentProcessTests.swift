@@ -96,6 +96,17 @@ final class AgentProcessTests: XCTestCase {
         _ = try? h.client.perform("cancel", on: job.id)
     }
 
+    func testAJobErrorIsKeptForSubscribers() throws {
+        let job = try h.client.createJob(CreateJobRequest(displayName: "fails", files: [NewFileDocument(url: h.url("/nope"), path: h.destination("nope"))]))
+        _ = try h.client.perform("resume", on: job.id)
+        h.wait(job.id, for: "ERROR")
+        let kept = EventLog()
+        try h.client.events(job: job.id, pending: true) { kept.append($0); return false }
+        XCTAssertEqual(kept.kinds, ["jobError"])
+        XCTAssertEqual(kept.events.first?.job.error?.code, "HTTP_ERROR_404")
+        _ = try h.client.perform("cancel", on: job.id)
+    }
+
     func testAFailingNotifyCommandRunsAgainAfterTheRetryDelay() throws {
         let record = h.directory.file("notify.log")
         let script = h.directory.file("notify.sh")
