@@ -100,6 +100,7 @@ struct ConfigurationDefaultsTests {
               no_progress_timeout_sec: 0
               max_download_time_sec: 3600.5
               inactivity_timeout_sec: 0
+              max_policy_resumes: 3
               modification_min_interval_ms: 250
             bandwidth:
               background_bytes_per_sec: 2000000
@@ -147,6 +148,7 @@ struct ConfigurationDefaultsTests {
         #expect(engine.defaultNoProgressTimeout == 0)
         #expect(engine.maxDownloadTimeSeconds == 3600.5)
         #expect(engine.jobInactivityTimeoutSeconds == 0)
+        #expect(engine.maxPolicyResumes == 3)
         #expect(configuration.modificationMinimumInterval == 0.25)
         #expect(engine.backgroundBytesPerSecond == 2_000_000)
         #expect(engine.bandwidthSchedule == [
@@ -166,7 +168,7 @@ struct ConfigurationDefaultsTests {
         #expect(engine.plugins == configuration.plugins.map(\.spec))
 
         #expect(configuration.sources["transfers.max_connections"] == .file(path: "ferryd.yaml", line: 10))
-        #expect(configuration.sources["plugins"] == .file(path: "ferryd.yaml", line: 39))
+        #expect(configuration.sources["plugins"] == .file(path: "ferryd.yaml", line: 40))
         #expect(AgentConfiguration.knownKeys.allSatisfy { configuration.sources[$0] != .builtInDefault })
     }
 
