@@ -708,11 +708,20 @@ public final class Engine: @unchecked Sendable {
 
     private func carryOut(_ decisions: [PolicyDecision], for id: JobID, error: FerryError, expectedState: JobState) {
         guard let job = jobs[id], job.state == expectedState else { return }
-        for decision in decisions where decision.status != 0 {
+        for decision in decisions where decision.status != 0 && decision.status != 1 {
             logger.error("error policy failed", metadata: ["job": "\(id)", "plugin": "\(decision.plugin)", "status": "\(decision.status)", "error": "\(decision.message)"])
         }
         let stamp = ISO8601DateFormatter().string(from: Date())
         guard let acting = decisions.last(where: { $0.status == 0 && !$0.actions.isEmpty }) else {
+            // RETRY_LATER (1): BITS calls a callback again until it answers; here after 5 s, while the error lasts.
+            if let waiting = decisions.first(where: { $0.status == 1 }) {
+                logger.info("error policy asked to be called again", metadata: ["job": "\(id)", "plugin": "\(waiting.plugin)"])
+                let again = UncheckedSendable { [unowned self] in
+                    if let current = self.jobs[id], current.state == expectedState { self.consultErrorPolicies(about: current) }
+                }
+                validationQueue(for: id).asyncAfter(deadline: .now() + 5) { [weak self] in self?.post { again.value() } }
+                return
+            }
             let names = decisions.map(\.plugin).joined(separator: ", ")
             _ = try? apply(.recordPolicyDecision("\(stamp) \(error.code): no policy acted (\(names)); the error stands", resumes: false), to: id)
             return

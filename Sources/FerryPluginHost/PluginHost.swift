@@ -223,7 +223,8 @@ public final class PluginHost: @unchecked Sendable {
                 HostTable.withErrorInfo(error) { info in callback(instance, job, info, errorBuffer.pointer, errorBuffer.size) }
             }
             decisions.append(PolicyDecision(plugin: plugin.name, actions: scope.actions, status: status, message: text))
-            if status == FERRY_OK, !scope.actions.isEmpty { break }
+            // The first that acts wins; one that asks to be called later stops the round too.
+            if (status == FERRY_OK && !scope.actions.isEmpty) || status == FERRY_RETRY_LATER { break }
         }
         return decisions
     }

@@ -77,4 +77,18 @@ final class ErrorPolicyTests: XCTestCase {
         XCTAssertEqual(job.policyResumes, 3)
         XCTAssertEqual(h.server.requests(for: "/missing.bin").count, 4, "the first try and three automatic resumes")
     }
+
+    func testAPolicyAskingToBeCalledLaterIsCalledAgain() throws {
+        h.tearDown()
+        let fixtures = try TemporaryDirectory("ferry-policy")
+        defer { fixtures.remove() }
+        let path = try PluginBuilder.build("Tests/Fixtures/plugins/always_resume.c", name: "ferry-later", in: fixtures.path, defines: ["RETRY_FIRST"])
+        h = try EngineHarness {
+            $0.plugins = [PluginSpec(reference: path)]
+            $0.maxPolicyResumes = 1
+        }
+        let id = try h.startJob([("/missing.bin", "missing.bin")])
+        XCTAssertTrue(try waitUntil(timeout: 20) { try h.engine.job(id).policyResumes == 1 }, "called again after RETRY_LATER, then it resumed")
+        XCTAssertEqual(h.server.requests(for: "/missing.bin").count >= 2, true)
+    }
 }

@@ -1,4 +1,5 @@
-/* An error policy for tests that resumes every job in ERROR, forever. */
+/* An error policy for tests that resumes every job in ERROR, forever.
+ * With -DRETRY_FIRST it first answers RETRY_LATER once. */
 #include <ferry_plugin.h>
 #include <stddef.h>
 
@@ -13,6 +14,10 @@ static ferry_status create(const ferry_host *h, const ferry_kv *config, size_t c
 
 static ferry_status job_error(void *instance, const ferry_job *job, const ferry_error_info *info, char *error, size_t size) {
     (void)instance; (void)info; (void)error; (void)size;
+#ifdef RETRY_FIRST
+    static int calls;
+    if (calls++ == 0) return FERRY_RETRY_LATER;
+#endif
     return host->job_resume(job);
 }
 
