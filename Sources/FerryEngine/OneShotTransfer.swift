@@ -238,8 +238,37 @@ final class SignalLatch: @unchecked Sendable {
     }
 }
 
-/// Progress on standard error: a bar that redraws itself on a terminal, plain lines elsewhere.
-final class ProgressOutput: @unchecked Sendable {
+/// What a progress display shows of a job, whichever side (engine or agent) reports it.
+public struct ProgressSnapshot: Sendable, Equatable {
+    public var state: String
+    public var bytesTransferred: UInt64
+    /// `nil` while any size is unknown.
+    public var bytesTotal: UInt64?
+    public var filesTransferred: Int
+    public var filesTotal: Int
+    /// In TRANSIENT_ERROR: seconds until the retry, and the error's code.
+    public var retry: (seconds: Int, code: String)?
+
+    public init(state: String, bytesTransferred: UInt64, bytesTotal: UInt64?, filesTransferred: Int, filesTotal: Int,
+                retry: (seconds: Int, code: String)? = nil) {
+        self.state = state
+        self.bytesTransferred = bytesTransferred
+        self.bytesTotal = bytesTotal
+        self.filesTransferred = filesTransferred
+        self.filesTotal = filesTotal
+        self.retry = retry
+    }
+
+    public static func == (lhs: ProgressSnapshot, rhs: ProgressSnapshot) -> Bool {
+        lhs.state == rhs.state && lhs.bytesTransferred == rhs.bytesTransferred && lhs.bytesTotal == rhs.bytesTotal
+            && lhs.filesTransferred == rhs.filesTransferred && lhs.filesTotal == rhs.filesTotal
+            && lhs.retry?.seconds == rhs.retry?.seconds && lhs.retry?.code == rhs.retry?.code
+    }
+}
+
+/// Progress on standard error: a bar that redraws itself on a terminal, plain lines elsewhere
+/// (one per state change, and at least every 5 seconds). Shared by both ways of `ferry transfer`.
+public final class ProgressOutput: @unchecked Sendable {
     private let isTerminal = isatty(STDERR_FILENO) == 1
     private var barShown = false
     private var lastPlainLine = Date.distantPast
@@ -247,8 +276,20 @@ final class ProgressOutput: @unchecked Sendable {
     private var lastSample = Date()
     private var rate: Double = 0
 
+    public init() {}
+
     func progress(_ job: Job, elapsed: Double, stateChanged: Bool) {
         let p = job.progress
+        let retry = job.state == .transientError ? job.lastError.map { error in
+            (seconds: job.retryAt.map { max(0, Int($0.timeIntervalSinceNow.rounded(.up))) } ?? 0, code: error.code.rawValue)
+        } : nil
+        show(ProgressSnapshot(state: job.state.rawValue, bytesTransferred: p.bytesTransferred, bytesTotal: p.bytesTotal,
+                              filesTransferred: p.filesTransferred, filesTotal: p.filesTotal, retry: retry),
+             elapsed: elapsed, stateChanged: stateChanged)
+    }
+
+    /// Draws one update.
+    public func show(_ p: ProgressSnapshot, elapsed: Double, stateChanged: Bool) {
         let now = Date()
         let dt = now.timeIntervalSince(lastSample)
         if dt >= 0.5 {
@@ -257,11 +298,7 @@ final class ProgressOutput: @unchecked Sendable {
             lastBytes = p.bytesTransferred
             lastSample = now
         }
-        var detail = "\(job.state.rawValue)"
-        if job.state == .transientError, let error = job.lastError {
-            let wait = job.retryAt.map { max(0, Int($0.timeIntervalSince(now).rounded(.up))) } ?? 0
-            detail = "retrying in \(wait) s after \(error.code)"
-        }
+        let detail = p.retry.map { "retrying in \($0.seconds) s after \($0.code)" } ?? p.state
         if isTerminal {
             let fraction = p.bytesTotal.map { $0 == 0 ? 1 : Double(p.bytesTransferred) / Double($0) }
             let width = 30
@@ -269,7 +306,7 @@ final class ProgressOutput: @unchecked Sendable {
             let bar = String(repeating: "#", count: min(width, filled)) + String(repeating: ".", count: max(0, width - filled))
             let percent = fraction.map { String(format: "%3d%%", Int($0 * 100)) } ?? " ?? "
             let total = p.bytesTotal.map { ProgressOutput.bytes($0) } ?? "?"
-            let line = "[\(bar)] \(percent) \(ProgressOutput.bytes(p.bytesTransferred))/\(total) \(ProgressOutput.bytes(UInt64(rate)))/s \(p.filesTransferred)/\(p.filesTotal) files \(detail)"
+            let line = "[\(bar)] \(percent) \(ProgressOutput.bytes(p.bytesTransferred))/\(total) \(ProgressOutput.bytes(UInt64(max(0, rate))))/s \(p.filesTransferred)/\(p.filesTotal) files \(detail)"
             write("\r\u{1B}[K" + line)
             barShown = true
         } else if stateChanged || now.timeIntervalSince(lastPlainLine) >= 5 {
@@ -279,14 +316,15 @@ final class ProgressOutput: @unchecked Sendable {
         }
     }
 
-    func finishLine() {
+    /// Ends the bar's line, so that what follows starts on a fresh one.
+    public func finishLine() {
         if barShown { write("\n") }
         barShown = false
     }
 
-    func line(_ text: String) { write(text + "\n") }
+    public func line(_ text: String) { write(text + "\n") }
 
-    func error(_ text: String) {
+    public func error(_ text: String) {
         finishLine()
         write(text + "\n")
     }
@@ -295,7 +333,7 @@ final class ProgressOutput: @unchecked Sendable {
         FileHandle.standardError.write(Data(text.utf8))
     }
 
-    static func bytes(_ count: UInt64) -> String {
+    public static func bytes(_ count: UInt64) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var value = Double(count)
         var unit = 0

@@ -62,7 +62,7 @@ struct AgentTransfer {
 
     private func wait(for id: String, interrupted: InterruptLatch) -> Int32 {
         let started = Date()
-        let output = JobProgressLine()
+        let output = ProgressOutput()
         var lastState: JobState?
         while true {
             if interrupted.fired {
@@ -80,7 +80,7 @@ struct AgentTransfer {
                 }
                 return link.fail(error, job: id).rawValue
             }
-            if !quiet { output.show(job, elapsed: Date().timeIntervalSince(started), stateChanged: job.state != lastState) }
+            if !quiet { output.show(ProgressSnapshot(job), elapsed: Date().timeIntervalSince(started), stateChanged: job.state != lastState) }
             lastState = job.state
             switch job.state {
             case .transferred:
@@ -129,60 +129,13 @@ struct AgentTransfer {
     }
 }
 
-/// A job's progress on standard error: a bar that redraws itself on a terminal, a line
-/// per state change (and at least every 5 seconds) elsewhere. The same display as the
-/// in-process `ferry transfer`, drawn from the API's documents.
-final class JobProgressLine {
-    private let isTerminal = isatty(STDERR_FILENO) == 1
-    private var barShown = false
-    private var lastPlainLine = Date.distantPast
-    private var lastBytes: UInt64 = 0
-    private var lastSample = Date()
-    private var rate: Double = 0
-
-    /// Draws the job's progress.
-    /// - Parameters:
-    ///   - job: the job as the agent last reported it.
-    ///   - elapsed: seconds since the run started.
-    ///   - stateChanged: whether the state differs from the last call's (forces a plain line).
-    func show(_ job: JobDocument, elapsed: Double, stateChanged: Bool) {
-        let progress = job.progress
-        let now = Date()
-        let interval = now.timeIntervalSince(lastSample)
-        if interval >= 0.5 {
-            let delta = Double(progress.bytesTransferred &- min(lastBytes, progress.bytesTransferred))
-            rate = rate == 0 ? delta / interval : 0.6 * rate + 0.4 * delta / interval
-            lastBytes = progress.bytesTransferred
-            lastSample = now
-        }
-        var detail = job.state.rawValue
-        if job.state == .transientError, let error = job.error {
-            let wait = job.retryAt.map { max(0, Int($0.timeIntervalSince(now).rounded(.up))) } ?? 0
-            detail = "retrying in \(wait) s after \(error.code)"
-        }
-        if isTerminal {
-            let fraction = progress.bytesTotal.map { $0 == 0 ? 1 : Double(progress.bytesTransferred) / Double($0) }
-            let width = 30
-            let filled = fraction.map { Int(($0 * Double(width)).rounded(.down)) } ?? 0
-            let bar = String(repeating: "#", count: min(width, filled)) + String(repeating: ".", count: max(0, width - filled))
-            let percent = fraction.map { String(format: "%3d%%", Int($0 * 100)) } ?? " ?? "
-            let total = progress.bytesTotal.map(Format.bytes) ?? "?"
-            write("\r\u{1B}[K[\(bar)] \(percent) \(Format.bytes(progress.bytesTransferred))/\(total) \(Format.bytes(UInt64(max(0, rate))))/s \(Format.files(progress)) files \(detail)")
-            barShown = true
-        } else if stateChanged || now.timeIntervalSince(lastPlainLine) >= 5 {
-            lastPlainLine = now
-            let total = progress.bytesTotal.map { String($0) } ?? "?"
-            write("\(String(format: "%.1f", elapsed))s \(detail) \(progress.bytesTransferred)/\(total) bytes \(Format.files(progress)) files\n")
-        }
-    }
-
-    /// Ends the bar's line, so that what follows starts on a fresh one.
-    func finishLine() {
-        if barShown { write("\n") }
-        barShown = false
-    }
-
-    private func write(_ text: String) {
-        FileHandle.standardError.write(Data(text.utf8))
+extension ProgressSnapshot {
+    /// What the agent reports of a job, for the shared progress display.
+    init(_ job: JobDocument) {
+        let retry = job.state == .transientError ? job.error.map { error in
+            (seconds: job.retryAt.map { max(0, Int($0.timeIntervalSinceNow.rounded(.up))) } ?? 0, code: error.code)
+        } : nil
+        self.init(state: job.state.rawValue, bytesTransferred: job.progress.bytesTransferred, bytesTotal: job.progress.bytesTotal,
+                  filesTransferred: job.progress.filesTransferred, filesTotal: job.progress.filesTotal, retry: retry)
     }
 }
