@@ -428,7 +428,7 @@ def report(res, doc):
     w("### Exact commands")
     w("")
     w("`$WORK` is the work directory (default `${TMPDIR:-/tmp}/ferry-bench`), `$PORT` the free port the private "
-      "nginx listened on, `$SOCK` = `$WORK/run/ferryd.sock`; `ferry` and `ferryd` are the release binaries. "
+      "nginx listened on; `ferry` and `ferryd` are the release binaries. "
       "Before every run: `rm -rf $WORK/out && mkdir -p $WORK/out && sync`. Each command ran under "
       "`/usr/bin/time -f '%e %U %S %M'`.")
     w("")
