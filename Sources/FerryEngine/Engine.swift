@@ -693,7 +693,7 @@ public final class Engine: @unchecked Sendable {
         guard let error = job.lastError else { return }
         let policies = plugins.errorPolicies(for: job, transient: job.state == .transientError)
         guard !policies.isEmpty else { return }
-        let view = PluginJobView(job: job, temporaryPaths: job.files.indices.map { job.temporaryPath(ofFile: $0) })
+        let view = PluginJobView(job: job)
         let plugins = self.plugins
         let state = job.state
         let id = job.id
@@ -769,7 +769,7 @@ public final class Engine: @unchecked Sendable {
         }
         let length = transfer.file.snapshot.length
         job = Engine.withFinishedFile(job, index: index, length: length)
-        let view = PluginJobView(job: job, temporaryPaths: job.files.indices.map { job.temporaryPath(ofFile: $0) },
+        let view = PluginJobView(job: job,
                                  digests: [index: digests], completeFiles: [index])
         let queue = validationQueue(for: id)
         let plugins = self.plugins

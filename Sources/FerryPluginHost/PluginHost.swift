@@ -41,16 +41,13 @@ public final class LoadedPlugin: @unchecked Sendable {
 /// What a plugin sees of a job during one callback.
 public struct PluginJobView: Sendable {
     public var job: Job
-    /// Where each file's bytes are now.
-    public var temporaryPaths: [String]
     /// Digests the host computed while bytes streamed in, by file index.
     public var digests: [Int: [DigestName: [UInt8]]]
     /// Files whose bytes are all on disk: only these may be given a validation state.
     public var completeFiles: Set<Int>
 
-    public init(job: Job, temporaryPaths: [String], digests: [Int: [DigestName: [UInt8]]] = [:], completeFiles: Set<Int> = []) {
+    public init(job: Job, digests: [Int: [DigestName: [UInt8]]] = [:], completeFiles: Set<Int> = []) {
         self.job = job
-        self.temporaryPaths = temporaryPaths
         self.digests = digests
         self.completeFiles = completeFiles
     }
