@@ -892,7 +892,9 @@ public final class Engine: @unchecked Sendable {
         do { stored = try store.loadJobs() } catch {
             throw FerryError(code: .localFileError, context: .queueManager, message: "cannot read the job store: \(error)")
         }
+        var changed: [Job] = []
         for var job in stored {
+            let recorded = job
             if job.state.isFinal {
                 try? store.delete(job.id)
                 continue
@@ -911,9 +913,12 @@ public final class Engine: @unchecked Sendable {
                 nextQueueNumber += 1
                 queueOrder[job.id] = nextQueueNumber
             }
-            try? store.save(job)
+            // Only what recovery changed is written back, in one transaction: an agent with many
+            // jobs must not pay one commit per job before it serves.
+            if job != recorded { changed.append(job) }
         }
-        if !jobs.isEmpty { logger.info("jobs recovered", metadata: ["count": "\(jobs.count)"]) }
+        if !changed.isEmpty { try? store.save(changed) }
+        if !jobs.isEmpty { logger.info("jobs recovered", metadata: ["count": "\(jobs.count)", "rewritten": "\(changed.count)"]) }
     }
 
     /// Makes a file's record and its temporary agree after a stop of any kind.
