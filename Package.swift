@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "ferry-size", type: .dynamic, targets: ["FerrySizePlugin"]),
         .library(name: "ferry-signature", type: .dynamic, targets: ["FerrySignaturePlugin"]),
         .library(name: "ferry-range-fallback", type: .dynamic, targets: ["FerryRangeFallbackPlugin"]),
+        .library(name: "ferry-retry-backoff", type: .dynamic, targets: ["FerryRetryBackoffPlugin"]),
+        .library(name: "ferry-mirror-failover", type: .dynamic, targets: ["FerryMirrorFailoverPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -78,6 +80,8 @@ let package = Package(
         .target(name: "FerrySizePlugin", dependencies: ["FerryPluginKit"], path: "Plugins/size"),
         .target(name: "FerrySignaturePlugin", dependencies: ["FerryPluginKit", "FerryCrypto"], path: "Plugins/signature"),
         .target(name: "FerryRangeFallbackPlugin", dependencies: ["FerryPluginKit", "FerryPluginABI"], path: "Plugins/range-fallback"),
+        .target(name: "FerryRetryBackoffPlugin", dependencies: ["FerryPluginKit", "FerryPluginABI"], path: "Plugins/retry-backoff"),
+        .target(name: "FerryMirrorFailoverPlugin", dependencies: ["FerryPluginKit", "FerryPluginABI"], path: "Plugins/mirror-failover"),
 
         // ---- executables ------------------------------------------------------------
         .executableTarget(

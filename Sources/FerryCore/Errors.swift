@@ -31,6 +31,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Codable, Sendable, CustomSt
     public static let unsupportedURL = ErrorCode(rawValue: "UNSUPPORTED_URL")
     /// TLS failed: handshake, certificate verification, or a refused downgrade.
     public static let tlsError = ErrorCode(rawValue: "TLS_ERROR")
+    /// An `https` URL redirected to plain `http`; refused, as a downgrade.
+    public static let insecureRedirect = ErrorCode(rawValue: "INSECURE_REDIRECT")
     /// The transport failed in a way not covered by a more precise code.
     public static let transportError = ErrorCode(rawValue: "TRANSPORT_ERROR")
     /// A validator set the file invalid (`BG_E_VALIDATION_FAILED`); reserved for validators.

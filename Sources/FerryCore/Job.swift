@@ -57,6 +57,28 @@ public struct JobFile: Codable, Equatable, Sendable {
         self.isCommitted = false
     }
 
+    /// The property that lists a file's alternative URLs, separated by spaces.
+    public static let mirrorsProperty = "mirrors"
+
+    /// Alternative URLs serving the same bytes (the `mirrors` property), in the order given.
+    public var mirrors: [String] {
+        get { (properties[JobFile.mirrorsProperty] ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init) }
+        set { properties[JobFile.mirrorsProperty] = newValue.isEmpty ? nil : newValue.joined(separator: " ") }
+    }
+
+    /// Every URL the file may come from: the current one first, then its mirrors.
+    public var candidateURLs: [String] { [remoteURL] + mirrors.filter { $0 != remoteURL } }
+
+    /// Makes `url` the file's source. When `url` is one of its mirrors, the current URL takes
+    /// its place in the list, so no candidate is ever lost.
+    public mutating func switchSource(to url: String) {
+        guard url != remoteURL else { return }
+        var list = mirrors
+        if let position = list.firstIndex(of: url) { list[position] = remoteURL }
+        mirrors = list
+        remoteURL = url
+    }
+
     /// Forget everything learnt about the remote file: the next transfer starts from zero.
     public mutating func resetProgress() {
         bytesTransferred = 0
@@ -121,9 +143,21 @@ public struct Job: Codable, Equatable, Sendable {
     public internal(set) var history: [String] = []
     /// How many times an error policy resumed this job (bounded by the engine).
     public internal(set) var policyResumes: Int = 0
+    /// BITS' `DYNAMIC_CONTENT`: the files need no size and no ranges; an interrupted file
+    /// starts again from zero. Pair it with ``maxFileBytes``.
+    public internal(set) var dynamicContent: Bool = false
+    /// The most bytes any one file of this job may have; `nil` for the agent's limit only.
+    public internal(set) var maxFileBytes: UInt64?
+    /// A PEM file of certificate authorities trusted for this job's `https` URLs, in addition
+    /// to the system's. Verification itself can never be turned off.
+    public internal(set) var tlsCAFile: String?
+    /// A public key the job's `https` servers must present (`sha256//<base64>`, as libcurl's
+    /// pinned public key); `nil` for no pin.
+    public internal(set) var tlsPinnedPublicKey: String?
 
-    /// The floor BITS puts on the minimum retry delay, in seconds.
-    public static let minimumRetryDelayFloor: Double = 5
+    /// The floor on the minimum retry delay, in seconds: low enough for a `Retry-After: 2` to
+    /// be honoured as asked, high enough that no job hammers a server.
+    public static let minimumRetryDelayFloor: Double = 1
     /// BITS' default minimum retry delay: 600 s.
     public static let defaultMinimumRetryDelay: Double = 600
     /// BITS' default no-progress timeout: 14 days.
@@ -165,6 +199,7 @@ public struct Job: Codable, Equatable, Sendable {
         case id, displayName, description, owner, priority, state, creationTime, modificationTime
         case transferCompletionTime, minimumRetryDelay, noProgressTimeout, lastError, retryAt, noProgressSince
         case customHeaders, properties, autoComplete, notifyFlags, notifyCommand, activeSeconds, history, policyResumes
+        case dynamicContent, maxFileBytes, tlsCAFile, tlsPinnedPublicKey
     }
 
     public init(from decoder: any Decoder) throws {
@@ -192,6 +227,10 @@ public struct Job: Codable, Equatable, Sendable {
         activeSeconds = try c.decodeIfPresent(Double.self, forKey: .activeSeconds) ?? 0
         history = try c.decodeIfPresent([String].self, forKey: .history) ?? []
         policyResumes = try c.decodeIfPresent(Int.self, forKey: .policyResumes) ?? 0
+        dynamicContent = try c.decodeIfPresent(Bool.self, forKey: .dynamicContent) ?? false
+        maxFileBytes = try c.decodeIfPresent(UInt64.self, forKey: .maxFileBytes)
+        tlsCAFile = try c.decodeIfPresent(String.self, forKey: .tlsCAFile)
+        tlsPinnedPublicKey = try c.decodeIfPresent(String.self, forKey: .tlsPinnedPublicKey)
     }
 
     /// Rebuilds a job from its persisted header (encoded without files) and its file rows.

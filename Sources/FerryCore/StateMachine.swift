@@ -20,8 +20,15 @@ public enum JobEvent: Equatable, Sendable {
     /// Swaps a case-sensitive URL prefix on every file not yet transferred (BITS' ReplaceRemotePrefix).
     case replaceRemotePrefix(old: String, new: String)
     case setAutoComplete(Bool)
-    /// Points one file at another URL (BITS' `SetRemoteName`).
+    /// Points one file at another URL (BITS' `SetRemoteName`). A URL that is one of the
+    /// file's mirrors swaps places with the current one.
     case setRemoteURL(file: Int, url: String)
+    /// Adds alternative URLs for one file (its `mirrors` property); duplicates are ignored.
+    case addMirrors(file: Int, urls: [String])
+    /// BITS' `DYNAMIC_CONTENT`, and the most bytes a file of the job may have (`nil`: no job limit).
+    case setDynamicContent(Bool, maxFileBytes: UInt64?)
+    /// A CA file trusted in addition to the system's, and a public key pin, for `https` (`nil`: none).
+    case setTLSOptions(caFile: String?, pinnedPublicKey: String?)
 
     // ---- news from the queue manager and the transport ---------------------
     /// The scheduler gave the job its turn: `QUEUED` → `CONNECTING`.
@@ -49,6 +56,12 @@ public enum JobEvent: Equatable, Sendable {
     case addActiveTime(Double)
     /// An error policy's decision, kept in the job's history; `resumes` when it resumes the job.
     case recordPolicyDecision(String, resumes: Bool)
+    /// An error policy asked for the next retry of a job in `TRANSIENT_ERROR` to wait this
+    /// many seconds from now. It can only postpone: never sooner than the retry already due.
+    case setRetryDelay(Double)
+    /// The engine starts a file from another of its candidate URLs (a healthier mirror);
+    /// nothing was fetched yet, so nothing stops.
+    case useSource(file: Int, url: String)
     /// The agent started again after a stop: a job that was moving bytes goes back to the queue.
     case restarted
 }
@@ -275,9 +288,61 @@ extension Job {
             guard !files[index].isTransferred else {
                 throw FerryError(code: .invalidState, context: .queueManager, message: "file \(index) is already transferred")
             }
-            files[index].remoteURL = url
+            files[index].switchSource(to: url)
             touch(now)
             return state.isActive ? [.stopTransfers, .enqueue] : []
+
+        case .addMirrors(let index, let urls):
+            try requireNotFinal("add mirrors to")
+            guard files.indices.contains(index) else {
+                throw FerryError(code: .invalidArgument, context: .queueManager, message: "the job has no file \(index)")
+            }
+            guard let bad = urls.first(where: { $0.isEmpty || $0.contains(where: \.isWhitespace) }) else {
+                var list = files[index].mirrors
+                for url in urls where url != files[index].remoteURL && !list.contains(url) { list.append(url) }
+                files[index].mirrors = list
+                touch(now)
+                return []
+            }
+            throw FerryError(code: .invalidArgument, context: .queueManager, message: "a mirror URL may not be empty or contain spaces: '\(bad)'")
+
+        case .setDynamicContent(let enabled, let limit):
+            try requireNotFinal("change dynamic content of")
+            if limit == 0 {
+                throw FerryError(code: .invalidArgument, context: .queueManager, message: "the maximum file size must be at least 1 byte (leave it out for no job limit)")
+            }
+            dynamicContent = enabled
+            maxFileBytes = limit
+            touch(now)
+            return []
+
+        case .setTLSOptions(let caFile, let pin):
+            try requireNotFinal("change the TLS options of")
+            if let caFile, !caFile.hasPrefix("/") {
+                throw FerryError(code: .invalidArgument, context: .queueManager, message: "the CA file must be an absolute path, got '\(caFile)'")
+            }
+            if let pin, !pin.hasPrefix("sha256//") || pin.count < 12 {
+                throw FerryError(code: .invalidArgument, context: .queueManager,
+                                 message: "a public key pin is 'sha256//' and the base64 SHA-256 of the key, got '\(pin)'")
+            }
+            tlsCAFile = caFile
+            tlsPinnedPublicKey = pin
+            touch(now)
+            return []
+
+        case .useSource(let index, let url):
+            guard state.isActive, files.indices.contains(index), !files[index].isTransferred,
+                  files[index].candidateURLs.contains(url) else { return [] }
+            files[index].switchSource(to: url)
+            return []
+
+        case .setRetryDelay(let seconds):
+            guard state == .transientError, seconds.isFinite, seconds >= 0 else { return [] }
+            let at = now.addingTimeInterval(seconds)
+            guard at > (retryAt ?? .distantPast) else { return [] }
+            retryAt = at
+            // The engine's timers read retryAt; no new scheduleRetry, which would ask the policies again.
+            return []
 
         case .scheduled:
             guard state == .queued else { return [] }

@@ -66,6 +66,10 @@ public final class Engine: @unchecked Sendable {
     private var lastProgressEvent: [JobID: Date] = [:]
     private var activeSince: [JobID: Date] = [:]
     private var observers: [UUID: @Sendable (EngineEvent) -> Void] = [:]
+    /// What is known of every source (mirror origin), by origin; written to the store in batches.
+    private var sourceHealth: [String: SourceHealth] = [:]
+    private var changedSources: Set<String> = []
+    private var lastSourceFlush = Date()
 
     // ---- cross-thread ---------------------------------------------------------------
     private let commands = Mutex<[@Sendable () -> Void]>([])
@@ -192,6 +196,46 @@ public final class Engine: @unchecked Sendable {
         return job
     }
 
+    /// Adds alternative URLs for one file (its `mirrors` property). Each must be an
+    /// `http`, `https` or `file` URL; the engine starts the file from the healthiest one and
+    /// the `mirror-failover` policy switches between them on errors.
+    public func addMirrors(_ id: JobID, file: Int, urls: [String]) throws(FerryError) -> Job {
+        guard !urls.isEmpty else {
+            throw FerryError(code: .invalidArgument, context: .queueManager, message: "no mirror URLs given")
+        }
+        let owner = try job(id).owner
+        for url in urls { _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/x"), owner: owner, checkDirectory: false) }
+        return try call(.addMirrors(file: file, urls: urls), id)
+    }
+
+    /// BITS' `DYNAMIC_CONTENT`: no size or ranges needed, an interrupted file starts again from
+    /// zero; `maxFileBytes` bounds every file of the job (`nil`: the agent's limit only).
+    public func setDynamicContent(_ id: JobID, _ enabled: Bool, maxFileBytes: UInt64?) throws(FerryError) -> Job {
+        try call(.setDynamicContent(enabled, maxFileBytes: maxFileBytes), id)
+    }
+
+    /// Adds a CA file the job's `https` servers may chain to, and/or a public key they must
+    /// present. Nothing here can weaken verification. `nil` removes an option.
+    public func setTLSOptions(_ id: JobID, caFile: String?, pinnedPublicKey: String?) throws(FerryError) -> Job {
+        if let caFile {
+            let owner = try job(id).owner
+            // libcurl reads the file as the agent: the owner must be able to read it too.
+            try OwnerIdentity.run(as: owner) { () throws(FerryError) in
+                let fd = open(caFile, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+                guard fd >= 0 else {
+                    throw FerryError(code: .invalidArgument, context: .localFile, message: "cannot read the CA file \(caFile) as uid \(owner): \(errnoText())")
+                }
+                close(fd)
+            }
+        }
+        return try call(.setTLSOptions(caFile: caFile, pinnedPublicKey: pinnedPublicKey), id)
+    }
+
+    /// What the engine remembers of every source it fetched from, by origin.
+    public func sources() -> [SourceHealth] {
+        (try? onLoop { engine throws(FerryError) in engine.sourceHealth.values.sorted { $0.origin < $1.origin } }) ?? []
+    }
+
     /// Points one file at another URL (BITS' `SetRemoteName`).
     public func setRemoteURL(_ id: JobID, file: Int, url: String) throws(FerryError) -> Job {
         _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/x"), owner: 0, checkDirectory: false)
@@ -290,11 +334,13 @@ public final class Engine: @unchecked Sendable {
                 schedule(now: now)
             }
             checkpointIdleTransfers(now: now)
+            if !changedSources.isEmpty, now.timeIntervalSince(lastSourceFlush) >= 2 { flushSourceHealth() }
             loop.runOnce(timeoutMilliseconds: pollTimeout(now: now))
         }
         // Stopping: keep states, stop the transfers, flush what they wrote.
         let stopping = running.values.reduce(0) { $0 + $1.count }
         for id in Array(running.keys) { stopTransfers(of: id) }
+        flushSourceHealth()
         if stopping > 0 { logger.info("transfers stopped for shutdown", metadata: ["count": "\(stopping)"]) }
         let leftovers = commands.withLock { queue -> [@Sendable () -> Void] in
             let taken = queue
@@ -575,8 +621,20 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    private func startFile(_ index: Int, of job: Job, now: Date) throws(FerryError) {
-        let file = job.files[index]
+    private func startFile(_ index: Int, of original: Job, now: Date) throws(FerryError) {
+        var job = original
+        // A file with mirrors that has no bytes yet starts from the healthiest of its sources.
+        if job.files[index].bytesTransferred == 0, !job.files[index].mirrors.isEmpty {
+            let best = preferredSource(of: job.files[index])
+            if best != job.files[index].remoteURL, let updated = try? apply(.useSource(file: index, url: best), to: job.id, files: [index]) {
+                logger.info("starting file from a healthier source", metadata: ["job": "\(job.id)", "file": "\(index)", "url": "\(best)"])
+                job = updated
+            }
+        }
+        var file = job.files[index]
+        // Dynamic content: no ranges, no size to rely on. Whatever an earlier try left is dropped.
+        let restartsFromZero = job.dynamicContent && file.bytesTransferred > 0
+        if job.dynamicContent { file.resetProgress() }
         try Engine.checkLocalSourceReadable(file.remoteURL, owner: job.owner)
         let temporary = try OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
             try TemporaryFile(path: job.temporaryPath(ofFile: index), length: file.bytesTransferred,
@@ -586,17 +644,78 @@ public final class Engine: @unchecked Sendable {
                                       ifRange: file.remoteETag ?? file.remoteLastModified, headers: job.customHeaders,
                                       connectTimeoutSeconds: configuration.connectTimeoutSeconds,
                                       stallTimeoutSeconds: configuration.stallTimeoutSeconds)
+        request.caFile = job.tlsCAFile
+        request.pinnedPublicKey = job.tlsPinnedPublicKey
         let cap = configuration.backgroundCap(atMinute: Engine.localMinuteOfDay(now))
         if job.priority.isBackground, cap > 0 {
             let backgroundTransfers = running.filter { jobs[$0.key]?.priority.isBackground ?? false }.reduce(0) { $0 + $1.value.count }
             request.maxBytesPerSecond = max(1024, cap / Int64(backgroundTransfers + 1))
         }
+        let limit = [configuration.maxFileBytes, job.maxFileBytes].compactMap { $0 }.min()
         let fileTransfer = try FileTransfer(engine: self, jobID: job.id, fileIndex: index, file: temporary, request: request,
-                                            jobFile: file, mayRestartWithoutRanges: job.priority == .foreground,
-                                            maxFileBytes: configuration.maxFileBytes, now: now)
+                                            jobFile: file, mayRestartWithoutRanges: job.priority == .foreground || job.dynamicContent,
+                                            restartsFromZero: restartsFromZero, maxFileBytes: limit, now: now)
         fileTransfer.transfer = try loop.start(request, delegate: fileTransfer)
         running[job.id, default: [:]][index] = fileTransfer
         logger.debug("transfer started", metadata: ["job": "\(job.id)", "file": "\(index)", "offset": "\(request.offset)"])
+    }
+
+    // MARK: - Source health
+
+    /// The candidate URL to start a file from: fewest failures since the last success, then
+    /// clearly faster, then the order given.
+    private func preferredSource(of file: JobFile) -> String {
+        let candidates = file.candidateURLs.enumerated().map { (url: $0.element, position: $0.offset) }
+        let best = candidates.min { a, b in
+            SourceHealth.preferred((health(of: a.url), a.position), (health(of: b.url), b.position))
+        }
+        return best?.url ?? file.remoteURL
+    }
+
+    private func health(of url: String) -> SourceHealth? {
+        SourceHealth.origin(of: url).flatMap { sourceHealth[$0] }
+    }
+
+    /// What error policies may know of the sources of the file an error concerns.
+    private func sourceHealth(for job: Job, file index: Int?) -> [String: SourceHealth] {
+        guard let index, job.files.indices.contains(index) else { return [:] }
+        var known: [String: SourceHealth] = [:]
+        for url in job.files[index].candidateURLs {
+            if let origin = SourceHealth.origin(of: url), let health = sourceHealth[origin] { known[origin] = health }
+        }
+        return known
+    }
+
+    private func recordSourceOutcome(_ url: String, success: (bytes: UInt64, seconds: Double)?) {
+        guard let origin = SourceHealth.origin(of: url) else { return }
+        var health = sourceHealth[origin] ?? SourceHealth(origin: origin)
+        if let success {
+            health.recordSuccess(at: Date(), bytes: success.bytes, seconds: success.seconds)
+        } else {
+            health.recordFailure(at: Date())
+        }
+        sourceHealth[origin] = health
+        changedSources.insert(origin)
+    }
+
+    private func recordSourceSuccess(_ transfer: FileTransfer) {
+        let bytes = transfer.file.snapshot.length - min(transfer.file.snapshot.length, transfer.request.offset)
+        recordSourceOutcome(transfer.request.url, success: (bytes, Date().timeIntervalSince(transfer.startedAt)))
+    }
+
+    /// Writes the sources whose health changed, in one transaction, off the engine's thread.
+    private func flushSourceHealth() {
+        lastSourceFlush = Date()
+        guard !changedSources.isEmpty else { return }
+        let changed = changedSources.compactMap { sourceHealth[$0] }
+        changedSources.removeAll()
+        let store = self.store
+        let logger = self.logger
+        durability.async {
+            do { try store.saveSourceHealth(changed) } catch {
+                logger.error("cannot record the sources' health", metadata: ["error": "\(error)"])
+            }
+        }
     }
 
     /// Stops every transfer of a job and flushes what each wrote.
@@ -646,6 +765,10 @@ public final class Engine: @unchecked Sendable {
         // The job's record of the file follows what the temporary really holds.
         fileProgressed(transfer)
         logger.warning("transfer failed", metadata: ["job": "\(transfer.jobID)", "file": "\(transfer.fileIndex)", "error": "\(failure)"])
+        // The source is to blame for what came (or did not come) over the wire; not for a full disk.
+        if failure.context == .remoteFile || failure.context == .transport, failure.code != .insufficientRangeSupport {
+            recordSourceOutcome(transfer.request.url, success: nil)
+        }
         _ = try? apply(.failed(failure), to: transfer.jobID)
     }
 
@@ -693,7 +816,7 @@ public final class Engine: @unchecked Sendable {
         guard let error = job.lastError else { return }
         let policies = plugins.errorPolicies(for: job, transient: job.state == .transientError)
         guard !policies.isEmpty else { return }
-        let view = PluginJobView(job: job)
+        let view = PluginJobView(job: job, sourceHealth: sourceHealth(for: job, file: error.fileIndex))
         let plugins = self.plugins
         let state = job.state
         let id = job.id
@@ -744,6 +867,7 @@ public final class Engine: @unchecked Sendable {
                     _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/x"), owner: 0, checkDirectory: false)
                     _ = try apply(.setRemoteURL(file: file, url: url), to: id)
                 case .resume: _ = try apply(.resume, to: id)
+                case .setRetryDelay(let seconds): _ = try apply(.setRetryDelay(seconds), to: id)
                 }
             } catch {
                 logger.error("an error policy's action was refused", metadata: ["job": "\(id)", "action": "\(action)", "error": "\(error)"])
@@ -764,6 +888,7 @@ public final class Engine: @unchecked Sendable {
         let validators = plugins.validators(for: job)
         guard !validators.isEmpty else {
             release(transfer)
+            recordSourceSuccess(transfer)
             _ = try? apply(.fileTransferred(file: index), to: id, files: [index])
             return
         }
@@ -788,6 +913,7 @@ public final class Engine: @unchecked Sendable {
         switch outcome {
         case .valid(let verdicts):
             release(transfer)
+            recordSourceSuccess(transfer)
             if !verdicts.isEmpty {
                 logger.info("file validated", metadata: ["job": "\(id)", "file": "\(index)",
                                                          "verdicts": "\(verdicts.map { "\($0.plugin): \($0.reason)" }.joined(separator: "; "))"])
@@ -795,6 +921,7 @@ public final class Engine: @unchecked Sendable {
             _ = try? apply(.fileTransferred(file: index), to: id, files: [index])
         case .invalid(let verdict):
             release(transfer)
+            recordSourceOutcome(transfer.request.url, success: nil)
             logger.warning("file failed validation", metadata: ["job": "\(id)", "file": "\(index)", "plugin": "\(verdict.plugin)", "reason": "\(verdict.reason)"])
             let error = FerryError(code: .validationFailed, context: .validation, fileIndex: index,
                                    message: "\(verdict.plugin): \(verdict.reason)")
@@ -918,6 +1045,11 @@ public final class Engine: @unchecked Sendable {
             if job != recorded { changed.append(job) }
         }
         if !changed.isEmpty { try? store.save(changed) }
+        do {
+            for health in try store.loadSourceHealth() { sourceHealth[health.origin] = health }
+        } catch {
+            logger.warning("cannot read the sources' health; starting without it", metadata: ["error": "\(error)"])
+        }
         if !jobs.isEmpty { logger.info("jobs recovered", metadata: ["count": "\(jobs.count)", "rewritten": "\(changed.count)"]) }
     }
 

@@ -26,7 +26,7 @@ public struct EngineConfiguration: Sendable, Equatable {
     public var connectTimeoutSeconds: Int = 30
     /// Seconds without a byte after which a transfer counts as stalled (a transient error).
     public var stallTimeoutSeconds: Int = 60
-    /// The minimum retry delay of new jobs, in seconds (BITS: 600, floor 5).
+    /// The minimum retry delay of new jobs, in seconds (BITS: 600; floor 1, where BITS has 5).
     public var defaultMinimumRetryDelay: Double = Job.defaultMinimumRetryDelay
     /// The no-progress timeout of new jobs, in seconds (BITS: 14 days).
     public var defaultNoProgressTimeout: Double = Job.defaultNoProgressTimeout
@@ -50,13 +50,18 @@ public struct EngineConfiguration: Sendable, Equatable {
     /// is crossed; `nil` leaves files unbounded except by their `size`/`max_size` properties.
     public var maxFileBytes: UInt64?
     /// The plugins to load, in order. The embedded default validates every job with the
-    /// built-in sha256 and size validators, which abstain on files with no expectation.
+    /// built-in sha256 and size validators, which abstain on files with no expectation,
+    /// and handles errors with the built-in range-fallback, mirror-failover and
+    /// retry-backoff policies, in that order.
     public var plugins: [PluginSpec] = EngineConfiguration.defaultPlugins
     /// Where bare plugin names are looked up: next to the running executable, then
     /// in `../lib/ferry/plugins` beside it.
     public var pluginDirectories: [String] = EngineConfiguration.defaultPluginDirectories()
 
-    public static let defaultPlugins = [PluginSpec(reference: "sha256"), PluginSpec(reference: "size")]
+    public static let defaultPlugins = [
+        PluginSpec(reference: "sha256"), PluginSpec(reference: "size"),
+        PluginSpec(reference: "range-fallback"), PluginSpec(reference: "mirror-failover"), PluginSpec(reference: "retry-backoff"),
+    ]
 
     public static func defaultPluginDirectories() -> [String] {
         let executable = executableDirectory()

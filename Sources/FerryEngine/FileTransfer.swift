@@ -20,6 +20,11 @@ final class FileTransfer: TransferDelegate {
     let knownLastModified: String?
     /// A foreground job may take a whole file from zero when the server ignores ranges.
     let mayRestartWithoutRanges: Bool
+    /// The file held bytes from an earlier try that this request does not continue (dynamic
+    /// content): the job's record of them is reset when the answer arrives.
+    let restartsFromZero: Bool
+    /// When this request was made, for the source's measured throughput.
+    let startedAt: Date
     var transfer: Transfer?
     /// Digests computed while the bytes stream in, for the validators: one per expected
     /// digest property (`sha256`, `sha512`) the file carries.
@@ -42,7 +47,7 @@ final class FileTransfer: TransferDelegate {
     var isFinishing = false
 
     init(engine: Engine, jobID: JobID, fileIndex: Int, file: TemporaryFile, request: TransferRequest,
-         jobFile: JobFile, mayRestartWithoutRanges: Bool, maxFileBytes: UInt64?, now: Date) throws(FerryError) {
+         jobFile: JobFile, mayRestartWithoutRanges: Bool, restartsFromZero: Bool = false, maxFileBytes: UInt64?, now: Date) throws(FerryError) {
         self.engine = engine
         self.jobID = jobID
         self.fileIndex = fileIndex
@@ -52,6 +57,8 @@ final class FileTransfer: TransferDelegate {
         self.knownETag = jobFile.remoteETag
         self.knownLastModified = jobFile.remoteLastModified
         self.mayRestartWithoutRanges = mayRestartWithoutRanges
+        self.restartsFromZero = restartsFromZero
+        self.startedAt = now
         self.lastCheckpointLength = request.offset
         self.lastCheckpointTime = now
         let limits = [jobFile.properties["size"], jobFile.properties["max_size"]].compactMap { $0.flatMap { UInt64($0) } }
@@ -137,6 +144,7 @@ final class FileTransfer: TransferDelegate {
             return failure
         }
 
+        if restartsFromZero { restart = true }
         if restart {
             do { try file.restartFromZero() } catch { return error }
             resetDigests()

@@ -285,6 +285,26 @@ enum HostTable {
                 let text = reason.map { String(cString: $0) } ?? (valid == 1 ? "valid" : "invalid")
                 scope.verdicts.append((file: index, valid: valid == 1, reason: text))
                 return FERRY_OK
+            },
+            job_minimum_retry_delay: { handle in HostTable.jobScope(handle)?.job.minimumRetryDelay ?? -1 },
+            job_set_retry_delay: { handle, seconds in
+                guard let scope = HostTable.jobScope(handle) else { return FERRY_INVALID_HANDLE }
+                guard seconds.isFinite, seconds >= 0 else { return FERRY_INVALID_ARGUMENT }
+                guard scope.job.state == .transientError else { return FERRY_INVALID_STATE }
+                scope.actions.append(.setRetryDelay(seconds))
+                return FERRY_OK
+            },
+            source_health: { handle, url, out in
+                guard let scope = HostTable.jobScope(handle) else { return FERRY_INVALID_HANDLE }
+                guard let url, let out, out.pointee.struct_size >= UInt32(MemoryLayout<ferry_source_health>.size) else { return FERRY_INVALID_ARGUMENT }
+                guard let origin = SourceHealth.origin(of: String(cString: url)), let health = scope.view.sourceHealth[origin] else { return FERRY_NOT_FOUND }
+                out.pointee = ferry_source_health(
+                    struct_size: UInt32(MemoryLayout<ferry_source_health>.size),
+                    consecutive_failures: health.consecutiveFailures, failures: health.failures, successes: health.successes,
+                    last_failure: health.lastFailure?.timeIntervalSince1970 ?? -1,
+                    last_success: health.lastSuccess?.timeIntervalSince1970 ?? -1,
+                    bytes_per_second: health.bytesPerSecond)
+                return FERRY_OK
             }
         ))
         return UnsafePointer(table)

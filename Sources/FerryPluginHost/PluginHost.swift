@@ -45,11 +45,15 @@ public struct PluginJobView: Sendable {
     public var digests: [Int: [DigestName: [UInt8]]]
     /// Files whose bytes are all on disk: only these may be given a validation state.
     public var completeFiles: Set<Int>
+    /// What is remembered of the sources the job's files may come from, by origin.
+    public var sourceHealth: [String: SourceHealth]
 
-    public init(job: Job, digests: [Int: [DigestName: [UInt8]]] = [:], completeFiles: Set<Int> = []) {
+    public init(job: Job, digests: [Int: [DigestName: [UInt8]]] = [:], completeFiles: Set<Int> = [],
+                sourceHealth: [String: SourceHealth] = [:]) {
         self.job = job
         self.digests = digests
         self.completeFiles = completeFiles
+        self.sourceHealth = sourceHealth
     }
 }
 
@@ -65,6 +69,8 @@ public enum PluginAction: Equatable, Sendable, CustomStringConvertible {
     case resume
     case suspend
     case setRemoteURL(file: Int, url: String)
+    /// Wait this many seconds before the next retry (transient errors only).
+    case setRetryDelay(Double)
 
     public var description: String {
         switch self {
@@ -72,6 +78,7 @@ public enum PluginAction: Equatable, Sendable, CustomStringConvertible {
         case .resume: "resume"
         case .suspend: "suspend"
         case .setRemoteURL(let file, let url): "point file \(file) at \(url)"
+        case .setRetryDelay(let seconds): "retry in \(seconds < 10 ? String(format: "%.1f", seconds) : String(Int(seconds.rounded()))) s"
         }
     }
 }

@@ -93,6 +93,12 @@ public struct PluginJob {
     /// `FERRY_STATE_*`.
     public var state: Int32 { host.pointee.job_state(handle) }
     public var fileCount: Int { Int(host.pointee.job_file_count(handle)) }
+    /// Bytes written to the job's files so far.
+    public var bytesTransferred: UInt64 {
+        var progress = ferry_progress()
+        progress.struct_size = UInt32(MemoryLayout<ferry_progress>.size)
+        return host.pointee.job_progress(handle, &progress) == FERRY_OK ? progress.bytes_transferred : 0
+    }
 
     public func file(_ index: Int) -> PluginFile? {
         guard index >= 0, let file = host.pointee.job_file(handle, UInt32(index)) else { return nil }
@@ -102,7 +108,50 @@ public struct PluginJob {
     @discardableResult public func setPriority(_ priority: Int32) -> Int32 { host.pointee.job_set_priority(handle, priority) }
     @discardableResult public func resume() -> Int32 { host.pointee.job_resume(handle) }
     @discardableResult public func suspend() -> Int32 { host.pointee.job_suspend(handle) }
+
+    /// Whether the host offers the 1.1 functions (retry delay, source health).
+    var hostHasVersion1_1: Bool {
+        let end = MemoryLayout<ferry_host>.offset(of: \ferry_host.source_health)! + MemoryLayout<UnsafeRawPointer>.size
+        return Int(host.pointee.struct_size) >= end
+    }
+
+    /// The job's minimum retry delay in seconds; `nil` from a host older than ABI 1.1.
+    public var minimumRetryDelay: Double? {
+        guard hostHasVersion1_1 else { return nil }
+        let value = host.pointee.job_minimum_retry_delay(handle)
+        return value < 0 ? nil : value
+    }
+
+    /// Postpones the next retry of a job in TRANSIENT_ERROR to `seconds` from now.
+    @discardableResult public func setRetryDelay(_ seconds: Double) -> Int32 {
+        guard hostHasVersion1_1 else { return FERRY_UNSUPPORTED }
+        return host.pointee.job_set_retry_delay(handle, seconds)
+    }
+
+    /// What the agent remembers of `url`'s origin; `nil` when nothing is known yet.
+    public func sourceHealth(_ url: String) -> PluginSourceHealth? {
+        guard hostHasVersion1_1 else { return nil }
+        var out = ferry_source_health()
+        out.struct_size = UInt32(MemoryLayout<ferry_source_health>.size)
+        guard host.pointee.source_health(handle, url, &out) == FERRY_OK else { return nil }
+        return PluginSourceHealth(consecutiveFailures: Int(out.consecutive_failures), failures: out.failures, successes: out.successes,
+                                  lastFailure: out.last_failure < 0 ? nil : out.last_failure,
+                                  lastSuccess: out.last_success < 0 ? nil : out.last_success,
+                                  bytesPerSecond: out.bytes_per_second)
+    }
     public func log(_ level: PluginHostAccess.LogLevel, _ message: String) { host.pointee.log(level.rawValue, message) }
+}
+
+/// What the agent remembers of one source, as ``PluginJob/sourceHealth(_:)`` returns it.
+public struct PluginSourceHealth: Sendable, Equatable {
+    public var consecutiveFailures: Int
+    public var failures: UInt64
+    public var successes: UInt64
+    /// Seconds since 1970.
+    public var lastFailure: Double?
+    public var lastSuccess: Double?
+    /// 0 while unknown.
+    public var bytesPerSecond: Double
 }
 
 /// A file, during one callback.

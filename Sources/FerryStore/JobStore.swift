@@ -15,7 +15,7 @@ public final class JobStore: Sendable {
     public let path: String
 
     /// The schema version this build writes; older stores are migrated on open.
-    public static let schemaVersion: Int64 = 2
+    public static let schemaVersion: Int64 = 3
 
     /// Opens or creates the store at `path`, migrating it to ``schemaVersion``.
     /// - Throws: ``StoreError`` when the file cannot be opened, is not a Ferry store,
@@ -74,6 +74,17 @@ public final class JobStore: Sendable {
                 payload TEXT NOT NULL
             );
             CREATE INDEX events_owner ON events(owner, seq);
+            """,
+            3: """
+            CREATE TABLE sources (
+                origin TEXT PRIMARY KEY,
+                failures INTEGER NOT NULL DEFAULT 0,
+                consecutive_failures INTEGER NOT NULL DEFAULT 0,
+                successes INTEGER NOT NULL DEFAULT 0,
+                last_failure REAL,
+                last_success REAL,
+                bytes_per_second REAL NOT NULL DEFAULT 0
+            );
             """,
         ]
         guard version < schemaVersion else { return }
@@ -231,6 +242,51 @@ public final class JobStore: Sendable {
     public func delete(_ id: JobID) throws(StoreError) {
         try connection.withLock { db throws(StoreError) in
             _ = try db.query("DELETE FROM jobs WHERE id = ?", [.text(id.description)])
+        }
+    }
+
+    // MARK: - Source health
+
+    /// What is remembered of every source (mirror origin).
+    public func loadSourceHealth() throws(StoreError) -> [SourceHealth] {
+        try connection.withLock { db throws(StoreError) in
+            try db.query("""
+                SELECT origin, failures, consecutive_failures, successes, last_failure, last_success, bytes_per_second
+                FROM sources ORDER BY origin
+                """).compactMap { row in
+                guard let origin = row[0].string else { return nil }
+                var health = SourceHealth(origin: origin)
+                health.failures = UInt64(max(0, row[1].int ?? 0))
+                health.consecutiveFailures = UInt32(clamping: max(0, row[2].int ?? 0))
+                health.successes = UInt64(max(0, row[3].int ?? 0))
+                health.lastFailure = row[4].double.map { Date(timeIntervalSinceReferenceDate: $0) }
+                health.lastSuccess = row[5].double.map { Date(timeIntervalSinceReferenceDate: $0) }
+                health.bytesPerSecond = row[6].double ?? 0
+                return health
+            }
+        }
+    }
+
+    /// Writes the given sources' health in one transaction.
+    public func saveSourceHealth(_ sources: [SourceHealth]) throws(StoreError) {
+        guard !sources.isEmpty else { return }
+        try connection.withLock { db throws(StoreError) in
+            try db.transaction { () throws(StoreError) in
+                for health in sources {
+                    try db.query("""
+                        INSERT INTO sources (origin, failures, consecutive_failures, successes, last_failure, last_success, bytes_per_second)
+                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT(origin) DO UPDATE SET failures = excluded.failures,
+                            consecutive_failures = excluded.consecutive_failures, successes = excluded.successes,
+                            last_failure = excluded.last_failure, last_success = excluded.last_success,
+                            bytes_per_second = excluded.bytes_per_second
+                        """, [.text(health.origin), .integer(Int64(clamping: health.failures)),
+                              .integer(Int64(health.consecutiveFailures)), .integer(Int64(clamping: health.successes)),
+                              health.lastFailure.map { .real($0.timeIntervalSinceReferenceDate) } ?? .null,
+                              health.lastSuccess.map { .real($0.timeIntervalSinceReferenceDate) } ?? .null,
+                              .real(health.bytesPerSecond)])
+                }
+            }
         }
     }
 

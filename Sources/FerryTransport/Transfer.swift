@@ -77,6 +77,8 @@ public final class Transfer {
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_BUFFERSIZE, 512 * 1024), "BUFFERSIZE")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_SSL_VERIFYPEER, 1), "SSL_VERIFYPEER")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_SSL_VERIFYHOST, 2), "SSL_VERIFYHOST")
+        if let caFile = request.caFile { try checkOption(ferry_curl_setopt_string(h, CURLOPT_CAINFO, caFile), "CAINFO") }
+        if let pin = request.pinnedPublicKey { try checkOption(ferry_curl_setopt_string(h, CURLOPT_PINNEDPUBLICKEY, pin), "PINNEDPUBLICKEY") }
         if request.maxBytesPerSecond > 0 {
             try checkOption(ferry_curl_setopt_off_t(h, CURLOPT_MAX_RECV_SPEED_LARGE, curl_off_t(request.maxBytesPerSecond)), "MAX_RECV_SPEED_LARGE")
         }
@@ -125,7 +127,15 @@ public final class Transfer {
     /// the final one goes to the delegate.
     private func finishHeaderBlock() -> Bool {
         if (100..<200).contains(pendingStatus) { return true }
-        if (300..<400).contains(pendingStatus), pendingHeaders["location"] != nil { return true }
+        if (300..<400).contains(pendingStatus), let location = pendingHeaders["location"] {
+            // libcurl would refuse it too (REDIR_PROTOCOLS), but with a vague error: say what happened.
+            if !request.allowsInsecureRedirect, request.url.lowercased().hasPrefix("https:"), location.lowercased().hasPrefix("http:") {
+                abortError = FerryError(code: .insecureRedirect, context: .remoteFile, httpStatus: pendingStatus,
+                                        message: "\(request.url) redirected (\(pendingStatus)) to \(location): a redirect from https to plain http is refused")
+                return false
+            }
+            return true
+        }
         return deliver(TransferResponse(status: pendingStatus, headers: pendingHeaders))
     }
 

@@ -18,6 +18,11 @@ public struct TransferRequest: Sendable, Equatable {
     public var maxBytesPerSecond: Int64
     /// Whether an `https` URL may redirect to plain `http`.
     public var allowsInsecureRedirect: Bool
+    /// A PEM file of certificate authorities to trust (libcurl's CAINFO); the system's
+    /// CA directory stays trusted. Verification is always on.
+    public var caFile: String?
+    /// A public key the server must present (libcurl's PINNEDPUBLICKEY, `sha256//…`).
+    public var pinnedPublicKey: String?
 
     public init(
         url: String, offset: UInt64 = 0, ifRange: String? = nil, headers: [String] = [],

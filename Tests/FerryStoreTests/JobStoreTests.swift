@@ -77,8 +77,8 @@ struct JobStoreTests {
     func migratesFromSchemaOne() throws {
         let job = try Job.sample(files: 2)
         do { try JobStore(path: storePath).save(job) }
-        // Back to what schema 1 had: no events table, version 1.
-        try sqlite3(storePath, "DROP TABLE events; PRAGMA user_version = 1")
+        // Back to what schema 1 had: no events or sources table, version 1.
+        try sqlite3(storePath, "DROP TABLE events; DROP TABLE sources; PRAGMA user_version = 1")
         let store = try JobStore(path: storePath)
         #expect(try store.loadJobs() == [job])
         #expect(try sqlite3(storePath, "PRAGMA user_version") == String(JobStore.schemaVersion))
@@ -89,6 +89,33 @@ struct JobStoreTests {
         #expect(try store.pendingEvents(owner: 8).isEmpty)
         #expect(try store.acknowledgeEvents(owner: 7, upTo: sequence) == 1)
         #expect(try store.pendingEvents(owner: 7).isEmpty)
+    }
+
+    @Test("a schema-2 store gains the sources table; source health round-trips and is updated in place")
+    func sourceHealthPersists() throws {
+        let job = try Job.sample(files: 1)
+        do { try JobStore(path: storePath).save(job) }
+        try sqlite3(storePath, "DROP TABLE sources; PRAGMA user_version = 2")
+        var mirror = SourceHealth(origin: "http://mirror-a.test:80")
+        mirror.recordFailure(at: Date(timeIntervalSinceReferenceDate: 100))
+        mirror.recordFailure(at: Date(timeIntervalSinceReferenceDate: 200))
+        var other = SourceHealth(origin: "https://mirror-b.test:443")
+        other.recordSuccess(at: Date(timeIntervalSinceReferenceDate: 300), bytes: 1 << 20, seconds: 0.5)
+        do {
+            let store = try JobStore(path: storePath)
+            #expect(try store.loadJobs() == [job])
+            try store.saveSourceHealth([mirror, other])
+        }
+        let reopened = try JobStore(path: storePath)
+        #expect(try reopened.loadSourceHealth() == [mirror, other])
+        mirror.recordSuccess(at: Date(timeIntervalSinceReferenceDate: 400), bytes: 10, seconds: 1)
+        try reopened.saveSourceHealth([mirror])
+        let loaded = try reopened.loadSourceHealth()
+        #expect(loaded.count == 2)
+        #expect(loaded.first == mirror)
+        #expect(loaded.first?.consecutiveFailures == 0)
+        #expect(loaded.first?.failures == 2)
+        #expect(other.bytesPerSecond == Double(1 << 21))
     }
 
     @Test("a store written by a newer Ferry is refused")

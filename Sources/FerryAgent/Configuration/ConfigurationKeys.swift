@@ -87,8 +87,8 @@ extension ConfigurationKey {
         .seconds("checkpoints.interval_sec", 0.05...3_600, \.engine.checkpointIntervalSeconds),
         .integer("checkpoints.bytes", 65_536...(1 << 40), \.engine.checkpointBytes),
 
-        .seconds("jobs.min_retry_delay_sec", 5...Double.greatestFiniteMagnitude, \.engine.defaultMinimumRetryDelay,
-                 note: "5 seconds is the BITS floor; Ferry refuses a smaller value rather than silently raising it"),
+        .seconds("jobs.min_retry_delay_sec", 1...Double.greatestFiniteMagnitude, \.engine.defaultMinimumRetryDelay,
+                 note: "1 second is Ferry's floor (BITS raises anything under 5 s to 5 s); Ferry refuses a smaller value rather than silently raising it"),
         .seconds("jobs.no_progress_timeout_sec", 0...Double.greatestFiniteMagnitude, \.engine.defaultNoProgressTimeout),
         .seconds("jobs.max_download_time_sec", 0...Double.greatestFiniteMagnitude, \.engine.maxDownloadTimeSeconds),
         .seconds("jobs.inactivity_timeout_sec", 0...Double.greatestFiniteMagnitude, \.engine.jobInactivityTimeoutSeconds),

@@ -29,8 +29,10 @@ public struct PluginEntry: Sendable, Equatable {
         self.role = role
     }
 
-    /// The built-in `sha256` and `size` validators, applied to every job
-    /// (``EngineConfiguration/defaultPlugins``, expected to be validators).
-    public static let defaults: [PluginEntry] = EngineConfiguration.defaultPlugins.map { PluginEntry(spec: $0, role: .validator) }
+    /// The built-in `sha256` and `size` validators and the `range-fallback`, `mirror-failover`
+    /// and `retry-backoff` error policies, applied to every job (``EngineConfiguration/defaultPlugins``).
+    public static let defaults: [PluginEntry] = EngineConfiguration.defaultPlugins.map {
+        PluginEntry(spec: $0, role: ["sha256", "size"].contains($0.reference) ? .validator : .errorPolicy)
+    }
 }
 

@@ -144,6 +144,18 @@ typedef struct ferry_error_info {
     uint64_t remote_size;        /* FERRY_SIZE_UNKNOWN when unknown */
 } ferry_error_info;
 
+/* What the agent remembers of one source (scheme://host:port), shared by every job and
+   kept across restarts. Filled by host->source_health. */
+typedef struct ferry_source_health {
+    uint32_t struct_size;
+    uint32_t consecutive_failures;  /* failures since the last success */
+    uint64_t failures;              /* ever */
+    uint64_t successes;             /* files that arrived whole (and valid) from it */
+    double last_failure;            /* seconds since 1970; < 0 never */
+    double last_success;            /* seconds since 1970; < 0 never */
+    double bytes_per_second;        /* moving average of finished files; 0 unknown */
+} ferry_source_health;
+
 /* The functions the host offers, passed to create(). Valid until destroy() returns. */
 typedef struct ferry_host {
     uint32_t struct_size;
@@ -187,10 +199,23 @@ typedef struct ferry_host {
     /* IBackgroundCopyFile3::SetValidationState. valid: 1 or 0; reason: a sentence, may be NULL.
        FERRY_PENDING when the file's bytes are not all there yet. */
     ferry_status (*file_set_validation_state)(const ferry_file *file, int32_t valid, const char *reason);
+
+    /* ---- added in 1.1: use only when host->struct_size >= FERRY_HOST_V1_1_SIZE ---- */
+    /* The job's minimum retry delay in seconds (BITS' MinimumRetryDelay); -1 on a bad handle. */
+    double (*job_minimum_retry_delay)(const ferry_job *job);
+    /* For a job in TRANSIENT_ERROR: make the next try wait this many seconds from now.
+       It only postpones: the retry is never sooner than the one already due (the job's
+       minimum retry delay, or the server's Retry-After). FERRY_INVALID_STATE in other states. */
+    ferry_status (*job_set_retry_delay)(const ferry_job *job, double seconds);
+    /* What the agent remembers of url's origin (scheme://host:port). Set out->struct_size first.
+       FERRY_NOT_FOUND when nothing is known of it yet (or url is not http/https). */
+    ferry_status (*source_health)(const ferry_job *job, const char *url, ferry_source_health *out);
 } ferry_host;
 
 /* The size of ferry_host as ABI version 1 defined it. */
 #define FERRY_HOST_V1_SIZE ((uint32_t)(offsetof(ferry_host, file_set_validation_state) + sizeof(void *)))
+/* The size of ferry_host with the 1.1 additions (retry delay, source health). */
+#define FERRY_HOST_V1_1_SIZE ((uint32_t)(offsetof(ferry_host, source_health) + sizeof(void *)))
 
 /* What a plugin is, returned by ferry_plugin_v1(). Static storage; never freed. */
 typedef struct ferry_plugin_descriptor {
