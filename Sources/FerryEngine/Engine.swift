@@ -217,7 +217,7 @@ public final class Engine: @unchecked Sendable {
     /// Adds a CA file the job's `https` servers may chain to, and/or a public key they must
     /// present. Nothing here can weaken verification. `nil` removes an option.
     public func setTLSOptions(_ id: JobID, caFile: String?, pinnedPublicKey: String?) throws(FerryError) -> Job {
-        if let caFile {
+        if let caFile, caFile.hasPrefix("/") {
             let owner = try job(id).owner
             // libcurl reads the file as the agent: the owner must be able to read it too.
             try OwnerIdentity.run(as: owner) { () throws(FerryError) in

@@ -49,7 +49,7 @@ struct ConfigurationDefaultsTests {
         #expect(root.engine.storePath == "/var/lib/ferry/jobs.db")
         #expect(root.engine.pluginDirectories == EngineConfiguration.defaultPluginDirectories())
         #expect(root.engine.plugins == EngineConfiguration.defaultPlugins)
-        #expect(root.plugins.map(\.role) == [.validator, .validator])
+        #expect(root.plugins.map(\.role) == [.validator, .validator, .errorPolicy, .errorPolicy, .errorPolicy])
         var engine = EngineConfiguration(storePath: "/var/lib/ferry/jobs.db")
         engine.plugins = EngineConfiguration.defaultPlugins
         #expect(root.engine == engine)

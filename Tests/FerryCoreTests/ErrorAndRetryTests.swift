@@ -240,20 +240,20 @@ struct ErrorAndRetryTests {
 
     // MARK: - Property bounds
 
-    @Test("the minimum retry delay is raised to 5 seconds")
+    @Test("the minimum retry delay is raised to 1 second")
     func minimumRetryDelayFloor() throws {
         var job = try Job.sample(in: .suspended)
-        #expect(try job.apply(.setMinimumRetryDelay(1), at: later) == [])
-        #expect(job.minimumRetryDelay == 5)
+        #expect(try job.apply(.setMinimumRetryDelay(0.2), at: later) == [])
+        #expect(job.minimumRetryDelay == 1)
 
         _ = try job.apply(.setMinimumRetryDelay(30), at: later)
         #expect(job.minimumRetryDelay == 30)
     }
 
-    @Test("a new job's minimum retry delay is raised to 5 seconds")
+    @Test("a new job's minimum retry delay is raised to 1 second")
     func minimumRetryDelayFloorAtCreation() {
-        let job = Job(displayName: "j", owner: 0, createdAt: origin, minimumRetryDelay: 1)
-        #expect(job.minimumRetryDelay == 5)
+        let job = Job(displayName: "j", owner: 0, createdAt: origin, minimumRetryDelay: 0.5)
+        #expect(job.minimumRetryDelay == 1)
     }
 
     @Test("a new job never gets a retry delay below the floor, even when created with NaN")

@@ -89,6 +89,32 @@ final class ErrorPolicyTests: XCTestCase {
         }
         let id = try h.startJob([("/missing.bin", "missing.bin")])
         XCTAssertTrue(try waitUntil(timeout: 20) { try h.engine.job(id).policyResumes == 1 }, "called again after RETRY_LATER, then it resumed")
-        XCTAssertEqual(h.server.requests(for: "/missing.bin").count >= 2, true)
+        // The decision is recorded before the resumed job's request goes out: wait for it.
+        XCTAssertTrue(waitUntil(timeout: 10) { h.server.requests(for: "/missing.bin").count >= 2 }, "the resumed job asked again")
+    }
+
+    /// The C example of docs/error-handling.md, built with plain cc: it reads the source's
+    /// health through ABI 1.1 and postpones the retry once the source failed twice in a row.
+    func testACPolicyReadsSourceHealthAndPostponesTheRetry() throws {
+        h.tearDown()
+        let fixtures = try TemporaryDirectory("ferry-policy")
+        defer { fixtures.remove() }
+        let path = try PluginBuilder.build("Plugins/example-c/slow_down.c", name: "ferry-slow-down", in: fixtures.path)
+        h = try EngineHarness {
+            $0.plugins = [PluginSpec(reference: path, settings: [(key: "after_failures", value: "2"), (key: "delay_sec", value: "30")])]
+            $0.defaultMinimumRetryDelay = 1
+        }
+        h.server.setFile("/busy.bin", data: testBytes(1000, seed: 150))
+        h.server.addFault("/busy.bin", .status(503), times: nil)
+        let id = try h.startJob([("/busy.bin", "busy.bin")])
+        XCTAssertTrue(try waitUntil(timeout: 15) { try h.engine.job(id).history.contains { $0.contains("slow-down: retry in 30 s") } },
+                      "\((try? h.engine.job(id).history) ?? [])")
+        let job = try h.engine.job(id)
+        XCTAssertEqual(job.state, .transientError)
+        XCTAssertTrue(job.history.first?.contains("HTTP_ERROR_503: no policy acted (slow-down)") ?? false,
+                      "one failure is under the threshold: \(job.history)")
+        XCTAssertGreaterThan(try XCTUnwrap(job.retryAt).timeIntervalSinceNow, 25, "the retry was postponed to 30 s")
+        XCTAssertEqual(h.server.requests(for: "/busy.bin").count, 2, "the first retry came after 1 s, the next waits")
+        XCTAssertFalse(exists(h.destination("busy.bin")))
     }
 }

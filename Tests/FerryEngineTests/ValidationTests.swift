@@ -27,9 +27,12 @@ final class ValidationTests: XCTestCase {
         return job.id
     }
 
-    func testBuiltInValidatorsAreLoadedByDefault() {
-        XCTAssertEqual(h.engine.plugins.plugins.map(\.name), ["sha256", "size"])
-        XCTAssertTrue(h.engine.plugins.plugins.allSatisfy { $0.path.hasSuffix(".so") && $0.isValidator })
+    func testBuiltInPluginsAreLoadedByDefault() {
+        XCTAssertEqual(h.engine.plugins.plugins.map(\.name), ["sha256", "size", "range-fallback", "mirror-failover", "retry-backoff"])
+        XCTAssertTrue(h.engine.plugins.plugins.allSatisfy { $0.path.hasSuffix(".so") })
+        XCTAssertEqual(h.engine.plugins.plugins.map(\.isValidator), [true, true, false, false, false])
+        XCTAssertEqual(h.engine.plugins.plugins.map(\.isErrorPolicy), [false, false, true, true, true])
+        XCTAssertEqual(h.engine.plugins.plugins.map(\.wantsTransientErrors), [false, false, false, true, true])
     }
 
     func testMatchingHashAndSizeValidateAndAutoComplete() throws {

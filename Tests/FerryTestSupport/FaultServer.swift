@@ -49,6 +49,8 @@ public struct RecordedRequest: Sendable {
     public let path: String
     /// The request headers, names lowercased; repeated headers are joined with `", "`.
     public let headers: [String: String]
+    /// When the request's head was read.
+    public var receivedAt = Date()
 
     /// The raw `Range` header, e.g. `bytes=1000-`.
     public var range: String? { headers["range"] }
