@@ -11,6 +11,8 @@ int ferry_thread_setfsuid(uid_t uid) { return (int)syscall(SYS_setfsuid, (long)u
 
 int ferry_thread_setfsgid(gid_t gid) { return (int)syscall(SYS_setfsgid, (long)gid); }
 
+int ferry_syncfs(int fd) { return syncfs(fd); }
+
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>

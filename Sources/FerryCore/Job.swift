@@ -112,7 +112,7 @@ public struct Job: Codable, Equatable, Sendable {
     public var priority: JobPriority
     public internal(set) var state: JobState
     /// The job's files, in the order they were added. Stored apart from the job header.
-    public internal(set) var files: [JobFile] = []
+    public internal(set) var files: JobFileList = []
     public let creationTime: Date
     public internal(set) var modificationTime: Date
     public internal(set) var transferCompletionTime: Date?
@@ -182,17 +182,10 @@ public struct Job: Codable, Equatable, Sendable {
         self.customHeaders = []
     }
 
-    /// Progress summed over the files.
+    /// Progress summed over the files (kept up to date by ``JobFileList``: no file is visited).
     public var progress: JobProgress {
-        var total: UInt64? = 0
-        var done: UInt64 = 0
-        var filesDone = 0
-        for file in files {
-            if let size = file.bytesTotal, let sum = total { total = sum + size } else { total = nil }
-            done += file.bytesTransferred
-            if file.isTransferred { filesDone += 1 }
-        }
-        return JobProgress(bytesTotal: total, bytesTransferred: done, filesTotal: files.count, filesTransferred: filesDone)
+        JobProgress(bytesTotal: files.unknownSizeCount == 0 ? files.bytesTotalKnown : nil, bytesTransferred: files.bytesTransferred,
+                    filesTotal: files.count, filesTransferred: files.transferredCount)
     }
 
     private enum CodingKeys: String, CodingKey {
@@ -236,6 +229,12 @@ public struct Job: Codable, Equatable, Sendable {
     /// Rebuilds a job from its persisted header (encoded without files) and its file rows.
     public init(persistedHeader header: Job, files: [JobFile]) {
         self = header
+        self.files = JobFileList(files)
+    }
+
+    /// Rebuilds a job from a header and a file list.
+    public init(persistedHeader header: Job, files: JobFileList) {
+        self = header
         self.files = files
     }
 
@@ -251,8 +250,14 @@ public struct Job: Codable, Equatable, Sendable {
         return "\(directory)/.\(name).ferry-\(tag)-\(index).part"
     }
 
-    /// Indices of the files that still need bytes.
+    /// Indices of the files that still need bytes (visits every file: prefer ``hasPendingFiles``).
     public var pendingFileIndices: [Int] { files.indices.filter { !files[$0].isTransferred } }
+
+    /// Whether some file still needs bytes; no file is visited.
+    public var hasPendingFiles: Bool { files.transferredCount < files.count }
+
+    /// How many files still need bytes; no file is visited.
+    public var pendingFileCount: Int { files.count - files.transferredCount }
 }
 
 /// Which notifications a job sends, as BITS' `BG_NOTIFY_*` flags (same bit values).

@@ -117,11 +117,11 @@ extension Job {
             switch state {
             case .queued, .connecting, .transferring:
                 return []
-            case .transferred where pendingFileIndices.isEmpty:
+            case .transferred where !hasPendingFiles:
                 return []
             default:
                 // Every file already arrived (the last one finished after a suspend).
-                if pendingFileIndices.isEmpty { return finishTransfer(at: now) }
+                if !hasPendingFiles { return finishTransfer(at: now) }
                 state = .queued
                 lastError = nil
                 retryAt = nil
@@ -183,7 +183,7 @@ extension Job {
 
         case .restarted:
             // A TRANSFERRED job whose file was found damaged on restart must fetch it again.
-            if state == .transferred, !pendingFileIndices.isEmpty {
+            if state == .transferred, hasPendingFiles {
                 state = .queued
                 return [.enqueue]
             }
@@ -346,7 +346,7 @@ extension Job {
 
         case .scheduled:
             guard state == .queued else { return [] }
-            if pendingFileIndices.isEmpty { return finishTransfer(at: now) }
+            if !hasPendingFiles { return finishTransfer(at: now) }
             state = .connecting
             return []
 
@@ -377,7 +377,7 @@ extension Job {
             files[index].isTransferred = true
             if files[index].bytesTotal == nil { files[index].bytesTotal = files[index].bytesTransferred }
             noProgressSince = nil
-            guard state.isActive, pendingFileIndices.isEmpty else { return [.notifyFileTransferred(index)] }
+            guard state.isActive, !hasPendingFiles else { return [.notifyFileTransferred(index)] }
             return [.notifyFileTransferred(index)] + finishTransfer(at: now)
 
         case .failed(let error):

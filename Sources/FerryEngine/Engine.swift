@@ -249,9 +249,9 @@ public final class Engine: @unchecked Sendable {
     public func complete(_ id: JobID) throws(FerryError) -> Job {
         try onLoop { engine throws(FerryError) in
             let current = try engine.existingJob(id)
-            if !current.state.isFinal, !engine.plugins.validators(for: current).isEmpty, !current.pendingFileIndices.isEmpty {
+            if !current.state.isFinal, !engine.plugins.validators(for: current).isEmpty, current.hasPendingFiles {
                 throw FerryError(code: .invalidState, context: .validation,
-                                 message: "\(current.pendingFileIndices.count) of \(current.files.count) files are not transferred and validated yet; validators apply to this job, so it cannot be completed (cancel it instead)")
+                                 message: "\(current.pendingFileCount) of \(current.files.count) files are not transferred and validated yet; validators apply to this job, so it cannot be completed (cancel it instead)")
             }
             let job = try engine.apply(.complete, to: id)
             if job.state != .acknowledged, let failure = engine.lastCommitError.removeValue(forKey: id) { throw failure }
@@ -335,11 +335,13 @@ public final class Engine: @unchecked Sendable {
             }
             checkpointIdleTransfers(now: now)
             if !changedSources.isEmpty, now.timeIntervalSince(lastSourceFlush) >= 2 { flushSourceHealth() }
+            if batchesInFlight == 0 { writeBatch(wait: false) }
             loop.runOnce(timeoutMilliseconds: pollTimeout(now: now))
         }
         // Stopping: keep states, stop the transfers, flush what they wrote.
         let stopping = running.values.reduce(0) { $0 + $1.count }
         for id in Array(running.keys) { stopTransfers(of: id) }
+        writeBatch(wait: true)
         flushSourceHealth()
         if stopping > 0 { logger.info("transfers stopped for shutdown", metadata: ["count": "\(stopping)"]) }
         let leftovers = commands.withLock { queue -> [@Sendable () -> Void] in
@@ -377,13 +379,24 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Applies an event to a job, stores the result, carries out the actions and tells observers.
-    /// - Parameter files: the file rows to store; `nil` stores them all.
+    /// - Parameters:
+    ///   - files: the file rows to store; `nil` stores those the event changed.
+    ///   - durable: the record is in the store when this returns (a caller's request).
+    ///     News from transfers is recorded with the next batch instead: losing it in a crash
+    ///     only repeats work, since bytes count only once a checkpoint recorded them.
     @discardableResult
-    private func apply(_ event: JobEvent, to id: JobID, files: [Int]? = nil) throws(FerryError) -> Job {
-        var job = try existingJob(id)
-        let before = job.state
+    private func apply(_ event: JobEvent, to id: JobID, files: [Int]? = nil, durable: Bool = true) throws(FerryError) -> Job {
+        let previous = try existingJob(id)
+        let before = previous.state
+        // Out of the table while it changes: the job's storage is then not shared, and only
+        // the chunk of files an event touches is copied.
+        var job = jobs.removeValue(forKey: id)!
         let now = Date()
-        let actions = try job.apply(event, at: now)
+        let actions: [JobAction]
+        do { actions = try job.apply(event, at: now) } catch {
+            jobs[id] = job
+            throw error
+        }
         // BITS' MaxDownloadTime counts only CONNECTING and TRANSFERRING.
         let moving: (JobState) -> Bool = { $0 == .connecting || $0 == .transferring }
         if moving(job.state), !moving(before) { activeSince[id] = now }
@@ -391,11 +404,8 @@ public final class Engine: @unchecked Sendable {
             _ = try? job.apply(.addActiveTime(now.timeIntervalSince(since)), at: now)
         }
         jobs[id] = job
-        do {
-            if let files { try store.save(job, files: files) } else { try store.save(job) }
-        } catch {
-            logger.error("cannot record job", metadata: ["job": "\(id)", "error": "\(error)"])
-        }
+        pendingRecords[id, default: []].formUnion(files ?? job.files.changedIndices(since: previous.files))
+        if durable { writeBatch(wait: true) }
         if before != job.state {
             logger.info("job state", metadata: ["job": "\(id)", "from": "\(before.rawValue)", "to": "\(job.state.rawValue)"])
         }
@@ -408,6 +418,8 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func persist(_ job: Job) throws(FerryError) {
+        // Anything pending first: the store sees changes in the order they happened.
+        writeBatch(wait: true)
         do { try store.save(job) } catch {
             throw FerryError(code: .localFileError, context: .queueManager, message: "cannot record job \(job.id): \(error)")
         }
@@ -423,11 +435,11 @@ public final class Engine: @unchecked Sendable {
         sliceStart[id] = nil
         lastCommitError[id] = nil
         validationQueues[id] = nil
+        firstStartable[id] = nil
         lastProgressEvent[id] = nil
         activeSince[id] = nil
-        do { try store.delete(id) } catch {
-            logger.error("cannot delete finished job", metadata: ["job": "\(id)", "error": "\(error)"])
-        }
+        pendingRecords[id] = nil
+        pendingDeletes.append(id)
     }
 
     private func emit(_ event: EngineEvent) {
@@ -536,7 +548,7 @@ public final class Engine: @unchecked Sendable {
     private func fireTimers(now: Date) {
         for (id, job) in jobs where job.state == .transientError {
             let due = [job.retryAt, job.noProgressDeadline].compactMap { $0 }.min()
-            if let due, due <= now { _ = try? apply(.retryTimerFired, to: id) }
+            if let due, due <= now { _ = try? apply(.retryTimerFired, to: id, durable: false) }
         }
         let maxDownload = configuration.maxDownloadTimeSeconds
         if maxDownload > 0 {
@@ -544,7 +556,7 @@ public final class Engine: @unchecked Sendable {
                 guard let job = jobs[id], job.activeSeconds + now.timeIntervalSince(since) >= maxDownload else { continue }
                 _ = try? apply(.failed(FerryError(code: .maxDownloadTimeout, context: .queueManager,
                                                   message: "the job spent more than \(Int(maxDownload)) s connecting or transferring (the maximum download time)")),
-                               to: id)
+                               to: id, durable: false)
             }
         }
         // BITS' JobInactivityTimeout: a job nobody touched for that long is cancelled.
@@ -574,7 +586,7 @@ public final class Engine: @unchecked Sendable {
             if level.count > slots {
                 for job in level.prefix(slots) where job.state != .queued {
                     if let start = sliceStart[job.id], now.timeIntervalSince(start) >= configuration.timeSliceSeconds {
-                        _ = try? apply(.preempted, to: job.id)
+                        _ = try? apply(.preempted, to: job.id, durable: false)
                     }
                 }
                 level = level.compactMap { jobs[$0.id] }.filter { $0.state.isActive }.sorted { order($0.id) < order($1.id) }
@@ -584,12 +596,12 @@ public final class Engine: @unchecked Sendable {
 
         let chosenSet = Set(chosen)
         for job in active where (job.state == .connecting || job.state == .transferring) && !chosenSet.contains(job.id) {
-            _ = try? apply(.preempted, to: job.id)
+            _ = try? apply(.preempted, to: job.id, durable: false)
         }
         for id in chosen {
             guard let job = jobs[id], job.state.isActive else { continue }
             if job.state == .queued {
-                _ = try? apply(.scheduled, to: id)
+                _ = try? apply(.scheduled, to: id, durable: false)
                 sliceStart[id] = now
             }
             startFiles(of: id, now: now)
@@ -599,23 +611,31 @@ public final class Engine: @unchecked Sendable {
     private func order(_ id: JobID) -> UInt64 { queueOrder[id] ?? 0 }
 
     private var runningTransferCount: Int { running.values.reduce(0) { $0 + $1.count } }
+    /// Per job: no file below this index needs starting (see ``startFiles(of:now:)``).
+    private var firstStartable: [JobID: Int] = [:]
 
     private func startFiles(of id: JobID, now: Date) {
         guard let job = jobs[id] else { return }
         var slots = min(configuration.maxParallelFilesPerJob - (running[id]?.count ?? 0),
                         configuration.maxConnections - runningTransferCount)
-        for index in job.pendingFileIndices where slots > 0 && running[id]?[index] == nil {
+        // Every file before the hint is transferred or running: a job of n files is not
+        // scanned from its start each time one of them finishes.
+        var index = firstStartable[id] ?? 0
+        while slots > 0, index < job.files.count {
+            defer { index += 1 }
+            guard !job.files[index].isTransferred, running[id]?[index] == nil else { continue }
             do {
                 try startFile(index, of: job, now: now)
                 slots -= 1
             } catch {
                 var failure = error
                 failure.fileIndex = index
-                _ = try? apply(.failed(failure), to: id)
+                _ = try? apply(.failed(failure), to: id, durable: false)
                 return
             }
         }
-        if job.pendingFileIndices.isEmpty, job.state.isActive, running[id]?.isEmpty ?? true {
+        firstStartable[id] = index
+        if !job.hasPendingFiles, job.state.isActive, running[id]?.isEmpty ?? true {
             // Nothing left to fetch (files were added to a transferred job, then finished).
             needsScheduling = true
         }
@@ -626,7 +646,7 @@ public final class Engine: @unchecked Sendable {
         // A file with mirrors that has no bytes yet starts from the healthiest of its sources.
         if job.files[index].bytesTransferred == 0, !job.files[index].mirrors.isEmpty {
             let best = preferredSource(of: job.files[index])
-            if best != job.files[index].remoteURL, let updated = try? apply(.useSource(file: index, url: best), to: job.id, files: [index]) {
+            if best != job.files[index].remoteURL, let updated = try? apply(.useSource(file: index, url: best), to: job.id, files: [index], durable: false) {
                 logger.info("starting file from a healthier source", metadata: ["job": "\(job.id)", "file": "\(index)", "url": "\(best)"])
                 job = updated
             }
@@ -720,6 +740,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Stops every transfer of a job and flushes what each wrote.
     private func stopTransfers(of id: JobID) {
+        firstStartable[id] = nil
         guard let transfers = running.removeValue(forKey: id) else { return }
         for fileTransfer in transfers.values {
             if let transfer = fileTransfer.transfer { loop.cancel(transfer) }
@@ -740,19 +761,18 @@ public final class Engine: @unchecked Sendable {
         }
         _ = try? apply(.responseReceived(file: transfer.fileIndex, bytesTotal: contents.bytesTotal, etag: contents.etag,
                                          lastModified: contents.lastModified, restartFromZero: restartFromZero),
-                       to: transfer.jobID, files: [transfer.fileIndex])
+                       to: transfer.jobID, files: [transfer.fileIndex], durable: false)
     }
 
     func fileProgressed(_ transfer: FileTransfer) {
         let length = transfer.file.snapshot.length
-        if var job = jobs[transfer.jobID] {
-            // Bytes move often: update in memory only; checkpoints make them durable.
+        if jobs[transfer.jobID] != nil {
+            // Bytes move often: update in memory only (in place); checkpoints make them durable.
             let now = Date()
-            _ = try? job.apply(.bytesWritten(file: transfer.fileIndex, bytes: length), at: now)
-            jobs[transfer.jobID] = job
+            _ = try? jobs[transfer.jobID]!.apply(.bytesWritten(file: transfer.fileIndex, bytes: length), at: now)
             if now.timeIntervalSince(lastProgressEvent[transfer.jobID] ?? .distantPast) >= configuration.progressEventInterval {
                 lastProgressEvent[transfer.jobID] = now
-                emit(.jobProgressed(job))
+                emit(.jobProgressed(jobs[transfer.jobID]!))
             }
         }
         if length >= transfer.lastCheckpointLength + configuration.checkpointBytes {
@@ -769,7 +789,7 @@ public final class Engine: @unchecked Sendable {
         if failure.context == .remoteFile || failure.context == .transport, failure.code != .insufficientRangeSupport {
             recordSourceOutcome(transfer.request.url, success: nil)
         }
-        _ = try? apply(.failed(failure), to: transfer.jobID)
+        _ = try? apply(.failed(failure), to: transfer.jobID, durable: false)
     }
 
     /// The server's file changed under a resume (a 206 of another version): the answer
@@ -780,7 +800,7 @@ public final class Engine: @unchecked Sendable {
                     metadata: ["job": "\(transfer.jobID)", "file": "\(transfer.fileIndex)", "reason": "\(reason)"])
         release(transfer)
         _ = try? apply(.responseReceived(file: transfer.fileIndex, bytesTotal: nil, etag: nil, lastModified: nil, restartFromZero: true),
-                       to: transfer.jobID, files: [transfer.fileIndex])
+                       to: transfer.jobID, files: [transfer.fileIndex], durable: false)
     }
 
     func fileFinished(_ transfer: FileTransfer) {
@@ -792,7 +812,7 @@ public final class Engine: @unchecked Sendable {
         checkpoint(transfer, transferred: false) { [unowned self] error in
             if let error {
                 self.release(transfer)
-                _ = try? self.apply(.failed(error), to: id)
+                _ = try? self.apply(.failed(error), to: id, durable: false)
                 return
             }
             self.validate(transfer, attempt: 0)
@@ -801,6 +821,8 @@ public final class Engine: @unchecked Sendable {
 
     private func release(_ transfer: FileTransfer) {
         let id = transfer.jobID
+        // The file may need starting again (it failed, or restarts from zero).
+        if let hint = firstStartable[id], transfer.fileIndex < hint { firstStartable[id] = transfer.fileIndex }
         if running[id]?[transfer.fileIndex] === transfer {
             running[id]?[transfer.fileIndex] = nil
             if running[id]?.isEmpty ?? false { running[id] = nil }
@@ -846,28 +868,28 @@ public final class Engine: @unchecked Sendable {
                 return
             }
             let names = decisions.map(\.plugin).joined(separator: ", ")
-            _ = try? apply(.recordPolicyDecision("\(stamp) \(error.code): no policy acted (\(names)); the error stands", resumes: false), to: id)
+            _ = try? apply(.recordPolicyDecision("\(stamp) \(error.code): no policy acted (\(names)); the error stands", resumes: false), to: id, durable: false)
             return
         }
         let resumes = acting.actions.contains(.resume)
         if resumes, job.policyResumes >= configuration.maxPolicyResumes {
             logger.warning("error policy bound reached; the error stands", metadata: ["job": "\(id)", "plugin": "\(acting.plugin)"])
-            _ = try? apply(.recordPolicyDecision("\(stamp) \(error.code): \(acting.plugin) wanted to resume, but policies already resumed this job \(job.policyResumes) times (the limit); the error stands", resumes: false), to: id)
+            _ = try? apply(.recordPolicyDecision("\(stamp) \(error.code): \(acting.plugin) wanted to resume, but policies already resumed this job \(job.policyResumes) times (the limit); the error stands", resumes: false), to: id, durable: false)
             return
         }
         let summary = acting.actions.map(\.description).joined(separator: ", ")
         logger.notice("error policy acted", metadata: ["job": "\(id)", "plugin": "\(acting.plugin)", "error": "\(error.code)", "actions": "\(summary)"])
-        _ = try? apply(.recordPolicyDecision("\(stamp) \(error.code): \(acting.plugin): \(summary)", resumes: resumes), to: id)
+        _ = try? apply(.recordPolicyDecision("\(stamp) \(error.code): \(acting.plugin): \(summary)", resumes: resumes), to: id, durable: false)
         for action in acting.actions {
             do {
                 switch action {
-                case .setPriority(let priority): _ = try apply(.setPriority(priority), to: id)
-                case .suspend: _ = try apply(.suspend, to: id)
+                case .setPriority(let priority): _ = try apply(.setPriority(priority), to: id, durable: false)
+                case .suspend: _ = try apply(.suspend, to: id, durable: false)
                 case .setRemoteURL(let file, let url):
                     _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/x"), owner: 0, checkDirectory: false)
-                    _ = try apply(.setRemoteURL(file: file, url: url), to: id)
-                case .resume: _ = try apply(.resume, to: id)
-                case .setRetryDelay(let seconds): _ = try apply(.setRetryDelay(seconds), to: id)
+                    _ = try apply(.setRemoteURL(file: file, url: url), to: id, durable: false)
+                case .resume: _ = try apply(.resume, to: id, durable: false)
+                case .setRetryDelay(let seconds): _ = try apply(.setRetryDelay(seconds), to: id, durable: false)
                 }
             } catch {
                 logger.error("an error policy's action was refused", metadata: ["job": "\(id)", "action": "\(action)", "error": "\(error)"])
@@ -889,7 +911,7 @@ public final class Engine: @unchecked Sendable {
         guard !validators.isEmpty else {
             release(transfer)
             recordSourceSuccess(transfer)
-            _ = try? apply(.fileTransferred(file: index), to: id, files: [index])
+            _ = try? apply(.fileTransferred(file: index), to: id, files: [index], durable: false)
             return
         }
         let length = transfer.file.snapshot.length
@@ -918,14 +940,14 @@ public final class Engine: @unchecked Sendable {
                 logger.info("file validated", metadata: ["job": "\(id)", "file": "\(index)",
                                                          "verdicts": "\(verdicts.map { "\($0.plugin): \($0.reason)" }.joined(separator: "; "))"])
             }
-            _ = try? apply(.fileTransferred(file: index), to: id, files: [index])
+            _ = try? apply(.fileTransferred(file: index), to: id, files: [index], durable: false)
         case .invalid(let verdict):
             release(transfer)
             recordSourceOutcome(transfer.request.url, success: nil)
             logger.warning("file failed validation", metadata: ["job": "\(id)", "file": "\(index)", "plugin": "\(verdict.plugin)", "reason": "\(verdict.reason)"])
             let error = FerryError(code: .validationFailed, context: .validation, fileIndex: index,
                                    message: "\(verdict.plugin): \(verdict.reason)")
-            _ = try? apply(.validationFailed(error), to: id, files: [index])
+            _ = try? apply(.validationFailed(error), to: id, files: [index], durable: false)
         case .retryLater(let plugin):
             // BITS calls a callback that did not answer OK again later; back off up to a minute.
             let delay = min(60, 0.5 * pow(2, Double(min(attempt, 7))))
@@ -966,48 +988,108 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// Flushes a temporary and then records its length, on the durability queue.
+    /// Asks for a temporary to be flushed and its length recorded, with the next batch.
     /// `then` runs back on the engine's thread with the flush's error, if any.
     private func checkpoint(_ transfer: FileTransfer, transferred: Bool, force: Bool = false, then: ((FerryError?) -> Void)?) {
-        // Periodic checkpoints do not pile up; a stop's or a finish's always runs (the queue keeps order).
+        // Periodic checkpoints do not pile up; a stop's or a finish's always runs (batches keep order).
         if transfer.checkpointInFlight && !force && !transferred && then == nil { return }
         let contents = transfer.file.snapshot
         transfer.checkpointInFlight = true
         transfer.lastCheckpointLength = contents.length
         transfer.lastCheckpointTime = Date()
-        let file = transfer.file
-        let store = self.store
-        let logger = self.logger
         let record = Checkpoint(job: transfer.jobID, file: transfer.fileIndex, bytes: contents.length,
                                 bytesTotal: transferred ? (contents.bytesTotal ?? contents.length) : contents.bytesTotal,
                                 etag: contents.etag, lastModified: contents.lastModified, transferred: transferred)
-        let completion = UncheckedSendable { [unowned self] (error: FerryError?) in
-            transfer.checkpointInFlight = false
-            if let then {
-                then(error)
-            } else if let error {
-                // A flush that fails (disk full, I/O error) stops the job: nothing more can be made durable.
-                self.logger.error("checkpoint failed", metadata: ["job": "\(transfer.jobID)", "file": "\(transfer.fileIndex)", "error": "\(error)"])
-                var failure = error
-                failure.fileIndex = transfer.fileIndex
-                _ = try? self.apply(.failed(failure), to: transfer.jobID)
-            }
+        pendingCheckpoints.append(PendingCheckpoint(transfer: transfer, generation: contents.generation, record: record, then: then))
+    }
+
+    /// What the next batch makes durable.
+    private var pendingRecords: [JobID: Set<Int>] = [:]
+    private var pendingDeletes: [JobID] = []
+    private var pendingCheckpoints: [PendingCheckpoint] = []
+    private var batchesInFlight = 0
+
+    private struct PendingCheckpoint {
+        let transfer: FileTransfer
+        let generation: UInt64
+        let record: Checkpoint
+        let then: ((FerryError?) -> Void)?
+    }
+
+    /// Makes everything pending durable in one batch on the durability queue: the
+    /// temporaries are flushed first (one `syncfs` per file system when the batch holds
+    /// several files, else `fdatasync`), then one transaction records the jobs' changes,
+    /// the deletions and the checkpoints. A file's length is never recorded before its
+    /// bytes are on disk. `wait` returns only once the batch is written.
+    private func writeBatch(wait: Bool) {
+        guard !pendingRecords.isEmpty || !pendingDeletes.isEmpty || !pendingCheckpoints.isEmpty else {
+            if wait, batchesInFlight > 0 { durability.sync {} }
+            return
         }
-        durability.async { [weak self] in
-            var failure: FerryError?
-            do throws(FerryError) {
-                try file.flush()
-                file.ifStillGeneration(contents.generation) {
-                    do { try store.recordCheckpoints([record]) } catch {
-                        logger.error("cannot record checkpoint", metadata: ["job": "\(record.job)", "error": "\(error)"])
-                    }
+        var records: [(header: Job, files: [(Int, JobFile)])] = []
+        records.reserveCapacity(pendingRecords.count)
+        for (id, indices) in pendingRecords {
+            guard let job = jobs[id] else { continue }
+            records.append((Job(persistedHeader: job, files: JobFileList()),
+                            indices.sorted().compactMap { job.files.indices.contains($0) ? ($0, job.files[$0]) : nil }))
+        }
+        let deletes = pendingDeletes
+        let checkpoints = pendingCheckpoints
+        pendingRecords.removeAll(keepingCapacity: true)
+        pendingDeletes.removeAll()
+        pendingCheckpoints.removeAll()
+        batchesInFlight += 1
+        let store = self.store
+        let logger = self.logger
+        let finish = UncheckedSendable { [unowned self] (failures: [Int: FerryError]) in
+            self.batchesInFlight -= 1
+            for (offset, pending) in checkpoints.enumerated() {
+                let transfer = pending.transfer
+                transfer.checkpointInFlight = false
+                let error = failures[offset]
+                if let then = pending.then {
+                    then(error)
+                } else if let error {
+                    // A flush that fails (disk full, I/O error) stops the job: nothing more can be made durable.
+                    self.logger.error("checkpoint failed", metadata: ["job": "\(transfer.jobID)", "file": "\(transfer.fileIndex)", "error": "\(error)"])
+                    var failure = error
+                    failure.fileIndex = transfer.fileIndex
+                    _ = try? self.apply(.failed(failure), to: transfer.jobID, durable: false)
                 }
-            } catch {
-                failure = error
             }
-            let outcome = failure
-            self?.post { completion.value(outcome) }
         }
+        let work = UncheckedSendable { [weak self] in
+            let failures = Engine.flush(checkpoints.map(\.transfer.file))
+            let durable = checkpoints.enumerated().compactMap { offset, pending -> Checkpoint? in
+                guard failures[offset] == nil, pending.transfer.file.snapshot.generation == pending.generation else { return nil }
+                return pending.record
+            }
+            do { try store.write(records: records, deleting: deletes, checkpoints: durable) } catch {
+                logger.error("cannot record jobs", metadata: ["jobs": "\(records.count)", "error": "\(error)"])
+            }
+            self?.post { finish.value(failures) }
+        }
+        if wait { durability.sync { work.value() } } else { durability.async { work.value() } }
+    }
+
+    /// Flushes temporaries to disk; returns the failures by position.
+    private static func flush(_ files: [TemporaryFile]) -> [Int: FerryError] {
+        var failures: [Int: FerryError] = [:]
+        guard files.count >= 4 else {
+            for (offset, file) in files.enumerated() {
+                do { try file.flush() } catch { failures[offset] = error }
+            }
+            return failures
+        }
+        // Many files: one syncfs per file system writes them all with one journal commit.
+        var byDevice: [UInt64: [Int]] = [:]
+        for (offset, file) in files.enumerated() { byDevice[file.device, default: []].append(offset) }
+        for offsets in byDevice.values {
+            do { try files[offsets[0]].flushFileSystem() } catch {
+                for offset in offsets { failures[offset] = error }
+            }
+        }
+        return failures
     }
 
     // MARK: - Recovery

@@ -1,3 +1,4 @@
+import CFerrySystem
 import FerryCore
 import Synchronization
 #if canImport(Glibc)
@@ -12,6 +13,8 @@ import Glibc
 final class TemporaryFile: @unchecked Sendable {
     let path: String
     let descriptor: Int32
+    /// The file system it lives on (`st_dev`), to flush many files with one `syncfs`.
+    let device: UInt64
 
     /// What is in the file: guarded because checkpoints read it from another thread.
     struct Contents: Equatable {
@@ -37,6 +40,8 @@ final class TemporaryFile: @unchecked Sendable {
             close(fd)
             throw FerryError(code: .localFileError, context: .localFile, message: "cannot truncate \(path): \(text)")
         }
+        var info = stat()
+        self.device = fstat(fd, &info) == 0 ? UInt64(info.st_dev) : 0
         self.path = path
         self.descriptor = fd
         self.contents = Mutex(Contents(length: length, generation: 0, bytesTotal: bytesTotal, etag: etag, lastModified: lastModified))
@@ -86,6 +91,15 @@ final class TemporaryFile: @unchecked Sendable {
         while fdatasync(descriptor) != 0 {
             if errno == EINTR { continue }
             throw FerryError(code: .localFileError, context: .localFile, message: "cannot flush \(path): \(errnoText())")
+        }
+    }
+
+    /// Flushes every file of this file's file system (`syncfs`): one journal commit for a
+    /// batch of files instead of one `fdatasync` each.
+    func flushFileSystem() throws(FerryError) {
+        while ferry_syncfs(descriptor) != 0 {
+            if errno == EINTR { continue }
+            throw FerryError(code: .localFileError, context: .localFile, message: "cannot flush the file system of \(path): \(errnoText())")
         }
     }
 

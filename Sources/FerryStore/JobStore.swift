@@ -179,14 +179,18 @@ public final class JobStore: Sendable {
     }
 
     private static func write(_ job: Job, _ db: SQLiteConnection, files selected: [Int]? = nil) throws(StoreError) {
+        let indices = selected ?? Array(job.files.indices)
+        try write(job, db, rows: indices.compactMap { job.files.indices.contains($0) ? ($0, job.files[$0]) : nil })
+    }
+
+    private static func write(_ job: Job, _ db: SQLiteConnection, rows: [(Int, JobFile)]) throws(StoreError) {
         let id = job.id.description
         try db.query("""
             INSERT INTO jobs (id, owner, state, priority, created, header) VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET state = excluded.state, priority = excluded.priority, header = excluded.header
             """, [.text(id), .integer(Int64(job.owner)), .text(job.state.rawValue), .text(job.priority.rawValue),
                   .real(job.creationTime.timeIntervalSince1970), .text(encodeHeader(job))])
-        for index in selected ?? Array(job.files.indices) where job.files.indices.contains(index) {
-            let file = job.files[index]
+        for (index, file) in rows {
             try db.query("""
                 INSERT INTO files (job_id, idx, remote_url, local_path, properties, bytes_total, bytes_durable,
                                    transferred, committed, etag, last_modified)
@@ -208,6 +212,21 @@ public final class JobStore: Sendable {
         }
     }
 
+    /// Writes a batch in one transaction: job headers with the given file rows, then the
+    /// deletions, then the checkpoints (whose bytes the caller has already flushed).
+    /// - Parameter records: each job's header (its files are ignored) and the rows to write.
+    public func write(records: [(header: Job, files: [(Int, JobFile)])], deleting deletions: [JobID],
+                      checkpoints: [Checkpoint]) throws(StoreError) {
+        guard !records.isEmpty || !deletions.isEmpty || !checkpoints.isEmpty else { return }
+        try connection.withLock { db throws(StoreError) in
+            try db.transaction { () throws(StoreError) in
+                for record in records { try JobStore.write(record.header, db, rows: record.files) }
+                for id in deletions { _ = try db.query("DELETE FROM jobs WHERE id = ?", [.text(id.description)]) }
+                for c in checkpoints { try JobStore.write(c, db) }
+            }
+        }
+    }
+
     /// Records that the first `bytes` bytes of a file's temporary are flushed to disk.
     ///
     /// Call only after `fdatasync` returned: after a crash the engine trusts this length.
@@ -225,17 +244,19 @@ public final class JobStore: Sendable {
         guard !checkpoints.isEmpty else { return }
         try connection.withLock { db throws(StoreError) in
             try db.transaction { () throws(StoreError) in
-                for c in checkpoints {
-                    try db.query("""
-                        UPDATE files SET bytes_durable = ?, bytes_total = ?, etag = ?, last_modified = ?,
-                                         transferred = ?
-                        WHERE job_id = ? AND idx = ?
-                        """, [.integer(Int64(c.bytes)), .optional(c.bytesTotal), .optional(c.etag),
-                              .optional(c.lastModified), .integer(c.transferred ? 1 : 0),
-                              .text(c.job.description), .integer(Int64(c.file))])
-                }
+                for c in checkpoints { try JobStore.write(c, db) }
             }
         }
+    }
+
+    private static func write(_ c: Checkpoint, _ db: SQLiteConnection) throws(StoreError) {
+        try db.query("""
+            UPDATE files SET bytes_durable = ?, bytes_total = ?, etag = ?, last_modified = ?,
+                             transferred = ?
+            WHERE job_id = ? AND idx = ?
+            """, [.integer(Int64(c.bytes)), .optional(c.bytesTotal), .optional(c.etag),
+                  .optional(c.lastModified), .integer(c.transferred ? 1 : 0),
+                  .text(c.job.description), .integer(Int64(c.file))])
     }
 
     /// Removes a job and its files from the store.

@@ -16,6 +16,10 @@ int ferry_thread_setgroups(int count, const gid_t *_Nullable groups);
 int ferry_thread_setfsuid(uid_t uid);
 int ferry_thread_setfsgid(gid_t gid);
 
+/* syncfs(2): flushes the whole file system holding fd (glibc declares it only
+   under _GNU_SOURCE). Returns 0 or -1 with errno set. */
+int ferry_syncfs(int fd);
+
 #endif
 
 #ifndef FERRY_CFERRYSYSTEM_SPAWN_H
