@@ -49,6 +49,18 @@ public struct ControlClient: Sendable {
         try call("PUT", "/v1/jobs/\(escape(id))/files/\(file)/url", body: RemoteURLRequest(url: url))
     }
 
+    /// Adds alternative URLs for one file of the job (`POST /v1/jobs/{id}/files/{index}/mirrors`).
+    public func addMirrors(_ id: String, file: Int, urls: [String]) throws(ControlError) -> JobDocument {
+        try call("POST", "/v1/jobs/\(escape(id))/files/\(file)/mirrors", body: AddMirrorsRequest(urls: urls))
+    }
+
+    /// The health of the sources the caller may see (`GET /v1/sources`): every one for root,
+    /// else those named by the URLs and mirrors of the caller's jobs.
+    public func sources() throws(ControlError) -> [SourceDocument] {
+        let list: SourceList = try call("GET", "/v1/sources")
+        return list.sources
+    }
+
     public func replaceRemotePrefix(_ id: String, old: String, new: String) throws(ControlError) -> JobDocument {
         try call("POST", "/v1/jobs/\(escape(id))/replace-remote-prefix", body: ReplacePrefixRequest(old: old, new: new))
     }

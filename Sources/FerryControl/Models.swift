@@ -27,6 +27,14 @@ public struct JobDocument: Codable, Sendable, Equatable {
     public var customHeaders: [String]
     /// What error policies decided about the job, oldest first.
     public var history: [String]
+    /// BITS' `DYNAMIC_CONTENT`: no size or ranges needed; an interrupted file starts again from zero.
+    public var dynamicContent: Bool
+    /// The most bytes any one file of the job may have; absent when only the agent's limit applies.
+    public var maxFileBytes: UInt64?
+    /// A PEM file of certificate authorities trusted for the job's `https` URLs besides the system's.
+    public var tlsCAFile: String?
+    /// The public key the job's `https` servers must present, `sha256//<base64>`.
+    public var tlsPinnedPublicKey: String?
     public var files: [FileDocument]
 
     public init(_ job: Job) {
@@ -50,6 +58,10 @@ public struct JobDocument: Codable, Sendable, Equatable {
         notifyCommand = job.notifyCommand
         customHeaders = job.customHeaders
         history = job.history
+        dynamicContent = job.dynamicContent
+        maxFileBytes = job.maxFileBytes
+        tlsCAFile = job.tlsCAFile
+        tlsPinnedPublicKey = job.tlsPinnedPublicKey
         files = job.files.enumerated().map { FileDocument(index: $0.offset, file: $0.element) }
     }
 }
@@ -77,6 +89,8 @@ public struct FileDocument: Codable, Sendable, Equatable {
     public var transferred: Bool
     public var committed: Bool
     public var properties: [String: String]
+    /// Alternative URLs serving the same bytes, in the order given (the file's `mirrors` property).
+    public var mirrors: [String]
 
     public init(index: Int, file: JobFile) {
         self.index = index
@@ -87,6 +101,7 @@ public struct FileDocument: Codable, Sendable, Equatable {
         transferred = file.isTransferred
         committed = file.isCommitted
         properties = file.properties
+        mirrors = file.mirrors
     }
 }
 
@@ -132,16 +147,19 @@ public struct JobList: Codable, Sendable, Equatable {
     public init(jobs: [JobDocument]) { self.jobs = jobs }
 }
 
-/// A file to add: `{"url": "...", "path": "/abs", "properties": {...}}`.
+/// A file to add: `{"url": "...", "path": "/abs", "properties": {...}, "mirrors": [...]}`.
 public struct NewFileDocument: Codable, Sendable, Equatable {
     public var url: String
     public var path: String
     public var properties: [String: String]?
+    /// Alternative URLs serving the same bytes; stored in the file's `mirrors` property.
+    public var mirrors: [String]?
 
-    public init(url: String, path: String, properties: [String: String]? = nil) {
+    public init(url: String, path: String, properties: [String: String]? = nil, mirrors: [String]? = nil) {
         self.url = url
         self.path = path
         self.properties = properties
+        self.mirrors = mirrors
     }
 }
 
@@ -180,12 +198,21 @@ public struct JobSettings: Codable, Sendable, Equatable {
     public var notifyFlags: UInt32?
     public var notifyCommand: [String]?
     public var properties: [String: String]?
+    /// BITS' `DYNAMIC_CONTENT` on or off; absent keeps the job's, also when only `maxFileBytes` is given.
+    public var dynamicContent: Bool?
+    /// The most bytes a file of the job may have; 0 removes the job's limit.
+    public var maxFileBytes: UInt64?
+    /// An absolute path to a PEM file of extra certificate authorities; `""` removes it.
+    public var tlsCAFile: String?
+    /// A public key pin, `sha256//<base64>`; `""` removes it.
+    public var tlsPinnedPublicKey: String?
     public var autoComplete: Bool?
 
     public init(displayName: String? = nil, description: String? = nil, priority: JobPriority? = nil,
                 minRetryDelaySec: Double? = nil, noProgressTimeoutSec: Double? = nil, customHeaders: [String]? = nil,
                 notifyFlags: UInt32? = nil, notifyCommand: [String]? = nil, properties: [String: String]? = nil,
-                autoComplete: Bool? = nil) {
+                dynamicContent: Bool? = nil, maxFileBytes: UInt64? = nil, tlsCAFile: String? = nil,
+                tlsPinnedPublicKey: String? = nil, autoComplete: Bool? = nil) {
         self.displayName = displayName
         self.description = description
         self.priority = priority
@@ -195,6 +222,10 @@ public struct JobSettings: Codable, Sendable, Equatable {
         self.notifyFlags = notifyFlags
         self.notifyCommand = notifyCommand
         self.properties = properties
+        self.dynamicContent = dynamicContent
+        self.maxFileBytes = maxFileBytes
+        self.tlsCAFile = tlsCAFile
+        self.tlsPinnedPublicKey = tlsPinnedPublicKey
         self.autoComplete = autoComplete
     }
 }
@@ -203,6 +234,12 @@ public struct JobSettings: Codable, Sendable, Equatable {
 public struct RemoteURLRequest: Codable, Sendable, Equatable {
     public var url: String
     public init(url: String) { self.url = url }
+}
+
+/// `POST /v1/jobs/{id}/files/{index}/mirrors`: `{"urls": [...]}`.
+public struct AddMirrorsRequest: Codable, Sendable, Equatable {
+    public var urls: [String]
+    public init(urls: [String]) { self.urls = urls }
 }
 
 /// `POST /v1/jobs/{id}/replace-remote-prefix`.
@@ -248,6 +285,38 @@ public struct HealthDocument: Codable, Sendable, Equatable {
         self.jobs = jobs
         self.plugins = plugins
     }
+}
+
+/// What the agent remembers of one source (`GET /v1/sources`).
+public struct SourceDocument: Codable, Sendable, Equatable {
+    /// `scheme://host:port`, lowercased, the port always written.
+    public var origin: String
+    /// Files that failed from this origin, ever.
+    public var failures: UInt64
+    /// Failures since the last success.
+    public var consecutiveFailures: UInt32
+    /// Files that arrived whole (and valid) from this origin.
+    public var successes: UInt64
+    public var lastFailure: Date?
+    public var lastSuccess: Date?
+    /// A moving average of the throughput of its finished files; 0 while unknown.
+    public var bytesPerSecond: Double
+
+    public init(_ health: SourceHealth) {
+        origin = health.origin
+        failures = health.failures
+        consecutiveFailures = health.consecutiveFailures
+        successes = health.successes
+        lastFailure = health.lastFailure
+        lastSuccess = health.lastSuccess
+        bytesPerSecond = health.bytesPerSecond
+    }
+}
+
+/// `GET /v1/sources`.
+public struct SourceList: Codable, Sendable, Equatable {
+    public var sources: [SourceDocument]
+    public init(sources: [SourceDocument]) { self.sources = sources }
 }
 
 /// JSON coding shared by the agent and its clients.

@@ -27,14 +27,26 @@ extension Decoder {
     }
 }
 
+extension KeyedDecodingContainer {
+    /// A byte count. JSONDecoder refuses a negative or fractional number for `UInt64` as
+    /// "not valid JSON", without the field's name; the refusal names the field here instead.
+    func decodeByteCountIfPresent(forKey key: Key) throws -> UInt64? {
+        guard contains(key), try !decodeNil(forKey: key) else { return nil }
+        do { return try decode(UInt64.self, forKey: key) } catch {
+            throw DecodingError.dataCorrupted(.init(codingPath: codingPath + [key], debugDescription: "expected a whole number of bytes ≥ 0"))
+        }
+    }
+}
+
 extension NewFileDocument {
-    enum CodingKeys: String, CodingKey, CaseIterable { case url, path, properties }
+    enum CodingKeys: String, CodingKey, CaseIterable { case url, path, properties, mirrors }
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         url = try c.decode(String.self, forKey: .url)
         path = try c.decode(String.self, forKey: .path)
         properties = try c.decodeIfPresent([String: String].self, forKey: .properties)
+        mirrors = try c.decodeIfPresent([String].self, forKey: .mirrors)
     }
 }
 
@@ -62,7 +74,8 @@ extension AddFilesRequest {
 extension JobSettings {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case displayName, description, priority, minRetryDelaySec, noProgressTimeoutSec, customHeaders
-        case notifyFlags, notifyCommand, properties, autoComplete
+        case notifyFlags, notifyCommand, properties, dynamicContent, maxFileBytes, tlsCAFile, tlsPinnedPublicKey
+        case autoComplete
     }
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -76,7 +89,19 @@ extension JobSettings {
         notifyFlags = try c.decodeIfPresent(UInt32.self, forKey: .notifyFlags)
         notifyCommand = try c.decodeIfPresent([String].self, forKey: .notifyCommand)
         properties = try c.decodeIfPresent([String: String].self, forKey: .properties)
+        dynamicContent = try c.decodeIfPresent(Bool.self, forKey: .dynamicContent)
+        maxFileBytes = try c.decodeByteCountIfPresent(forKey: .maxFileBytes)
+        tlsCAFile = try c.decodeIfPresent(String.self, forKey: .tlsCAFile)
+        tlsPinnedPublicKey = try c.decodeIfPresent(String.self, forKey: .tlsPinnedPublicKey)
         autoComplete = try c.decodeIfPresent(Bool.self, forKey: .autoComplete)
+    }
+}
+
+extension AddMirrorsRequest {
+    enum CodingKeys: String, CodingKey, CaseIterable { case urls }
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        urls = try decoder.container(keyedBy: CodingKeys.self).decode([String].self, forKey: .urls)
     }
 }
 
@@ -129,6 +154,6 @@ private func readable(_ type: Any.Type) -> String {
     case is [String].Type: "an array of strings"
     case is [String: String].Type: "an object of strings"
     case is JobPriority.Type: "one of foreground, high, normal, low"
-    default: type == [String: Any].self ? "an object" : "\(type)"
+    default: type == [String: Any].self ? "an object" : type == [Any].self ? "an array" : "\(type)"
     }
 }

@@ -21,17 +21,19 @@ struct Ferry: ParsableCommand {
         version: "0.1.0",
         groupedSubcommands: [
             CommandGroup(name: "Jobs", subcommands: [
-                CreateCommand.self, AddFileCommand.self, AddFilesCommand.self,
+                CreateCommand.self, AddFileCommand.self, AddFilesCommand.self, AddMirrorCommand.self,
                 ResumeCommand.self, SuspendCommand.self, CancelCommand.self, CompleteCommand.self,
             ]),
             CommandGroup(name: "Inspection", subcommands: [
                 ListCommand.self, InfoCommand.self, MonitorCommand.self, GetErrorCommand.self, EventsCommand.self,
+                SourcesCommand.self,
             ]),
             CommandGroup(name: "Settings", subcommands: [
                 SetPriorityCommand.self, SetRemoteNameCommand.self, ReplaceRemotePrefixCommand.self,
                 SetMinRetryDelayCommand.self, SetNoProgressTimeoutCommand.self, SetCustomHeadersCommand.self,
                 SetNotifyCmdLineCommand.self, SetNotifyFlagsCommand.self, SetDisplayNameCommand.self,
                 SetDescriptionCommand.self, SetPropertyCommand.self, SetAutoCompleteCommand.self,
+                SetDynamicCommand.self, SetTLSCommand.self,
             ]),
             CommandGroup(name: "Transfer", subcommands: [TransferCommand.self]),
         ]

@@ -16,6 +16,17 @@ enum Format {
         return unit == 0 ? "\(count) B" : String(format: "%.1f %@", value, units[unit])
     }
 
+    /// `512 bytes`, `10485760 bytes (10.0 MiB)`: an exact size, with a rounder one beside large values.
+    static func byteCount(_ count: UInt64) -> String {
+        count < 1024 ? "\(count) bytes" : "\(count) bytes (\(bytes(count)))"
+    }
+
+    /// `1.5 MiB/s`; `-` while unknown (0).
+    static func rate(_ bytesPerSecond: Double) -> String {
+        guard bytesPerSecond.isFinite, bytesPerSecond >= 1 else { return "-" }
+        return bytes(UInt64(bytesPerSecond)) + "/s"
+    }
+
     /// `7.3 MiB/21.9 MiB (33%)`; the total is `?` while a size is unknown.
     static func amount(_ done: UInt64, of total: UInt64?) -> String {
         guard let total else { return "\(bytes(done))/?" }

@@ -51,6 +51,45 @@ struct InfoCommand: ParsableCommand {
     }
 }
 
+/// `ferry sources`.
+struct SourcesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sources",
+        abstract: "Show the health of each source the agent fetched from.",
+        discussion: """
+            One row per origin (scheme://host:port): failures since the last success and in all, \
+            successes, the last success and failure, and the measured throughput. The agent starts \
+            a file with mirrors from its healthiest source. root sees every origin; other users see \
+            the origins their own jobs' URLs and mirrors name.
+            """
+    )
+
+    @OptionGroup var agent: AgentOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        let sources = try agent.link().call { try $0.sources() }
+        if output.json {
+            print(JSONOutput.pretty(SourceList(sources: sources)))
+        } else if sources.isEmpty {
+            print("No sources.")
+        } else {
+            print(Self.table(sources))
+        }
+    }
+
+    /// The table: origin, failures (consecutive/total), successes, last success, last failure, throughput.
+    static func table(_ sources: [SourceDocument]) -> String {
+        var table = Table(header: ["ORIGIN", "FAILURES", "SUCCESSES", "LAST SUCCESS", "LAST FAILURE", "THROUGHPUT"])
+        table.rows = sources.map { source in
+            [source.origin, "\(source.consecutiveFailures)/\(source.failures)", "\(source.successes)",
+             source.lastSuccess.map(Format.date) ?? "-", source.lastFailure.map(Format.date) ?? "-",
+             Format.rate(source.bytesPerSecond)]
+        }
+        return table.lines().joined(separator: "\n")
+    }
+}
+
 /// `ferry geterror`.
 struct GetErrorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -46,6 +46,9 @@ struct AddFileCommand: ParsableCommand {
     @Option(name: .customLong("property"), help: "A file property key=value (repeatable), such as sha256=<hex> or size=<bytes>.")
     var properties: [String] = []
 
+    @Option(name: .customLong("mirror"), help: ArgumentHelp("Another URL serving the same bytes (repeatable).", valueName: "url"))
+    var mirrors: [String] = []
+
     @Argument(help: "The job's id.")
     var job: String
 
@@ -61,9 +64,42 @@ struct AddFileCommand: ParsableCommand {
 
     func run() throws {
         let parsed = try KeyValue.parse(properties, option: "--property")
-        let file = NewFileDocument(url: url, path: LocalPath.absolute(path), properties: parsed.isEmpty ? nil : parsed)
+        let file = NewFileDocument(url: url, path: LocalPath.absolute(path), properties: parsed.isEmpty ? nil : parsed,
+                                   mirrors: mirrors.isEmpty ? nil : mirrors)
         let result = try agent.link().call(job: job) { try $0.addFiles(job, [file]) }
         print("Added file \(result.files.count - 1) to job \(result.id): \(file.url) -> \(file.path)")
+        if let added = result.files.last, !added.mirrors.isEmpty {
+            print("Mirrors: \(added.mirrors.joined(separator: " "))")
+        }
+    }
+}
+
+/// `ferry addmirror`: more sources for one file.
+struct AddMirrorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "addmirror",
+        abstract: "Add mirror URLs to one file of a job.",
+        discussion: """
+            FILEINDEX counts from 0, in the order the files were added ('ferry info' shows it). \
+            The agent starts the file from the healthiest of its URLs ('ferry sources' shows what \
+            it knows of each), and on errors the mirror-failover policy moves it to the next one. \
+            A URL the file already has is not added again.
+            """
+    )
+
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: "The file's index.") var fileIndex: Int
+    @Argument(help: ArgumentHelp("The mirror URLs (http, https or file).", valueName: "url")) var urls: [String]
+
+    func validate() throws {
+        guard fileIndex >= 0 else { throw ValidationError("FILEINDEX must be 0 or more, got \(fileIndex)") }
+    }
+
+    func run() throws {
+        let result = try agent.link().call(job: job) { try $0.addMirrors(job, file: fileIndex, urls: urls) }
+        let mirrors = result.files.first { $0.index == fileIndex }?.mirrors ?? []
+        print("Job \(result.id): file \(fileIndex) mirrors " + (mirrors.isEmpty ? "(none)" : mirrors.joined(separator: " ")))
     }
 }
 

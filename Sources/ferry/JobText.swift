@@ -53,11 +53,26 @@ enum JobText {
             ("Notify command", job.notifyCommand.isEmpty ? "(none)" : Format.shellWords(job.notifyCommand)),
             ("Custom headers", job.customHeaders.isEmpty ? "(none)" : job.customHeaders.joined(separator: "\n")),
             ("Properties", Format.properties(job.properties)),
-        ], indent: "  ")
+        ] + optionalSettings(job), indent: "  ")
+        if !job.history.isEmpty {
+            out.append("")
+            out.append("Policy history:")
+            out += job.history.map { "  " + $0 }
+        }
         out.append("")
         out.append("Files (\(job.files.count)):")
         out += fileTable(job.files, withProperties: true).map { "  " + $0 }
         return out.joined(separator: "\n")
+    }
+
+    /// The settings shown only when set: dynamic content, the job's file size limit, TLS options.
+    static func optionalSettings(_ job: JobDocument) -> [(String, String)] {
+        var fields: [(String, String)] = []
+        if job.dynamicContent { fields.append(("Dynamic content", "yes (no size or ranges needed; an interrupted file starts again)")) }
+        if let limit = job.maxFileBytes { fields.append(("Max file size", Format.byteCount(limit))) }
+        if let file = job.tlsCAFile { fields.append(("TLS CA file", file)) }
+        if let pin = job.tlsPinnedPublicKey { fields.append(("TLS pinned key", pin)) }
+        return fields
     }
 
     /// The files, one row each (index, state, bytes, `URL -> path`), without a header;
@@ -72,7 +87,10 @@ enum JobText {
         var out: [String] = [lines[0]]
         for (file, line) in zip(files, lines.dropFirst()) {
             out.append(line)
-            if !file.properties.isEmpty { out.append("   properties: " + Format.properties(file.properties)) }
+            // The mirrors property has a line of its own.
+            let properties = file.properties.filter { $0.key != JobFile.mirrorsProperty }
+            if !properties.isEmpty { out.append("   properties: " + Format.properties(properties)) }
+            if !file.mirrors.isEmpty { out.append("   mirrors: " + file.mirrors.joined(separator: " ")) }
         }
         return out
     }

@@ -81,8 +81,9 @@ struct SetMinRetryDelayCommand: ParsableCommand {
         commandName: "setminretrydelay",
         abstract: "Set the wait after a transient error.",
         discussion: """
-            How long the job waits after a transient error before trying again. Values below 5 are \
-            raised to 5. A server's Retry-After can make the wait longer.
+            How long the job waits after a transient error before trying again. Values below \
+            \(Int(Job.minimumRetryDelayFloor)) are raised to \(Int(Job.minimumRetryDelayFloor)). A server's \
+            Retry-After can make the wait longer.
             """
     )
 
@@ -289,5 +290,87 @@ struct SetAutoCompleteCommand: ParsableCommand {
     func run() throws {
         let result = try agent.link().update(job, JobSettings(autoComplete: enabled))
         print("Job \(result.id): auto-complete \(result.autoComplete ? "on" : "off")" + (result.state == .acknowledged ? " (completed now)" : ""))
+    }
+}
+
+/// `on` or `off`, as `setdynamic` takes it.
+enum Switch: String, ExpressibleByArgument, CaseIterable {
+    case on, off
+}
+
+/// `ferry setdynamic`.
+struct SetDynamicCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setdynamic",
+        abstract: "Fetch a job's files as dynamic content.",
+        discussion: """
+            BITS' DYNAMIC_CONTENT. On: the servers need not tell a size nor take range requests, and a file whose \
+            transfer is interrupted starts again from zero. --max-size bounds every file of the \
+            job (0 removes the job's limit; the agent's own limit always applies); without it the \
+            job keeps its limit.
+            """
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Option(name: .customLong("max-size"), help: ArgumentHelp("The most bytes any file of the job may have (0: no job limit).", valueName: "bytes"))
+    var maxSize: UInt64?
+
+    @Argument(help: "The job's id.") var job: String
+    @Argument(help: ArgumentHelp("on or off.", valueName: "on|off")) var mode: Switch
+
+    func run() throws {
+        let result = try agent.link().update(job, JobSettings(dynamicContent: mode == .on, maxFileBytes: maxSize))
+        print("Job \(result.id): dynamic content \(result.dynamicContent ? "on" : "off"), "
+            + (result.maxFileBytes.map { "max file size \(Format.byteCount($0))" } ?? "no job limit on file size"))
+    }
+}
+
+/// `ferry settls`.
+struct SetTLSCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "settls",
+        abstract: "Trust an extra CA or pin a key for a job's https URLs.",
+        discussion: """
+            --ca-file adds the certificate authorities of a PEM file to the system's, for this \
+            job only; the job's owner must be able to read it. A relative path is made absolute \
+            against the current directory. --pin makes the servers present this public key, \
+            given as sha256// and the base64 SHA-256 of the key (as curl's --pinnedpubkey). \
+            An option not given keeps the job's value; --clear removes both. Verification itself \
+            cannot be turned off.
+            """
+    )
+
+    @OptionGroup var agent: AgentOptions
+
+    @Option(name: .customLong("ca-file"), help: ArgumentHelp("A PEM file of extra certificate authorities.", valueName: "path"))
+    var caFile: String?
+
+    @Option(name: .customLong("pin"), help: ArgumentHelp("The key the servers must present: sha256//<base64>.", valueName: "pin"))
+    var pin: String?
+
+    @Flag(name: .long, help: "Remove both the CA file and the pin.")
+    var clear = false
+
+    @Argument(help: "The job's id.") var job: String
+
+    func validate() throws {
+        if clear && (caFile != nil || pin != nil) { throw ValidationError("--clear removes both options; give it alone") }
+        if !clear && caFile == nil && pin == nil { throw ValidationError("give --ca-file, --pin or --clear") }
+        if let caFile, caFile.isEmpty { throw ValidationError("--ca-file needs a path (--clear removes it)") }
+        if let pin, !pin.hasPrefix("sha256//") || pin.count <= "sha256//".count {
+            throw ValidationError("--pin takes sha256// and the base64 SHA-256 of the key, got '\(pin)'")
+        }
+    }
+
+    func run() throws {
+        let settings = clear
+            ? JobSettings(tlsCAFile: "", tlsPinnedPublicKey: "")
+            : JobSettings(tlsCAFile: caFile.map { LocalPath.absolute($0) }, tlsPinnedPublicKey: pin)
+        let result = try agent.link().update(job, settings)
+        var held: [String] = []
+        if let file = result.tlsCAFile { held.append("CA file \(file)") }
+        if let key = result.tlsPinnedPublicKey { held.append("pinned key \(key)") }
+        print("Job \(result.id): " + (held.isEmpty ? "no TLS options (the system's CAs, no pin)" : held.joined(separator: ", ")))
     }
 }

@@ -31,7 +31,7 @@ struct TransferCommand: ParsableCommand {
     @Option(name: .customLong("property"), help: "A file property key=value, stored with every file given on the command line.")
     var properties: [String] = []
 
-    @Option(name: .customLong("min-retry-delay"), help: "Seconds to wait before retrying after a transient error (floor 5).")
+    @Option(name: .customLong("min-retry-delay"), help: "Seconds to wait before retrying after a transient error (floor \(Int(Job.minimumRetryDelayFloor))).")
     var minRetryDelay: Double = 5
 
     @Option(name: .customLong("no-progress-timeout"), help: "Seconds without progress after which a transient error becomes fatal.")

@@ -34,11 +34,11 @@ final class HelpTests: XCTestCase {
         let result = try ferry(["--help"])
         XCTAssertEqual(result.status, 0, result.stderr)
         let subcommands = [
-            "create", "addfile", "addfiles", "resume", "suspend", "cancel", "complete",
-            "list", "info", "monitor", "geterror", "events",
+            "create", "addfile", "addfiles", "addmirror", "resume", "suspend", "cancel", "complete",
+            "list", "info", "monitor", "geterror", "events", "sources",
             "setpriority", "setremotename", "replaceremoteprefix", "setminretrydelay", "setnoprogresstimeout",
             "setcustomheaders", "setnotifycmdline", "setnotifyflags", "setdisplayname", "setdescription",
-            "setproperty", "setautocomplete", "transfer",
+            "setproperty", "setautocomplete", "setdynamic", "settls", "transfer",
         ]
         let listed = Set(result.stdout.split(separator: "\n").compactMap { line -> String? in
             guard line.hasPrefix("  "), let word = line.split(separator: " ").first else { return nil }
@@ -80,7 +80,7 @@ final class HelpTests: XCTestCase {
             A relative PATH is made absolute against the current directory. The directory
             must exist.
 
-            USAGE: ferry addfile [--socket <path>] [--property <property> ...] <job> <url> <path>
+            USAGE: ferry addfile [--socket <path>] [--property <property> ...] [--mirror <url> ...] <job> <url> <path>
 
             ARGUMENTS:
               <job>                   The job's id.
@@ -92,6 +92,34 @@ final class HelpTests: XCTestCase {
                                       the path ferryd uses).
               --property <property>   A file property key=value (repeatable), such as
                                       sha256=<hex> or size=<bytes>.
+              --mirror <url>          Another URL serving the same bytes (repeatable).
+              --version               Show the version.
+              -h, --help              Show help information.
+            """)
+    }
+
+    func testSetTLSHelp() throws {
+        try assertHelp(["settls", "--help"], """
+            OVERVIEW: Trust an extra CA or pin a key for a job's https URLs.
+
+            --ca-file adds the certificate authorities of a PEM file to the system's, for
+            this job only; the job's owner must be able to read it. A relative path is made
+            absolute against the current directory. --pin makes the servers present this
+            public key, given as sha256// and the base64 SHA-256 of the key (as curl's
+            --pinnedpubkey). An option not given keeps the job's value; --clear removes
+            both. Verification itself cannot be turned off.
+
+            USAGE: ferry settls [--socket <path>] [--ca-file <path>] [--pin <pin>] [--clear] <job>
+
+            ARGUMENTS:
+              <job>                   The job's id.
+
+            OPTIONS:
+              --socket <path>         ferryd's control socket (default: $FERRY_SOCKET, else
+                                      the path ferryd uses).
+              --ca-file <path>        A PEM file of extra certificate authorities.
+              --pin <pin>             The key the servers must present: sha256//<base64>.
+              --clear                 Remove both the CA file and the pin.
               --version               Show the version.
               -h, --help              Show help information.
             """)
@@ -203,6 +231,12 @@ final class HelpTests: XCTestCase {
             (["setautocomplete", "JOB", "maybe"], "The value 'maybe' is invalid for '<true|false>'"),
             (["setcustomheaders", "JOB", "no colon"], "a header must be one line 'Name: value', got 'no colon'"),
             (["setproperty", "JOB"], "give at least one key=value"),
+            (["addmirror", "JOB", "0"], "Missing expected argument '<url> ...'"),
+            (["setdynamic", "JOB", "maybe"], "The value 'maybe' is invalid for '<on|off>'"),
+            (["setdynamic", "JOB", "on", "--max-size", "-5"], "--max-size"),
+            (["settls", "JOB"], "give --ca-file, --pin or --clear"),
+            (["settls", "JOB", "--clear", "--ca-file", "/etc/ca.pem"], "--clear removes both options; give it alone"),
+            (["settls", "JOB", "--pin", "abc"], "--pin takes sha256// and the base64 SHA-256 of the key, got 'abc'"),
             (["create"], "Missing expected argument '<name>'"),
             (["transfer", "--agent", "--no-agent", "http://h/a", "a"], "give --agent or --no-agent, not both"),
         ]

@@ -68,11 +68,12 @@ public final class AgentService: Sendable {
             }
         }
         try checkFileQuota(adding: request.files?.count ?? 0, to: 0, caller: caller, limits: limits)
+        let files = try Self.newFiles(request.files ?? [])
         let job = try engine.createJob(displayName: request.displayName, description: request.description ?? "",
                                        owner: caller.uid, priority: request.priority ?? .normal)
         do {
             if let settings = request.settings { _ = try apply(settings, to: job.id) }
-            if let files = request.files, !files.isEmpty { _ = try engine.addFiles(job.id, files.map(Self.newFile)) }
+            if !files.isEmpty { _ = try engine.addFiles(job.id, files) }
             return try engine.job(job.id)
         } catch {
             // All or nothing: a job whose files or settings were refused is not left behind.
@@ -87,7 +88,14 @@ public final class AgentService: Sendable {
             throw FerryError(code: .invalidArgument, context: .queueManager, message: "files is empty")
         }
         try checkFileQuota(adding: files.count, to: job.files.count, caller: caller, limits: settings.withLock { $0 })
-        return try engine.addFiles(job.id, files.map(Self.newFile))
+        return try engine.addFiles(job.id, try Self.newFiles(files))
+    }
+
+    /// Adds alternative URLs for one file; each is checked as a mirror, then by the engine.
+    public func addMirrors(_ id: String, file: Int, urls: [String], for caller: Caller) throws(FerryError) -> Job {
+        let job = try job(id, for: caller)
+        for url in urls { try Self.checkMirrorURL(url) }
+        return try engine.addMirrors(job.id, file: file, urls: urls)
     }
 
     /// `resume`, `suspend`, `cancel` or `complete`.
@@ -126,6 +134,21 @@ public final class AgentService: Sendable {
         return error
     }
 
+    /// The health of the sources `caller` may see: every one for an administrator; for anyone
+    /// else, only the origins named by the URLs and mirrors of the caller's own jobs, so that
+    /// no user learns where another user's jobs download from.
+    public func sources(for caller: Caller) -> [SourceHealth] {
+        let all = engine.sources()
+        guard !caller.isAdministrator else { return all }
+        return Self.sources(all, visibleIn: engine.allJobs().filter { $0.owner == caller.uid })
+    }
+
+    /// The entries of `sources` whose origin appears in a URL or a mirror of a file of `jobs`.
+    static func sources(_ sources: [SourceHealth], visibleIn jobs: [Job]) -> [SourceHealth] {
+        let origins = Set(jobs.flatMap(\.files).flatMap(\.candidateURLs).compactMap(SourceHealth.origin(of:)))
+        return sources.filter { origins.contains($0.origin) }
+    }
+
     // MARK: - Helpers
 
     private func apply(_ settings: JobSettings, to id: JobID) throws(FerryError) -> Job {
@@ -147,6 +170,22 @@ public final class AgentService: Sendable {
         if let flags = settings.notifyFlags { job = try engine.setNotifyFlags(id, NotifyFlags(rawValue: flags)) }
         if let command = settings.notifyCommand { job = try engine.setNotifyCommand(id, command) }
         if let properties = settings.properties { job = try engine.setProperties(id, properties) }
+        if settings.dynamicContent != nil || settings.maxFileBytes != nil {
+            // One of the pair alone keeps the job's value of the other; a limit of 0 removes the job's limit.
+            let enabled = settings.dynamicContent ?? job.dynamicContent
+            let limit = settings.maxFileBytes.map { $0 == 0 ? nil : $0 } ?? job.maxFileBytes
+            job = try engine.setDynamicContent(id, enabled, maxFileBytes: limit)
+        }
+        if settings.tlsCAFile != nil || settings.tlsPinnedPublicKey != nil {
+            // As above: one of the pair alone keeps the other; "" removes an option.
+            let caFile = settings.tlsCAFile.map { $0.isEmpty ? nil : $0 } ?? job.tlsCAFile
+            let pin = settings.tlsPinnedPublicKey.map { $0.isEmpty ? nil : $0 } ?? job.tlsPinnedPublicKey
+            if let caFile, !caFile.hasPrefix("/") {
+                // Checked before the engine opens it: a relative path would be read against the agent's directory.
+                throw FerryError(code: .invalidArgument, context: .queueManager, message: "tlsCAFile must be an absolute path, got '\(caFile)'")
+            }
+            job = try engine.setTLSOptions(id, caFile: caFile, pinnedPublicKey: pin)
+        }
         if let autoComplete = settings.autoComplete { job = try engine.setAutoComplete(id, autoComplete) }
         return job
     }
@@ -173,7 +212,57 @@ public final class AgentService: Sendable {
         }
     }
 
-    static func newFile(_ document: NewFileDocument) -> NewFile {
-        NewFile(remoteURL: document.url, localPath: document.path, properties: document.properties ?? [:])
+    /// The engine's form of the files of a request, mirrors checked.
+    /// - Throws: the first refusal, prefixed with `file N:` when several files were given.
+    static func newFiles(_ documents: [NewFileDocument]) throws(FerryError) -> [NewFile] {
+        var files: [NewFile] = []
+        for (offset, document) in documents.enumerated() {
+            do throws(FerryError) { files.append(try newFile(document)) } catch {
+                var failure = error
+                if documents.count > 1 { failure.message = "file \(offset): " + failure.message }
+                throw failure
+            }
+        }
+        return files
+    }
+
+    /// One new file. Its `mirrors` are appended to those its `mirrors` property already lists
+    /// (without repeats, and without the file's own URL); every one must be a usable mirror URL.
+    static func newFile(_ document: NewFileDocument) throws(FerryError) -> NewFile {
+        var file = JobFile(remoteURL: document.url, localPath: document.path, properties: document.properties ?? [:])
+        let given = document.mirrors ?? []
+        for url in given { try checkMirrorURL(url) }
+        for url in file.mirrors { try checkMirrorURL(url) }
+        if !given.isEmpty {
+            var list = file.mirrors
+            for url in given where url != document.url && !list.contains(url) { list.append(url) }
+            file.mirrors = list
+        }
+        return NewFile(remoteURL: file.remoteURL, localPath: file.localPath, properties: file.properties)
+    }
+
+    /// A mirror URL is one word (the `mirrors` property separates them with spaces) and a URL
+    /// the engine fetches: `http` or `https` with a host, or `file` with an absolute path.
+    /// The engine checks mirrors added to an existing file the same way.
+    static func checkMirrorURL(_ url: String) throws(FerryError) {
+        guard !url.isEmpty, !url.contains(where: \.isWhitespace) else {
+            throw FerryError(code: .invalidArgument, context: .queueManager, message: "a mirror URL may not be empty or contain spaces: '\(url)'")
+        }
+        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased() else {
+            throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "not a URL: mirror \(url)")
+        }
+        switch scheme {
+        case "http", "https":
+            guard let host = parsed.host, !host.isEmpty else {
+                throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "the mirror URL has no host: \(url)")
+            }
+        case "file":
+            guard parsed.path.hasPrefix("/") else {
+                throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "a file mirror URL needs an absolute path: \(url)")
+            }
+        default:
+            throw FerryError(code: .unsupportedURL, context: .remoteFile,
+                             message: "unsupported URL scheme '\(scheme)' in mirror \(url); use http, https or file")
+        }
     }
 }

@@ -59,11 +59,15 @@ struct ControlRoutes: Sendable {
         }
         v1.put("jobs/:id/files/:index/url") { request, context in
             let who = try caller(context)
-            guard let index = Int(try context.parameters.require("index")), index >= 0 else {
-                throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager, message: "the file index must be a whole number"))
-            }
+            let index = try fileIndex(context)
             let body = try await decode(RemoteURLRequest.self, request)
             return try json(JobDocument(try service.setRemoteURL(try context.parameters.require("id"), file: index, url: body.url, for: who)))
+        }
+        v1.post("jobs/:id/files/:index/mirrors") { request, context in
+            let who = try caller(context)
+            let index = try fileIndex(context)
+            let body = try await decode(AddMirrorsRequest.self, request)
+            return try json(JobDocument(try service.addMirrors(try context.parameters.require("id"), file: index, urls: body.urls, for: who)))
         }
         v1.post("jobs/:id/replace-remote-prefix") { request, context in
             let who = try caller(context)
@@ -72,6 +76,9 @@ struct ControlRoutes: Sendable {
         }
         v1.get("jobs/:id/error") { _, context in
             try json(ErrorDocument(try service.error(try context.parameters.require("id"), for: try caller(context))))
+        }
+        v1.get("sources") { _, context in
+            try json(SourceList(sources: service.sources(for: try caller(context)).map(SourceDocument.init)))
         }
         v1.get("events") { request, context in
             let who = try caller(context)
@@ -108,6 +115,14 @@ struct ControlRoutes: Sendable {
             throw APIError(.forbidden, FerryError(code: .accessDenied, context: .queueManager, message: "cannot tell who is calling (SO_PEERCRED)"))
         }
         return caller
+    }
+
+    /// The `{index}` of a file path: a whole number ≥ 0.
+    private func fileIndex(_ context: AgentRequestContext) throws -> Int {
+        guard let index = Int(try context.parameters.require("index")), index >= 0 else {
+            throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager, message: "the file index must be a whole number"))
+        }
+        return index
     }
 
     private func decode<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {

@@ -1,0 +1,96 @@
+import FerryControl
+import FerryTestSupport
+import Foundation
+import XCTest
+
+/// `GET /v1/sources` and `ferry sources`: what the real ferryd remembers of each origin, and who may see it.
+final class SourceHealthTests: XCTestCase {
+    var h: AgentHarness!
+    /// A second origin, which only fails.
+    var failing: FaultServer!
+    static let user = "ferrytest"
+
+    override func setUpWithError() throws {
+        h = try AgentHarness()
+        failing = try FaultServer()
+        try h.start()
+    }
+
+    override func tearDown() {
+        failing?.stop()
+        h?.tearDown()
+    }
+
+    /// One file arrives from the harness's server, one fails with 404 from the failing one.
+    /// - Returns: the two origins, the healthy one first.
+    private func fetchFromBothOrigins() throws -> (healthy: String, failed: String) {
+        h.server.setFile("/ok.bin", data: testBytes(70_000, seed: 150))
+        let good = try h.client.createJob(CreateJobRequest(displayName: "good", files: [NewFileDocument(url: h.url("/ok.bin"), path: h.destination("ok.bin"))]))
+        let bad = try h.client.createJob(CreateJobRequest(displayName: "bad", files: [NewFileDocument(url: failing.baseURL + "/missing", path: h.destination("missing"))]))
+        _ = try h.client.perform("resume", on: good.id)
+        _ = try h.client.perform("resume", on: bad.id)
+        h.wait(good.id, for: "TRANSFERRED")
+        h.wait(bad.id, for: "ERROR")
+        return (h.server.baseURL, failing.baseURL)
+    }
+
+    func testSourcesRecordSuccessesAndFailuresAndTheCLIShowsThem() throws {
+        let (healthy, failed) = try fetchFromBothOrigins()
+        let sources = try h.client.sources()
+        XCTAssertEqual(sources.map(\.origin), [healthy, failed].sorted(), "one entry per origin, by origin")
+        let good = try XCTUnwrap(sources.first { $0.origin == healthy })
+        XCTAssertEqual(good.successes, 1)
+        XCTAssertEqual(good.failures, 0)
+        XCTAssertNotNil(good.lastSuccess)
+        XCTAssertNil(good.lastFailure)
+        XCTAssertGreaterThan(good.bytesPerSecond, 0, "70000 bytes are enough to measure")
+        let bad = try XCTUnwrap(sources.first { $0.origin == failed })
+        XCTAssertEqual(bad.failures, 1)
+        XCTAssertEqual(bad.consecutiveFailures, 1)
+        XCTAssertEqual(bad.successes, 0)
+        XCTAssertNotNil(bad.lastFailure)
+        XCTAssertNil(bad.lastSuccess)
+
+        let raw = try h.curl("GET", "/v1/sources")
+        XCTAssertEqual(raw.status, 200, raw.body)
+        XCTAssertTrue(raw.body.hasPrefix(#"{"sources":[{"#), raw.body)
+        XCTAssertTrue(raw.body.contains(#""lastSuccess":"20"#), "times are ISO 8601: \(raw.body)")
+
+        let table = try ChildProcess.run("ferry", ["sources", "--socket", h.socket])
+        XCTAssertEqual(table.status, 0, table.stderr)
+        let lines = table.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 3, table.stdout)
+        XCTAssertTrue(lines[0].hasPrefix("ORIGIN") && lines[0].contains("FAILURES") && lines[0].hasSuffix("THROUGHPUT"), lines[0])
+        let failedRow = try XCTUnwrap(lines.first { $0.hasPrefix(failed + " ") }, table.stdout)
+        XCTAssertEqual(failedRow.split(separator: " ").prefix(3).map(String.init), [failed, "1/1", "0"], failedRow)
+        XCTAssertTrue(failedRow.hasSuffix(" -"), "no throughput measured: \(failedRow)")
+        let healthyRow = try XCTUnwrap(lines.first { $0.hasPrefix(healthy + " ") }, table.stdout)
+        XCTAssertEqual(healthyRow.split(separator: " ").prefix(3).map(String.init), [healthy, "0/0", "1"], healthyRow)
+        XCTAssertTrue(healthyRow.hasSuffix("/s"), healthyRow)
+
+        let json = try ChildProcess.run("ferry", ["sources", "--json", "--socket", h.socket])
+        XCTAssertEqual(try ControlJSON.decoder.decode(SourceList.self, from: Data(json.stdout.utf8)).sources, sources)
+    }
+
+    func testAUserSeesOnlyTheOriginsItsOwnJobsName() throws {
+        try XCTSkipUnless(getuid() == 0, "needs root to act as a second account")
+        if getpwnam(Self.user) == nil {
+            let made = try PluginBuilder.run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/usr/sbin/nologin", Self.user])
+            XCTAssertEqual(made.status, 0, made.output)
+        }
+        let (healthy, failed) = try fetchFromBothOrigins()
+        func seen(by user: String) throws -> [String] {
+            let answer = try h.curl("GET", "/v1/sources", asUser: user)
+            XCTAssertEqual(answer.status, 200, answer.body)
+            return try ControlJSON.decoder.decode(SourceList.self, from: Data(answer.body.utf8)).sources.map(\.origin)
+        }
+        XCTAssertEqual(try seen(by: Self.user), [], "a user without jobs sees no source")
+
+        // The user's file comes from an origin never fetched, with a mirror on the failing origin.
+        let body = #"{"displayName": "theirs", "files": [{"url": "http://127.0.0.1:9/x", "path": "\#(h.destination("theirs"))", "mirrors": ["\#(failing.baseURL)/x"]}]}"#
+        let created = try h.curl("POST", "/v1/jobs", body: body, asUser: Self.user)
+        XCTAssertEqual(created.status, 201, created.body)
+        XCTAssertEqual(try seen(by: Self.user), [failed], "only the origin a mirror of the user's own job names")
+        XCTAssertEqual(try h.client.sources().map(\.origin), [healthy, failed].sorted(), "root sees every origin")
+    }
+}
