@@ -23,3 +23,8 @@ CURLcode ferry_curl_getinfo_off_t(CURL *h, CURLINFO info, curl_off_t *out) { ret
 CURLcode ferry_curl_getinfo_string(CURL *h, CURLINFO info, const char **out) { return curl_easy_getinfo(h, info, out); }
 
 CURLMcode ferry_curl_multi_setopt_long(CURLM *m, CURLMoption opt, long v) { return curl_multi_setopt(m, opt, v); }
+
+const char *ferry_curl_default_capath(void) {
+    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    return info ? info->capath : NULL;
+}

@@ -775,7 +775,9 @@ public final class Engine: @unchecked Sendable {
                 emit(.jobProgressed(jobs[transfer.jobID]!))
             }
         }
-        if length >= transfer.lastCheckpointLength + configuration.checkpointBytes {
+        // Asked for at half the interval: while one flush is under way the bytes keep coming,
+        // and a crash must never cost more than one interval.
+        if length >= transfer.lastCheckpointLength + max(64 << 10, configuration.checkpointBytes / 2) {
             checkpoint(transfer, transferred: false, then: nil)
         }
     }

@@ -77,7 +77,14 @@ public final class Transfer {
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_BUFFERSIZE, 512 * 1024), "BUFFERSIZE")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_SSL_VERIFYPEER, 1), "SSL_VERIFYPEER")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_SSL_VERIFYHOST, 2), "SSL_VERIFYHOST")
-        if let caFile = request.caFile { try checkOption(ferry_curl_setopt_string(h, CURLOPT_CAINFO, caFile), "CAINFO") }
+        if let caFile = request.caFile {
+            try checkOption(ferry_curl_setopt_string(h, CURLOPT_CAINFO, caFile), "CAINFO")
+            // CAINFO replaces libcurl's bundle; its CA directory (the system's, one file per CA)
+            // keeps the system's authorities trusted beside the job's own.
+            if let directory = ferry_curl_default_capath() {
+                try checkOption(ferry_curl_setopt_string(h, CURLOPT_CAPATH, directory), "CAPATH")
+            }
+        }
         if let pin = request.pinnedPublicKey { try checkOption(ferry_curl_setopt_string(h, CURLOPT_PINNEDPUBLICKEY, pin), "PINNEDPUBLICKEY") }
         if request.maxBytesPerSecond > 0 {
             try checkOption(ferry_curl_setopt_off_t(h, CURLOPT_MAX_RECV_SPEED_LARGE, curl_off_t(request.maxBytesPerSecond)), "MAX_RECV_SPEED_LARGE")

@@ -18,8 +18,9 @@ public struct TransferRequest: Sendable, Equatable {
     public var maxBytesPerSecond: Int64
     /// Whether an `https` URL may redirect to plain `http`.
     public var allowsInsecureRedirect: Bool
-    /// A PEM file of certificate authorities to trust (libcurl's CAINFO); the system's
-    /// CA directory stays trusted. Verification is always on.
+    /// A PEM file of certificate authorities to trust (libcurl's CAINFO, in place of its
+    /// bundle); libcurl's CA directory, the system's on Debian, stays trusted. Verification
+    /// is always on.
     public var caFile: String?
     /// A public key the server must present (libcurl's PINNEDPUBLICKEY, `sha256//…`).
     public var pinnedPublicKey: String?

@@ -1,5 +1,6 @@
 import FerryCore
 import FerryEngine
+import FerryPluginHost
 import FerryTestSupport
 import Foundation
 import XCTest
@@ -8,7 +9,10 @@ import XCTest
 final class ResumeTests: XCTestCase {
     var h: EngineHarness!
 
-    override func setUpWithError() throws { h = try EngineHarness() }
+    /// The engine's own guards, without error policies: the states they leave must stay visible.
+    override func setUpWithError() throws {
+        h = try EngineHarness { $0.plugins = [PluginSpec(reference: "sha256"), PluginSpec(reference: "size")] }
+    }
     override func tearDown() { h.tearDown() }
 
     /// Starts a throttled download, suspends it part way and returns the bytes it kept.

@@ -32,4 +32,8 @@ CURLcode ferry_curl_getinfo_string(CURL *_Nonnull h, CURLINFO info, const char *
 
 CURLMcode ferry_curl_multi_setopt_long(CURLM *_Nonnull m, CURLMoption opt, long v);
 
+/* libcurl's built-in CA directory (CURLOPT_CAPATH default), or NULL when it has none.
+   Wrapped because CURLVERSION_NOW is a macro Swift cannot import. */
+const char *_Nullable ferry_curl_default_capath(void);
+
 #endif
