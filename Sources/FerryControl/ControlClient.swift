@@ -32,6 +32,10 @@ public struct ControlClient: Sendable {
 
     public func job(_ id: String) throws(ControlError) -> JobDocument { try call("GET", "/v1/jobs/\(escape(id))") }
 
+    /// The job without its file list (`?files=false`): what a progress display polls, at a
+    /// cost that does not grow with the number of files.
+    public func jobSummary(_ id: String) throws(ControlError) -> JobDocument { try call("GET", "/v1/jobs/\(escape(id))?files=false") }
+
     public func addFiles(_ id: String, _ files: [NewFileDocument]) throws(ControlError) -> JobDocument {
         try call("POST", "/v1/jobs/\(escape(id))/files", body: AddFilesRequest(files: files))
     }

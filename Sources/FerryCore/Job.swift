@@ -62,8 +62,13 @@ public struct JobFile: Codable, Equatable, Sendable {
 
     /// Alternative URLs serving the same bytes (the `mirrors` property), in the order given.
     public var mirrors: [String] {
-        get { (properties[JobFile.mirrorsProperty] ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init) }
+        get { JobFile.mirrors(in: properties[JobFile.mirrorsProperty] ?? "") }
         set { properties[JobFile.mirrorsProperty] = newValue.isEmpty ? nil : newValue.joined(separator: " ") }
+    }
+
+    /// The URLs listed in a `mirrors` property value.
+    public static func mirrors(in property: String) -> [String] {
+        property.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init)
     }
 
     /// Every URL the file may come from: the current one first, then its mirrors.

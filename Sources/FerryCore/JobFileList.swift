@@ -6,7 +6,7 @@
 /// change copies only the chunk of the file it touches, and the totals that progress and
 /// scheduling read are kept up to date on every change instead of summed again.
 public struct JobFileList: RandomAccessCollection, MutableCollection, Equatable, Sendable, ExpressibleByArrayLiteral, Codable {
-    private static let chunkShift = 8
+    private static let chunkShift = 6
     private static let chunkMask = (1 << chunkShift) - 1
 
     private var chunks: [[JobFile]] = []

@@ -159,8 +159,13 @@ public final class Engine: @unchecked Sendable {
         try onLoop { engine throws(FerryError) in
             let job = try engine.existingJob(id)
             var checked: [JobFile] = []
+            checked.reserveCapacity(files.count)
+            // A package set puts thousands of files in a few directories: check each once.
+            var verifiedDirectories: Set<String> = []
             for (offset, file) in files.enumerated() {
-                do throws(FerryError) { checked.append(try Engine.validate(file, owner: job.owner)) } catch {
+                do throws(FerryError) {
+                    checked.append(try Engine.validate(file, owner: job.owner, verifiedDirectories: &verifiedDirectories))
+                } catch {
                     var failure = error
                     if files.count > 1 { failure.message = "file \(offset): " + failure.message }
                     throw failure
@@ -204,7 +209,10 @@ public final class Engine: @unchecked Sendable {
             throw FerryError(code: .invalidArgument, context: .queueManager, message: "no mirror URLs given")
         }
         let owner = try job(id).owner
-        for url in urls { _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/x"), owner: owner, checkDirectory: false) }
+        for url in urls {
+            _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/x"), owner: owner, checkDirectory: false)
+            try Engine.checkLocalSourceReadable(url, owner: owner)
+        }
         return try call(.addMirrors(file: file, urls: urls), id)
     }
 
@@ -217,7 +225,7 @@ public final class Engine: @unchecked Sendable {
     /// Adds a CA file the job's `https` servers may chain to, and/or a public key they must
     /// present. Nothing here can weaken verification. `nil` removes an option.
     public func setTLSOptions(_ id: JobID, caFile: String?, pinnedPublicKey: String?) throws(FerryError) -> Job {
-        if let caFile, caFile.hasPrefix("/") {
+        if let caFile, caFile.hasPrefix("/"), caFile != (try job(id).tlsCAFile) {
             let owner = try job(id).owner
             // libcurl reads the file as the agent: the owner must be able to read it too.
             try OwnerIdentity.run(as: owner) { () throws(FerryError) in
@@ -386,8 +394,10 @@ public final class Engine: @unchecked Sendable {
     ///     only repeats work, since bytes count only once a checkpoint recorded them.
     @discardableResult
     private func apply(_ event: JobEvent, to id: JobID, files: [Int]? = nil, durable: Bool = true) throws(FerryError) -> Job {
-        let previous = try existingJob(id)
-        let before = previous.state
+        // The job as it was, kept only to find the file rows an event changed when the caller
+        // did not say: holding it makes the change copy the chunk of files it touches.
+        let previous = files == nil ? try existingJob(id) : nil
+        let before = try existingJob(id).state
         // Out of the table while it changes: the job's storage is then not shared, and only
         // the chunk of files an event touches is copied.
         var job = jobs.removeValue(forKey: id)!
@@ -404,7 +414,7 @@ public final class Engine: @unchecked Sendable {
             _ = try? job.apply(.addActiveTime(now.timeIntervalSince(since)), at: now)
         }
         jobs[id] = job
-        pendingRecords[id, default: []].formUnion(files ?? job.files.changedIndices(since: previous.files))
+        pendingRecords[id, default: []].formUnion(files ?? previous.map { job.files.changedIndices(since: $0.files) } ?? [])
         if durable { writeBatch(wait: true) }
         if before != job.state {
             logger.info("job state", metadata: ["job": "\(id)", "from": "\(before.rawValue)", "to": "\(job.state.rawValue)"])
@@ -907,7 +917,7 @@ public final class Engine: @unchecked Sendable {
     private func validate(_ transfer: FileTransfer, attempt: Int, digests known: [DigestName: [UInt8]]? = nil) {
         let id = transfer.jobID
         let index = transfer.fileIndex
-        guard var job = jobs[id] else { return }
+        guard let job = jobs[id] else { return }
         let digests = known ?? transfer.finishDigests()
         let validators = plugins.validators(for: job)
         guard !validators.isEmpty else {
@@ -917,9 +927,7 @@ public final class Engine: @unchecked Sendable {
             return
         }
         let length = transfer.file.snapshot.length
-        job = Engine.withFinishedFile(job, index: index, length: length)
-        let view = PluginJobView(job: job,
-                                 digests: [index: digests], completeFiles: [index])
+        let view = PluginJobView(job: job, digests: [index: digests], completeFiles: [index], finishedLengths: [index: length])
         let queue = validationQueue(for: id)
         let plugins = self.plugins
         let work = UncheckedSendable { [unowned self] (outcome: ValidationOutcome) in
@@ -969,13 +977,6 @@ public final class Engine: @unchecked Sendable {
         return queue
     }
 
-    /// The job as validators see it: the file's bytes complete, its size known.
-    private static func withFinishedFile(_ job: Job, index: Int, length: UInt64) -> Job {
-        var files = job.files
-        files[index].bytesTransferred = length
-        if files[index].bytesTotal == nil { files[index].bytesTotal = length }
-        return Job(persistedHeader: job, files: files)
-    }
 
     // MARK: - Checkpoints
 
@@ -1176,6 +1177,14 @@ public final class Engine: @unchecked Sendable {
     // MARK: - Input checks
 
     static func validate(_ file: NewFile, owner: UInt32, checkDirectory: Bool = true) throws(FerryError) -> JobFile {
+        var verified: Set<String> = []
+        return try validate(file, owner: owner, checkDirectory: checkDirectory, verifiedDirectories: &verified)
+    }
+
+    /// Checks a file to add; `verifiedDirectories` remembers the destination directories
+    /// already found usable by `owner` in this call.
+    static func validate(_ file: NewFile, owner: UInt32, checkDirectory: Bool = true,
+                         verifiedDirectories: inout Set<String>) throws(FerryError) -> JobFile {
         guard let url = URL(string: file.remoteURL), let scheme = url.scheme?.lowercased() else {
             throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "not a URL: \(file.remoteURL)")
         }
@@ -1199,16 +1208,30 @@ public final class Engine: @unchecked Sendable {
         guard !file.localPath.hasSuffix("/"), !file.localPath.split(separator: "/").contains("..") else {
             throw FerryError(code: .invalidArgument, context: .localFile, message: "the local path must name a file, without '..': \(file.localPath)")
         }
+        // Mirrors are checked as the URL itself is (a file: mirror must be readable by the owner).
+        for mirror in JobFile.mirrors(in: file.properties[JobFile.mirrorsProperty] ?? "") {
+            do throws(FerryError) {
+                _ = try validate(NewFile(remoteURL: mirror, localPath: "/x"), owner: owner, checkDirectory: false)
+                if checkDirectory { try checkLocalSourceReadable(mirror, owner: owner) }
+            } catch {
+                var failure = error
+                failure.message = "mirror: " + failure.message
+                throw failure
+            }
+        }
         if checkDirectory {
             let directory = directory(of: file.localPath)
-            var info = stat()
-            guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
-                throw FerryError(code: .destinationMissing, context: .localFile,
-                                 message: "the destination directory \(directory) does not exist")
-            }
-            guard OwnerIdentity.canCreateFiles(in: directory, uid: owner) else {
-                throw FerryError(code: .accessDenied, context: .localFile,
-                                 message: "uid \(owner) may not create files in \(directory)")
+            if !verifiedDirectories.contains(directory) {
+                var info = stat()
+                guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+                    throw FerryError(code: .destinationMissing, context: .localFile,
+                                     message: "the destination directory \(directory) does not exist")
+                }
+                guard OwnerIdentity.canCreateFiles(in: directory, uid: owner) else {
+                    throw FerryError(code: .accessDenied, context: .localFile,
+                                     message: "uid \(owner) may not create files in \(directory)")
+                }
+                verifiedDirectories.insert(directory)
             }
             var existing = stat()
             if lstat(file.localPath, &existing) == 0, (existing.st_mode & S_IFMT) == S_IFDIR {

@@ -251,11 +251,11 @@ enum HostTable {
             },
             file_bytes_total: { handle in
                 guard let (scope, index) = HostTable.fileScope(handle) else { return UInt64.max }
-                return scope.job.files[index].bytesTotal ?? UInt64.max
+                return scope.view.bytesTotal(ofFile: index) ?? UInt64.max
             },
             file_bytes_transferred: { handle in
                 guard let (scope, index) = HostTable.fileScope(handle) else { return 0 }
-                return scope.job.files[index].bytesTransferred
+                return scope.view.bytesTransferred(ofFile: index)
             },
             file_property: { handle, key in
                 guard let (scope, index) = HostTable.fileScope(handle), let key else { return nil }

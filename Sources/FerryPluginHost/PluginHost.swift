@@ -47,14 +47,24 @@ public struct PluginJobView: Sendable {
     public var completeFiles: Set<Int>
     /// What is remembered of the sources the job's files may come from, by origin.
     public var sourceHealth: [String: SourceHealth]
+    /// Files whose bytes are all on disk, by length: validators see them transferred, with
+    /// their size known, while the job's own record catches up after the verdict.
+    public var finishedLengths: [Int: UInt64]
 
     public init(job: Job, digests: [Int: [DigestName: [UInt8]]] = [:], completeFiles: Set<Int> = [],
-                sourceHealth: [String: SourceHealth] = [:]) {
+                sourceHealth: [String: SourceHealth] = [:], finishedLengths: [Int: UInt64] = [:]) {
         self.job = job
         self.digests = digests
         self.completeFiles = completeFiles
         self.sourceHealth = sourceHealth
+        self.finishedLengths = finishedLengths
     }
+
+    /// The bytes of file `index` on disk, as plugins see them.
+    func bytesTransferred(ofFile index: Int) -> UInt64 { finishedLengths[index] ?? job.files[index].bytesTransferred }
+
+    /// The size of file `index`, as plugins see it (a finished file's length when unknown).
+    func bytesTotal(ofFile index: Int) -> UInt64? { job.files[index].bytesTotal ?? finishedLengths[index] }
 }
 
 /// A digest algorithm's name as the ABI spells it.

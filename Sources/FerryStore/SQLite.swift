@@ -22,6 +22,9 @@ private let transientDestructor = unsafeBitCast(-1, to: sqlite3_destructor_type.
 /// into thrown ``StoreError``s in one place.
 final class SQLiteConnection {
     private let handle: OpaquePointer
+    /// Prepared statements by SQL text: the store runs the same few statements thousands of
+    /// times, and parsing them each time cost more than running them.
+    private var statements: [String: OpaquePointer] = [:]
 
     /// Opens (or creates) the database at `path`.
     /// The corresponding C function is `sqlite3_open_v2`.
@@ -39,7 +42,10 @@ final class SQLiteConnection {
         sqlite3_busy_timeout(db, 5_000)
     }
 
-    deinit { sqlite3_close_v2(handle) }
+    deinit {
+        for statement in statements.values { sqlite3_finalize(statement) }
+        sqlite3_close_v2(handle)
+    }
 
     func check(_ rc: Int32, _ sql: String?) throws(StoreError) {
         guard rc == SQLITE_OK || rc == SQLITE_ROW || rc == SQLITE_DONE else {
@@ -55,10 +61,20 @@ final class SQLiteConnection {
     /// Runs a statement with bound values and returns every row.
     @discardableResult
     func query(_ sql: String, _ values: [SQLValue] = []) throws(StoreError) -> [[SQLValue]] {
-        var stmt: OpaquePointer?
-        try check(sqlite3_prepare_v2(handle, sql, -1, &stmt, nil), sql)
-        guard let stmt else { return [] }
-        defer { sqlite3_finalize(stmt) }
+        let stmt: OpaquePointer
+        if let cached = statements[sql] {
+            stmt = cached
+        } else {
+            var prepared: OpaquePointer?
+            try check(sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &prepared, nil), sql)
+            guard let prepared else { return [] }
+            statements[sql] = prepared
+            stmt = prepared
+        }
+        defer {
+            sqlite3_reset(stmt)
+            sqlite3_clear_bindings(stmt)
+        }
         for (offset, value) in values.enumerated() {
             let index = Int32(offset + 1)
             let rc: Int32

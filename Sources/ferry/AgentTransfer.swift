@@ -70,8 +70,8 @@ struct AgentTransfer {
                 say("Interrupted: job \(id) keeps running in ferryd.\n  Run the same command again to wait for it and complete it, or stop it with: ferry cancel \(id)")
                 return ExitStatus.interrupted
             }
-            let job: JobDocument
-            do { job = try link.client.job(id) } catch {
+            var job: JobDocument
+            do { job = try link.client.jobSummary(id) } catch {
                 output.finishLine()
                 // The agent forgets final jobs: another client completed or cancelled this one.
                 if error.status == 404 {
@@ -82,6 +82,8 @@ struct AgentTransfer {
             }
             if !quiet { output.show(ProgressSnapshot(job), elapsed: Date().timeIntervalSince(started), stateChanged: job.state != lastState) }
             lastState = job.state
+            // The polls leave the files out; the endings below need them.
+            if job.state == .error || job.state == .acknowledged, let full = try? link.client.job(id) { job = full }
             switch job.state {
             case .transferred:
                 let done: JobDocument

@@ -39,16 +39,27 @@ final class MirrorsAndTransferOptionsTests: XCTestCase {
         XCTAssertEqual(job.files[1].mirrors, [])
         XCTAssertNil(job.files[1].properties["mirrors"])
 
+        // A file: mirror must be readable by the job's owner, as a file: URL must.
+        let local = h.destination("c-copy.deb")
+        FileManager.default.createFile(atPath: local, contents: Data("c".utf8))
         let added = try h.client.addFiles(job.id, [NewFileDocument(url: "https://a.example/pool/c.deb", path: h.destination("c.deb"),
-                                                                   mirrors: ["file:///srv/mirror/pool/c.deb"])])
-        XCTAssertEqual(added.files[2].mirrors, ["file:///srv/mirror/pool/c.deb"])
+                                                                   mirrors: ["file://" + local])])
+        XCTAssertEqual(added.files[2].mirrors, ["file://" + local])
 
         // As read back, over the wire by hand.
         let read = try h.curl("GET", "/v1/jobs/\(job.id)")
         XCTAssertEqual(read.status, 200, read.body)
         let document = try ControlJSON.decoder.decode(JobDocument.self, from: Data(read.body.utf8))
-        XCTAssertEqual(document.files.map(\.mirrors), [expected, [], ["file:///srv/mirror/pool/c.deb"]])
+        XCTAssertEqual(document.files.map(\.mirrors), [expected, [], ["file://" + local]])
         XCTAssertTrue(read.body.contains(#""mirrors":[]"#), "a file without mirrors has an empty list: \(read.body)")
+
+        // A progress poll leaves the files out, but still counts them.
+        let summary = try h.curl("GET", "/v1/jobs/\(job.id)?files=false")
+        XCTAssertEqual(summary.status, 200, summary.body)
+        let light = try ControlJSON.decoder.decode(JobDocument.self, from: Data(summary.body.utf8))
+        XCTAssertTrue(light.files.isEmpty)
+        XCTAssertEqual(light.progress.filesTotal, 3)
+        XCTAssertEqual(try refusal("GET", "/v1/jobs/\(job.id)?files=maybe", nil).status, 400)
     }
 
     func testMirrorsAddedToAFileAreAppendedOnce() throws {

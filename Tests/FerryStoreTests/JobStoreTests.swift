@@ -118,6 +118,17 @@ struct JobStoreTests {
         #expect(other.bytesPerSecond == Double(1 << 21))
     }
 
+    @Test("file properties with quotes, backslashes, control characters and any Unicode round-trip")
+    func awkwardPropertiesRoundTrip() throws {
+        var job = Job(displayName: "props", owner: 1, createdAt: origin)
+        let awkward = ["quote\"key": "a \"b\" \\ c", "lines": "one\ntwo\r\tthree", "control": "\u{01}\u{1F}x",
+                       "unicode": "naïve ✓ 日本 🚀", "": "empty key", "mirrors": "http://a/x http://b/x"]
+        _ = try job.apply(.addFiles([sampleFile(0, properties: awkward)]), at: origin)
+        let store = try JobStore(path: storePath)
+        try store.save(job)
+        #expect(try store.loadJobs().first?.files[0].properties == awkward)
+    }
+
     @Test("a store written by a newer Ferry is refused")
     func newerSchemaIsRefused() throws {
         do { _ = try JobStore(path: storePath) }

@@ -39,8 +39,16 @@ struct ControlRoutes: Sendable {
             let body = try await decode(CreateJobRequest.self, request)
             return try json(JobDocument(try service.create(body, for: who)), status: .created)
         }
-        v1.get("jobs/:id") { _, context in
-            try json(JobDocument(try service.job(try context.parameters.require("id"), for: try caller(context))))
+        v1.get("jobs/:id") { request, context in
+            var document = JobDocument(try service.job(try context.parameters.require("id"), for: try caller(context)))
+            switch request.uri.queryParameters.get("files") {
+            case nil, "true": break
+            case "false": document.files = []
+            case let other?:
+                throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager,
+                                                       message: "files must be true or false, got '\(other)'"))
+            }
+            return try json(document)
         }
         v1.patch("jobs/:id") { request, context in
             let who = try caller(context)
