@@ -13,6 +13,9 @@ int ferry_thread_setfsgid(gid_t gid) { return (int)syscall(SYS_setfsgid, (long)g
 
 int ferry_syncfs(int fd) { return syncfs(fd); }
 
+#include <malloc.h>
+int ferry_limit_malloc_arenas(int count) { return mallopt(M_ARENA_MAX, count); }
+
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>

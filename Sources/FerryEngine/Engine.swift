@@ -343,7 +343,12 @@ public final class Engine: @unchecked Sendable {
             }
             checkpointIdleTransfers(now: now)
             if !changedSources.isEmpty, now.timeIntervalSince(lastSourceFlush) >= 2 { flushSourceHealth() }
-            if batchesInFlight == 0 { writeBatch(wait: false) }
+            // One batch at a time, at most every batchInterval: what arrives meanwhile joins
+            // the next one, so a thousand small files cost tens of flushes, not thousands.
+            if batchesInFlight == 0, hasPendingDurableWork,
+               Date().timeIntervalSince(lastBatchStart) >= Engine.batchInterval || pendingCheckpoints.count >= 512 {
+                writeBatch(wait: false)
+            }
             loop.runOnce(timeoutMilliseconds: pollTimeout(now: now))
         }
         // Stopping: keep states, stop the transfers, flush what they wrote.
@@ -364,6 +369,7 @@ public final class Engine: @unchecked Sendable {
 
     private func pollTimeout(now: Date) -> Int32 {
         var next = now.addingTimeInterval(0.5)
+        if hasPendingDurableWork, batchesInFlight == 0 { next = min(next, lastBatchStart.addingTimeInterval(Engine.batchInterval)) }
         for job in jobs.values where job.state == .transientError {
             if let at = job.retryAt, at < next { next = at }
             if let at = job.noProgressDeadline, at < next { next = at }
@@ -446,6 +452,7 @@ public final class Engine: @unchecked Sendable {
         lastCommitError[id] = nil
         validationQueues[id] = nil
         firstStartable[id] = nil
+        preopened[id] = nil
         lastProgressEvent[id] = nil
         activeSince[id] = nil
         pendingRecords[id] = nil
@@ -620,18 +627,30 @@ public final class Engine: @unchecked Sendable {
 
     private func order(_ id: JobID) -> UInt64 { queueOrder[id] ?? 0 }
 
-    private var runningTransferCount: Int { running.values.reduce(0) { $0 + $1.count } }
+    /// Transfers moving bytes. A file whose bytes all arrived waits for its flush and its
+    /// validators without holding a connection slot, so the next file starts at once.
+    private var runningTransferCount: Int { movingTransfers - finishingTransfers }
+    /// Every transfer not released yet, and those of them that are finishing.
+    private var movingTransfers: Int { running.values.reduce(0) { $0 + $1.count } }
+    private var finishingTransfers = 0
+    /// Finished files waiting for their flush and validators; past this, no new file starts
+    /// (each holds an open temporary).
+    static let maxFinishingTransfers = 512
     /// Per job: no file below this index needs starting (see ``startFiles(of:now:)``).
     private var firstStartable: [JobID: Int] = [:]
 
     private func startFiles(of id: JobID, now: Date) {
         guard let job = jobs[id] else { return }
-        var slots = min(configuration.maxParallelFilesPerJob - (running[id]?.count ?? 0),
-                        configuration.maxConnections - runningTransferCount)
+        let finishingHere = running[id]?.values.reduce(0) { $0 + ($1.isFinishing ? 1 : 0) } ?? 0
+        var slots = min(configuration.maxParallelFilesPerJob - ((running[id]?.count ?? 0) - finishingHere),
+                        configuration.maxConnections - runningTransferCount,
+                        Engine.maxFinishingTransfers - finishingTransfers)
         // Every file before the hint is transferred or running: a job of n files is not
         // scanned from its start each time one of them finishes.
         var index = firstStartable[id] ?? 0
         while slots > 0, index < job.files.count {
+            // Its temporary is being created ahead: it starts when that is done, never beside it.
+            if preopening[id]?.contains(index) ?? false { break }
             defer { index += 1 }
             guard !job.files[index].isTransferred, running[id]?[index] == nil else { continue }
             do {
@@ -645,6 +664,7 @@ public final class Engine: @unchecked Sendable {
             }
         }
         firstStartable[id] = index
+        preopenTemporaries(of: job, from: index)
         if !job.hasPendingFiles, job.state.isActive, running[id]?.isEmpty ?? true {
             // Nothing left to fetch (files were added to a transferred job, then finished).
             needsScheduling = true
@@ -666,9 +686,14 @@ public final class Engine: @unchecked Sendable {
         let restartsFromZero = job.dynamicContent && file.bytesTransferred > 0
         if job.dynamicContent { file.resetProgress() }
         try Engine.checkLocalSourceReadable(file.remoteURL, owner: job.owner)
-        let temporary = try OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
-            try TemporaryFile(path: job.temporaryPath(ofFile: index), length: file.bytesTransferred,
-                              bytesTotal: file.bytesTotal, etag: file.remoteETag, lastModified: file.remoteLastModified)
+        let temporary: TemporaryFile
+        if let ready = preopened[job.id]?.removeValue(forKey: index), file.bytesTransferred == 0, ready.snapshot.length == 0 {
+            temporary = ready
+        } else {
+            temporary = try OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
+                try TemporaryFile(path: job.temporaryPath(ofFile: index), length: file.bytesTransferred,
+                                  bytesTotal: file.bytesTotal, etag: file.remoteETag, lastModified: file.remoteLastModified)
+            }
         }
         var request = TransferRequest(url: file.remoteURL, offset: file.bytesTransferred,
                                       ifRange: file.remoteETag ?? file.remoteLastModified, headers: job.customHeaders,
@@ -688,6 +713,63 @@ public final class Engine: @unchecked Sendable {
         fileTransfer.transfer = try loop.start(request, delegate: fileTransfer)
         running[job.id, default: [:]][index] = fileTransfer
         logger.debug("transfer started", metadata: ["job": "\(job.id)", "file": "\(index)", "offset": "\(request.offset)"])
+    }
+
+    // MARK: - Temporaries opened ahead
+
+    /// Temporaries of files about to start, created off the engine's thread: creating a file
+    /// can cost hundreds of microseconds on a busy file system, which the transfer thread of
+    /// a job of many small files would otherwise spend once per file.
+    private var preopened: [JobID: [Int: TemporaryFile]] = [:]
+    private var preopening: [JobID: Set<Int>] = [:]
+    private let opener = DispatchQueue(label: "ferry.engine.opener")
+
+    /// Opens, ahead, the temporaries of the next files of `job` that have no bytes yet.
+    private func preopenTemporaries(of job: Job, from start: Int) {
+        let wanted = configuration.maxParallelFilesPerJob
+        var ready = (preopened[job.id]?.count ?? 0) + (preopening[job.id]?.count ?? 0)
+        var index = start
+        var batch: [(Int, String)] = []
+        while ready < wanted, index < job.files.count, index < start + 4 * wanted {
+            defer { index += 1 }
+            let file = job.files[index]
+            guard !file.isTransferred, file.bytesTransferred == 0, !job.dynamicContent || file.bytesTransferred == 0,
+                  running[job.id]?[index] == nil, preopened[job.id]?[index] == nil, !(preopening[job.id]?.contains(index) ?? false) else { continue }
+            batch.append((index, job.temporaryPath(ofFile: index)))
+            preopening[job.id, default: []].insert(index)
+            ready += 1
+        }
+        guard !batch.isEmpty else { return }
+        let id = job.id
+        let owner = job.owner
+        let paths = batch
+        opener.async { [weak self] in
+            var opened: [(Int, String, TemporaryFile?)] = []
+            for (index, path) in paths {
+                let file = try? OwnerIdentity.run(as: owner) { () throws(FerryError) in
+                    try TemporaryFile(path: path, length: 0, bytesTotal: nil, etag: nil, lastModified: nil)
+                }
+                opened.append((index, path, file))
+            }
+            let result = UncheckedSendable(opened)
+            self?.post { [weak self] in self?.receivePreopened(result.value, for: id, owner: owner) }
+        }
+    }
+
+    private func receivePreopened(_ opened: [(Int, String, TemporaryFile?)], for id: JobID, owner: UInt32) {
+        for (index, path, file) in opened {
+            preopening[id]?.remove(index)
+            guard let file else { continue }
+            guard let job = jobs[id], job.state.isActive else {
+                // Cancelled or finished meanwhile: the temporary must not outlive its job.
+                if jobs[id] == nil { try? OwnerIdentity.run(as: owner) { () throws(FerryError) in _ = unlink(path) } }
+                continue
+            }
+            guard job.files.indices.contains(index), job.files[index].bytesTransferred == 0, running[id]?[index] == nil else { continue }
+            preopened[id, default: [:]][index] = file
+        }
+        if preopening[id]?.isEmpty ?? false { preopening[id] = nil }
+        needsScheduling = true
     }
 
     // MARK: - Source health
@@ -751,8 +833,10 @@ public final class Engine: @unchecked Sendable {
     /// Stops every transfer of a job and flushes what each wrote.
     private func stopTransfers(of id: JobID) {
         firstStartable[id] = nil
+        preopened[id] = nil
         guard let transfers = running.removeValue(forKey: id) else { return }
         for fileTransfer in transfers.values {
+            if fileTransfer.isFinishing { finishingTransfers -= 1 }
             if let transfer = fileTransfer.transfer { loop.cancel(transfer) }
             fileTransfer.transfer = nil
             checkpoint(fileTransfer, transferred: false, force: true, then: nil)
@@ -818,6 +902,8 @@ public final class Engine: @unchecked Sendable {
     func fileFinished(_ transfer: FileTransfer) {
         guard running[transfer.jobID]?[transfer.fileIndex] === transfer else { return }
         transfer.isFinishing = true
+        finishingTransfers += 1
+        needsScheduling = true
         let id = transfer.jobID
         // The final flush records the full length but not "transferred": that waits for the
         // validators, so a crash in between validates the file again.
@@ -838,6 +924,7 @@ public final class Engine: @unchecked Sendable {
         if running[id]?[transfer.fileIndex] === transfer {
             running[id]?[transfer.fileIndex] = nil
             if running[id]?.isEmpty ?? false { running[id] = nil }
+            if transfer.isFinishing { finishingTransfers -= 1 }
         }
         needsScheduling = true
     }
@@ -1011,6 +1098,11 @@ public final class Engine: @unchecked Sendable {
     private var pendingDeletes: [JobID] = []
     private var pendingCheckpoints: [PendingCheckpoint] = []
     private var batchesInFlight = 0
+    private var lastBatchStart = Date.distantPast
+    /// The shortest time between two batches started by the loop (a caller's request never waits for it).
+    static let batchInterval = 0.02
+
+    private var hasPendingDurableWork: Bool { !pendingRecords.isEmpty || !pendingDeletes.isEmpty || !pendingCheckpoints.isEmpty }
 
     private struct PendingCheckpoint {
         let transfer: FileTransfer
@@ -1042,6 +1134,7 @@ public final class Engine: @unchecked Sendable {
         pendingDeletes.removeAll()
         pendingCheckpoints.removeAll()
         batchesInFlight += 1
+        lastBatchStart = Date()
         let store = self.store
         let logger = self.logger
         let finish = UncheckedSendable { [unowned self] (failures: [Int: FerryError]) in

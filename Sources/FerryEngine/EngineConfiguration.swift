@@ -1,3 +1,4 @@
+import CFerrySystem
 import FerryCore
 import FerryPluginHost
 #if canImport(Glibc)
@@ -71,6 +72,14 @@ public struct EngineConfiguration: Sendable, Equatable {
     public init(storePath: String) {
         self.storePath = storePath
     }
+}
+
+/// Process-wide settings the engine's processes (ferryd, ferry transfer) apply at start.
+public enum ProcessTuning {
+    /// Limits glibc to two malloc arenas. The engine's worker threads (validation,
+    /// durability, temporaries) would otherwise each keep an arena of freed memory,
+    /// which shows as resident memory that never shrinks; two keep contention low.
+    public static func limitMallocArenas() { _ = ferry_limit_malloc_arenas(2) }
 }
 
 /// The directory of the running executable, read from `/proc/self/exe`.

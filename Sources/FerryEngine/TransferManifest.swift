@@ -31,13 +31,15 @@ public struct TransferManifest: Sendable, Equatable {
     ///   - baseDirectory: the absolute directory relative destinations are resolved against.
     /// - Throws: ``ManifestError`` naming the entry and the field that is wrong.
     public static func parse(_ data: Data, source: String, baseDirectory: String) throws(ManifestError) -> TransferManifest {
-        let root: Any
+        // Decoded into plain Swift values rather than Foundation objects: a manifest of
+        // 10,000 files then costs a few MiB while it is read, not tens.
+        let root: JSONValue
         do {
-            root = try JSONSerialization.jsonObject(with: data, options: [])
+            root = try JSONDecoder().decode(JSONValue.self, from: data)
         } catch {
-            throw ManifestError(source: source, field: nil, message: "not valid JSON: \(jsonReason(error))")
+            throw ManifestError(source: source, field: nil, message: "not valid JSON: \(jsonReason(error, data))")
         }
-        guard let object = root as? [String: Any] else {
+        guard case .object(let object) = root else {
             throw ManifestError(source: source, field: nil, message: "the manifest must be a JSON object")
         }
         let known: Set<String> = ["version", "displayName", "priority", "files"]
@@ -55,19 +57,19 @@ public struct TransferManifest: Sendable, Equatable {
         }
         var manifest = TransferManifest(displayName: nil, priority: nil, files: [])
         if let name = object["displayName"] {
-            guard let text = name as? String else {
+            guard case .string(let text) = name else {
                 throw ManifestError(source: source, field: "displayName", message: "must be a string")
             }
             manifest.displayName = text
         }
         if let priority = object["priority"] {
-            guard let text = priority as? String, let value = JobPriority(rawValue: text) else {
+            guard case .string(let text) = priority, let value = JobPriority(rawValue: text) else {
                 throw ManifestError(source: source, field: "priority",
                                     message: "must be one of \(JobPriority.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             manifest.priority = value
         }
-        guard let files = object["files"] as? [Any] else {
+        guard case .array(let files)? = object["files"] else {
             throw ManifestError(source: source, field: "files", message: object["files"] == nil ? "missing" : "must be an array")
         }
         guard !files.isEmpty else {
@@ -86,36 +88,36 @@ public struct TransferManifest: Sendable, Equatable {
         return manifest
     }
 
-    private static func parseFile(_ entry: Any, index: Int, source: String, baseDirectory: String) throws(ManifestError) -> NewFile {
+    private static func parseFile(_ entry: JSONValue, index: Int, source: String, baseDirectory: String) throws(ManifestError) -> NewFile {
         let here = "files[\(index)]"
-        guard let object = entry as? [String: Any] else {
+        guard case .object(let object) = entry else {
             throw ManifestError(source: source, field: here, message: "must be an object with url and destination")
         }
         let known: Set<String> = ["url", "destination", "sha256", "size", "properties"]
         if let unknown = object.keys.filter({ !known.contains($0) }).sorted().first {
             throw ManifestError(source: source, field: "\(here).\(unknown)", message: "unknown field (known: \(known.sorted().joined(separator: ", ")))")
         }
-        guard let url = object["url"] as? String, !url.isEmpty else {
+        guard case .string(let url)? = object["url"], !url.isEmpty else {
             throw ManifestError(source: source, field: "\(here).url", message: object["url"] == nil ? "missing" : "must be a non-empty string")
         }
-        guard let destination = object["destination"] as? String, !destination.isEmpty else {
+        guard case .string(let destination)? = object["destination"], !destination.isEmpty else {
             throw ManifestError(source: source, field: "\(here).destination",
                                 message: object["destination"] == nil ? "missing" : "must be a non-empty string")
         }
         var properties: [String: String] = [:]
         if let raw = object["properties"] {
-            guard let map = raw as? [String: Any] else {
+            guard case .object(let map) = raw else {
                 throw ManifestError(source: source, field: "\(here).properties", message: "must be an object of strings")
             }
             for (key, value) in map {
-                guard let text = value as? String else {
+                guard case .string(let text) = value else {
                     throw ManifestError(source: source, field: "\(here).properties.\(key)", message: "must be a string")
                 }
                 properties[key] = text
             }
         }
         if let raw = object["sha256"] {
-            guard let hex = raw as? String, hex.count == 64, hex.allSatisfy(\.isHexDigit) else {
+            guard case .string(let hex) = raw, hex.count == 64, hex.allSatisfy(\.isHexDigit) else {
                 throw ManifestError(source: source, field: "\(here).sha256", message: "must be 64 hexadecimal digits")
             }
             properties["sha256"] = hex.lowercased()
@@ -142,18 +144,45 @@ public struct TransferManifest: Sendable, Equatable {
     }
 
     /// A JSON integer (not a boolean, not a fraction) as `Int`.
-    private static func integer(_ value: Any) -> Int? {
-        guard let number = value as? NSNumber else { return nil }
-        // Booleans come back as NSNumber too; their type encoding is "c".
-        guard String(cString: number.objCType) != "c" else { return nil }
-        let double = number.doubleValue
-        guard double.rounded() == double, abs(double) < 9e15 else { return nil }
-        return number.intValue
+    private static func integer(_ value: JSONValue) -> Int? {
+        switch value {
+        case .integer(let number): return number
+        case .number(let double): return double.rounded() == double && abs(double) < 9e15 ? Int(double) : nil
+        default: return nil
+        }
     }
 
-    private static func jsonReason(_ error: any Error) -> String {
-        let nsError = error as NSError
-        return (nsError.userInfo["NSDebugDescription"] as? String) ?? nsError.localizedDescription
+    /// Why `data` is not JSON. JSONDecoder does not say where; on this error path only,
+    /// JSONSerialization is asked, since it does.
+    private static func jsonReason(_ error: any Error, _ data: Data) -> String {
+        do { _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch {
+            let nsError = error as NSError
+            return (nsError.userInfo["NSDebugDescription"] as? String) ?? nsError.localizedDescription
+        }
+        if case DecodingError.dataCorrupted(let context) = error { return context.debugDescription }
+        return "\(error)"
+    }
+}
+
+/// Any JSON value, decoded into Swift values.
+enum JSONValue: Decodable, Equatable {
+    case null
+    case bool(Bool)
+    case integer(Int)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let text = try? container.decode(String.self) { self = .string(text) }
+        else if let flag = try? container.decode(Bool.self) { self = .bool(flag) }
+        else if let whole = try? container.decode(Int.self) { self = .integer(whole) }
+        else if let double = try? container.decode(Double.self) { self = .number(double) }
+        else if let list = try? container.decode([JSONValue].self) { self = .array(list) }
+        else { self = .object(try container.decode([String: JSONValue].self)) }
     }
 }
 

@@ -394,6 +394,12 @@ public final class JobStore: Sendable {
 
     private static func appendJSONString(_ text: String, to json: inout String) {
         json += "\""
+        // Most values (hashes, sizes, URLs) need no escape at all.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            json += text
+            json += "\""
+            return
+        }
         for scalar in text.unicodeScalars {
             switch scalar {
             case "\"": json += "\\\""

@@ -77,6 +77,7 @@ struct TransferCommand: ParsableCommand {
     }
 
     func run() throws {
+        ProcessTuning.limitMallocArenas()
         bootstrapLogging(verbose: verbose)
         let plan: TransferPlan
         do {

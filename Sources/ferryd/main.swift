@@ -34,6 +34,7 @@ struct FerryDaemon: AsyncParsableCommand {
     var checkConfig = false
 
     func run() async throws {
+        ProcessTuning.limitMallocArenas()
         var overrides = AgentConfiguration.Overrides()
         overrides.stateDirectory = stateDirectory
         overrides.socketPath = socket

@@ -20,6 +20,10 @@ int ferry_thread_setfsgid(gid_t gid);
    under _GNU_SOURCE). Returns 0 or -1 with errno set. */
 int ferry_syncfs(int fd);
 
+/* mallopt(M_ARENA_MAX, count): glibc gives each busy thread its own malloc arena, and a
+   process with a dozen worker threads keeps memory in each. Returns 1 on success. */
+int ferry_limit_malloc_arenas(int count);
+
 #endif
 
 #ifndef FERRY_CFERRYSYSTEM_SPAWN_H
