@@ -26,8 +26,9 @@ public struct ControlClient: Sendable {
         return list.jobs
     }
 
-    public func createJob(_ request: CreateJobRequest) throws(ControlError) -> JobDocument {
-        try call("POST", "/v1/jobs", body: request)
+    /// - Parameter includingFiles: `false` answers the job without its file list.
+    public func createJob(_ request: CreateJobRequest, includingFiles: Bool = true) throws(ControlError) -> JobDocument {
+        try call("POST", "/v1/jobs" + (includingFiles ? "" : "?files=false"), body: request)
     }
 
     public func job(_ id: String) throws(ControlError) -> JobDocument { try call("GET", "/v1/jobs/\(escape(id))") }
@@ -41,8 +42,8 @@ public struct ControlClient: Sendable {
     }
 
     /// `resume`, `suspend`, `cancel` or `complete`.
-    public func perform(_ action: String, on id: String) throws(ControlError) -> JobDocument {
-        try call("POST", "/v1/jobs/\(escape(id))/\(action)")
+    public func perform(_ action: String, on id: String, includingFiles: Bool = true) throws(ControlError) -> JobDocument {
+        try call("POST", "/v1/jobs/\(escape(id))/\(action)" + (includingFiles ? "" : "?files=false"))
     }
 
     public func update(_ id: String, _ settings: JobSettings) throws(ControlError) -> JobDocument {

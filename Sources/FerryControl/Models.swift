@@ -37,7 +37,9 @@ public struct JobDocument: Codable, Sendable, Equatable {
     public var tlsPinnedPublicKey: String?
     public var files: [FileDocument]
 
-    public init(_ job: Job) {
+    /// - Parameter includingFiles: `false` leaves ``files`` empty (``progress`` still counts
+    ///   every file): the answer then costs the same for one file or 100,000.
+    public init(_ job: Job, includingFiles: Bool = true) {
         id = job.id.description
         displayName = job.displayName
         description = job.description
@@ -62,7 +64,7 @@ public struct JobDocument: Codable, Sendable, Equatable {
         maxFileBytes = job.maxFileBytes
         tlsCAFile = job.tlsCAFile
         tlsPinnedPublicKey = job.tlsPinnedPublicKey
-        files = job.files.enumerated().map { FileDocument(index: $0.offset, file: $0.element) }
+        files = includingFiles ? job.files.enumerated().map { FileDocument(index: $0.offset, file: $0.element) } : []
     }
 }
 

@@ -51,8 +51,9 @@ struct AgentTransfer {
         let name = plan.displayName ?? "ferry transfer (\(files.count) file\(files.count == 1 ? "" : "s"))"
         var creation = settings
         creation.priority = nil
-        let job = try link.client.createJob(CreateJobRequest(displayName: name, priority: plan.priority, files: files, settings: creation))
-        do { _ = try link.client.perform("resume", on: job.id) } catch {
+        let job = try link.client.createJob(CreateJobRequest(displayName: name, priority: plan.priority, files: files, settings: creation),
+                                            includingFiles: false)
+        do { _ = try link.client.perform("resume", on: job.id, includingFiles: false) } catch {
             _ = try? link.client.perform("cancel", on: job.id)
             throw error
         }
@@ -87,14 +88,14 @@ struct AgentTransfer {
             switch job.state {
             case .transferred:
                 let done: JobDocument
-                do { done = try link.client.perform("complete", on: id) } catch {
+                do { done = try link.client.perform("complete", on: id, includingFiles: false) } catch {
                     output.finishLine()
                     if error.status == 0 { return link.fail(error, job: id).rawValue }
                     printError("ferry: job \(id) could not be completed: \(error.error)\n  fix that and run the same command again: the files are kept")
                     return ExitStatus.jobFailed
                 }
                 output.finishLine()
-                say("Transferred \(done.files.count) file\(done.files.count == 1 ? "" : "s"), \(Format.bytes(done.progress.bytesTransferred)) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+                say("Transferred \(done.progress.filesTotal) file\(done.progress.filesTotal == 1 ? "" : "s"), \(Format.bytes(done.progress.bytesTransferred)) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
                 return ExitStatus.success
             case .error:
                 output.finishLine()

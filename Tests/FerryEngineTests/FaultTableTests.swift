@@ -100,6 +100,26 @@ final class FaultTableTests: XCTestCase {
         XCTAssertTrue(fileHolds(h.destination("flaky.bin"), data))
     }
 
+    func testProgressBetweenTwoFailuresStartsTheBackoffAgain() throws {
+        let data = testBytes(300_000, seed: 504)
+        h.server.setFile("/progress.bin", data: data)
+        h.server.addFault("/progress.bin", .status(503), times: 2)
+        let id = try startJob(h.url("/progress.bin"), "progress.bin")
+        // After two failures in a row, the third try delivers a third of the file, then drops.
+        XCTAssertTrue(waitUntil(timeout: 10) { h.server.requests(for: "/progress.bin").count >= 2 })
+        h.server.addFault("/progress.bin", .dropAfter(bytes: 100_000))
+        let done = try h.wait(id, for: .transferred, timeout: 20)
+        let delays = backoffDelays(done)
+        XCTAssertEqual(delays.count, 3, "\(done.history)")
+        XCTAssertEqual(delays.first, 1.0)
+        XCTAssertGreaterThanOrEqual(delays.dropFirst().first ?? 0, 1.0, "the second failure in a row waits 1-2 s")
+        XCTAssertEqual(delays.last, 1.0, "bytes arrived before the third failure: the backoff started again from the minimum")
+        XCTAssertTrue(done.history.last?.contains("TRUNCATED_BODY") ?? false, "\(done.history)")
+        XCTAssertEqual(h.server.requests(for: "/progress.bin").last?.rangeStart, 100_000, "the last try continued from what arrived")
+        _ = try h.engine.complete(id)
+        XCTAssertTrue(fileHolds(h.destination("progress.bin"), data))
+    }
+
     func testBackoffGivesUpAtTheNoProgressTimeout() throws {
         h.server.setFile("/down.bin", data: testBytes(1000, seed: 503))
         h.server.addFault("/down.bin", .status(503), times: nil)

@@ -129,6 +129,20 @@ struct JobStoreTests {
         #expect(try store.loadJobs().first?.files[0].properties == awkward)
     }
 
+    @Test("every job is loaded in one pass, and one unreadable record is named by its job")
+    func unreadableRecordIsNamed() throws {
+        let first = try Job.sample(files: 1)
+        let second = try Job.sample(files: 2, createdAt: origin.addingTimeInterval(1))
+        do {
+            let store = try JobStore(path: storePath)
+            try store.save([first, second])
+            #expect(try store.loadJobs() == [first, second])
+        }
+        try sqlite3(storePath, "UPDATE jobs SET header = '{\"broken\": true}' WHERE id = '\(second.id)'")
+        let error = #expect(throws: StoreError.self) { try JobStore(path: storePath).loadJobs() }
+        #expect(error?.description.contains("job \(second.id) has an unreadable record") == true, "\(String(describing: error))")
+    }
+
     @Test("a store written by a newer Ferry is refused")
     func newerSchemaIsRefused() throws {
         do { _ = try JobStore(path: storePath) }

@@ -32,55 +32,47 @@ struct ControlRoutes: Sendable {
         v1.get("jobs") { request, context in
             let who = try caller(context)
             let all = request.uri.queryParameters.get("allUsers").map { $0 == "true" || $0 == "1" } ?? false
-            return try json(JobList(jobs: try service.jobs(for: who, allUsers: all).map(JobDocument.init)))
+            return try json(JobList(jobs: try service.jobs(for: who, allUsers: all).map { JobDocument($0) }))
         }
         v1.post("jobs") { request, context in
             let who = try caller(context)
             let body = try await decode(CreateJobRequest.self, request)
-            return try json(JobDocument(try service.create(body, for: who)), status: .created)
+            return try json(try document(try service.create(body, for: who), request), status: .created)
         }
         v1.get("jobs/:id") { request, context in
-            var document = JobDocument(try service.job(try context.parameters.require("id"), for: try caller(context)))
-            switch request.uri.queryParameters.get("files") {
-            case nil, "true": break
-            case "false": document.files = []
-            case let other?:
-                throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager,
-                                                       message: "files must be true or false, got '\(other)'"))
-            }
-            return try json(document)
+            try json(try document(try service.job(try context.parameters.require("id"), for: try caller(context)), request))
         }
         v1.patch("jobs/:id") { request, context in
             let who = try caller(context)
             let body = try await decode(JobSettings.self, request)
-            return try json(JobDocument(try service.update(try context.parameters.require("id"), body, for: who)))
+            return try json(try document(try service.update(try context.parameters.require("id"), body, for: who), request))
         }
         v1.post("jobs/:id/files") { request, context in
             let who = try caller(context)
             let body = try await decode(AddFilesRequest.self, request)
-            return try json(JobDocument(try service.addFiles(try context.parameters.require("id"), body.files, for: who)))
+            return try json(try document(try service.addFiles(try context.parameters.require("id"), body.files, for: who), request))
         }
         for action in ["resume", "suspend", "cancel", "complete"] {
-            v1.post("jobs/:id/\(action)") { _, context in
-                try json(JobDocument(try service.perform(action, on: try context.parameters.require("id"), for: try caller(context))))
+            v1.post("jobs/:id/\(action)") { request, context in
+                try json(try document(try service.perform(action, on: try context.parameters.require("id"), for: try caller(context)), request))
             }
         }
         v1.put("jobs/:id/files/:index/url") { request, context in
             let who = try caller(context)
             let index = try fileIndex(context)
             let body = try await decode(RemoteURLRequest.self, request)
-            return try json(JobDocument(try service.setRemoteURL(try context.parameters.require("id"), file: index, url: body.url, for: who)))
+            return try json(try document(try service.setRemoteURL(try context.parameters.require("id"), file: index, url: body.url, for: who), request))
         }
         v1.post("jobs/:id/files/:index/mirrors") { request, context in
             let who = try caller(context)
             let index = try fileIndex(context)
             let body = try await decode(AddMirrorsRequest.self, request)
-            return try json(JobDocument(try service.addMirrors(try context.parameters.require("id"), file: index, urls: body.urls, for: who)))
+            return try json(try document(try service.addMirrors(try context.parameters.require("id"), file: index, urls: body.urls, for: who), request))
         }
         v1.post("jobs/:id/replace-remote-prefix") { request, context in
             let who = try caller(context)
             let body = try await decode(ReplacePrefixRequest.self, request)
-            return try json(JobDocument(try service.replaceRemotePrefix(try context.parameters.require("id"), old: body.old, new: body.new, for: who)))
+            return try json(try document(try service.replaceRemotePrefix(try context.parameters.require("id"), old: body.old, new: body.new, for: who), request))
         }
         v1.get("jobs/:id/error") { _, context in
             try json(ErrorDocument(try service.error(try context.parameters.require("id"), for: try caller(context))))
@@ -117,6 +109,17 @@ struct ControlRoutes: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// The job as the API answers it; `?files=false` leaves the file list out.
+    private func document(_ job: Job, _ request: Request) throws -> JobDocument {
+        switch request.uri.queryParameters.get("files") {
+        case nil, "true": return JobDocument(job)
+        case "false": return JobDocument(job, includingFiles: false)
+        case let other?:
+            throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager,
+                                                   message: "files must be true or false, got '\(other)'"))
+        }
+    }
 
     private func caller(_ context: AgentRequestContext) throws -> Caller {
         guard let caller = context.caller else {

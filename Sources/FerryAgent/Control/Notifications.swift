@@ -74,8 +74,12 @@ public final class NotificationCenter: Sendable {
         }
     }
 
+    /// Events carry the job's file list up to this many files; a larger job's events leave
+    /// it out (GET the job for it): an event is not the place for megabytes.
+    static let maxFilesInEvents = 1_000
+
     private func deliver(_ kind: String, _ job: Job, file: Int?, keep: Bool) {
-        let document = JobDocument(job)
+        let document = JobDocument(job, includingFiles: job.files.count <= Self.maxFilesInEvents)
         let now = Date()
         var sequence: Int64 = 0
         if keep {
