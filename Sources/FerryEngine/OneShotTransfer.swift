@@ -1,6 +1,7 @@
 import FerryCore
 import FerryStore
 import Foundation
+import Synchronization
 import Logging
 
 /// What `ferry transfer` is asked to do.
@@ -155,6 +156,23 @@ public final class OneShotTransfer: @unchecked Sendable {
     private func wait(for id: JobID, engine: Engine, interrupted: SignalLatch) -> Outcome {
         let started = Date()
         var lastState: JobState?
+        // Woken as soon as the job changes state; the 0.1 s timeout only paces the progress display.
+        let changed = DispatchSemaphore(value: 0)
+        let seenState = Mutex<JobState?>(nil)
+        let observer = engine.addObserver { event in
+            switch event {
+            case .jobChanged(let job) where job.id == id, .jobTransferred(let job) where job.id == id, .jobError(let job) where job.id == id:
+                // Only a new state wakes the waiter: a job of many files changes thousands of times.
+                let isNew = seenState.withLock { seen in
+                    defer { seen = job.state }
+                    return seen != job.state
+                }
+                if isNew { changed.signal() }
+            default:
+                break
+            }
+        }
+        defer { engine.removeObserver(observer) }
         while true {
             if interrupted.fired {
                 output.finishLine()
@@ -199,7 +217,7 @@ public final class OneShotTransfer: @unchecked Sendable {
                 output.error("ferry: job \(id) was \(job.state.rawValue.lowercased()) by someone else")
                 return .finished(1)
             default:
-                Thread.sleep(forTimeInterval: 0.1)
+                _ = changed.wait(timeout: .now() + 0.1)
             }
         }
     }
