@@ -191,7 +191,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Swaps a URL prefix on every file not yet transferred (BITS' `ReplaceRemotePrefix`).
     public func replaceRemotePrefix(_ id: JobID, old: String, new: String) throws(FerryError) -> Job {
-        _ = try Engine.validate(NewFile(remoteURL: new + "x", localPath: "/x"), owner: 0, checkDirectory: false)
+        try Engine.checkRemoteURL(new + "x")
         return try call(.replaceRemotePrefix(old: old, new: new), id)
     }
     /// Completes the job by itself once every file is transferred and validated.
@@ -210,7 +210,7 @@ public final class Engine: @unchecked Sendable {
         }
         let owner = try job(id).owner
         for url in urls {
-            _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/x"), owner: owner, checkDirectory: false)
+            try Engine.checkRemoteURL(url, kind: "mirror")
             try Engine.checkLocalSourceReadable(url, owner: owner)
         }
         return try call(.addMirrors(file: file, urls: urls), id)
@@ -246,7 +246,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Points one file at another URL (BITS' `SetRemoteName`).
     public func setRemoteURL(_ id: JobID, file: Int, url: String) throws(FerryError) -> Job {
-        _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/x"), owner: 0, checkDirectory: false)
+        try Engine.checkRemoteURL(url)
         return try call(.setRemoteURL(file: file, url: url), id)
     }
 
@@ -986,7 +986,7 @@ public final class Engine: @unchecked Sendable {
                 case .setPriority(let priority): _ = try apply(.setPriority(priority), to: id, durable: false)
                 case .suspend: _ = try apply(.suspend, to: id, durable: false)
                 case .setRemoteURL(let file, let url):
-                    _ = try Engine.validate(NewFile(remoteURL: url, localPath: "/x"), owner: 0, checkDirectory: false)
+                    try Engine.checkRemoteURL(url)
                     _ = try apply(.setRemoteURL(file: file, url: url), to: id, durable: false)
                 case .resume: _ = try apply(.resume, to: id, durable: false)
                 case .setRetryDelay(let seconds): _ = try apply(.setRetryDelay(seconds), to: id, durable: false)
@@ -1286,23 +1286,8 @@ public final class Engine: @unchecked Sendable {
     /// already found usable by `owner` in this call.
     static func validate(_ file: NewFile, owner: UInt32, checkDirectory: Bool = true,
                          verifiedDirectories: inout Set<String>) throws(FerryError) -> JobFile {
-        guard let url = URL(string: file.remoteURL), let scheme = url.scheme?.lowercased() else {
-            throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "not a URL: \(file.remoteURL)")
-        }
-        switch scheme {
-        case "http", "https":
-            guard let host = url.host, !host.isEmpty else {
-                throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "the URL has no host: \(file.remoteURL)")
-            }
-        case "file":
-            guard url.path.hasPrefix("/") else {
-                throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "a file URL needs an absolute path: \(file.remoteURL)")
-            }
-            if checkDirectory { try checkLocalSourceReadable(file.remoteURL, owner: owner) }
-        default:
-            throw FerryError(code: .unsupportedURL, context: .remoteFile,
-                             message: "unsupported URL scheme '\(scheme)' in \(file.remoteURL); use http, https or file")
-        }
+        try checkRemoteURL(file.remoteURL)
+        if checkDirectory { try checkLocalSourceReadable(file.remoteURL, owner: owner) }
         guard file.localPath.hasPrefix("/") else {
             throw FerryError(code: .invalidArgument, context: .localFile, message: "the local path must be absolute: \(file.localPath)")
         }
@@ -1311,14 +1296,8 @@ public final class Engine: @unchecked Sendable {
         }
         // Mirrors are checked as the URL itself is (a file: mirror must be readable by the owner).
         for mirror in JobFile.mirrors(in: file.properties[JobFile.mirrorsProperty] ?? "") {
-            do throws(FerryError) {
-                _ = try validate(NewFile(remoteURL: mirror, localPath: "/x"), owner: owner, checkDirectory: false)
-                if checkDirectory { try checkLocalSourceReadable(mirror, owner: owner) }
-            } catch {
-                var failure = error
-                failure.message = "mirror: " + failure.message
-                throw failure
-            }
+            try checkRemoteURL(mirror, kind: "mirror")
+            if checkDirectory { try checkLocalSourceReadable(mirror, owner: owner) }
         }
         if checkDirectory {
             let directory = directory(of: file.localPath)
@@ -1340,6 +1319,30 @@ public final class Engine: @unchecked Sendable {
             }
         }
         return JobFile(remoteURL: file.remoteURL, localPath: file.localPath, properties: file.properties)
+    }
+
+    /// Checks that `url` is one Ferry fetches: `http` or `https` with a host, or `file` with
+    /// an absolute path.
+    /// - Parameter kind: how messages name the URL (`"mirror"`); `nil` for a file's own URL.
+    /// - Throws: ``ErrorCode/unsupportedURL`` naming the URL and what is wrong with it.
+    public static func checkRemoteURL(_ url: String, kind: String? = nil) throws(FerryError) {
+        let named = kind.map { "\($0) " } ?? ""
+        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased() else {
+            throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "not a URL: \(named)\(url)")
+        }
+        switch scheme {
+        case "http", "https":
+            guard let host = parsed.host, !host.isEmpty else {
+                throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "the \(named)URL has no host: \(url)")
+            }
+        case "file":
+            guard parsed.path.hasPrefix("/") else {
+                throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "a file \(named)URL needs an absolute path: \(url)")
+            }
+        default:
+            throw FerryError(code: .unsupportedURL, context: .remoteFile,
+                             message: "unsupported URL scheme '\(scheme)' in \(named)\(url); use http, https or file")
+        }
     }
 
     /// libcurl reads a `file:` source with the agent's identity: make sure the job's owner

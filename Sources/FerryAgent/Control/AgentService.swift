@@ -248,21 +248,6 @@ public final class AgentService: Sendable {
         guard !url.isEmpty, !url.contains(where: \.isWhitespace) else {
             throw FerryError(code: .invalidArgument, context: .queueManager, message: "a mirror URL may not be empty or contain spaces: '\(url)'")
         }
-        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased() else {
-            throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "not a URL: mirror \(url)")
-        }
-        switch scheme {
-        case "http", "https":
-            guard let host = parsed.host, !host.isEmpty else {
-                throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "the mirror URL has no host: \(url)")
-            }
-        case "file":
-            guard parsed.path.hasPrefix("/") else {
-                throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "a file mirror URL needs an absolute path: \(url)")
-            }
-        default:
-            throw FerryError(code: .unsupportedURL, context: .remoteFile,
-                             message: "unsupported URL scheme '\(scheme)' in mirror \(url); use http, https or file")
-        }
+        try Engine.checkRemoteURL(url, kind: "mirror")
     }
 }
