@@ -16,6 +16,12 @@ int ferry_syncfs(int fd) { return syncfs(fd); }
 #include <malloc.h>
 int ferry_limit_malloc_arenas(int count) { return mallopt(M_ARENA_MAX, count); }
 
+#include <sys/vfs.h>
+long ferry_file_system_type(int fd) {
+    struct statfs info;
+    return fstatfs(fd, &info) == 0 ? (long)info.f_type : -1;
+}
+
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>

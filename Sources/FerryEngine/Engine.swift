@@ -1135,6 +1135,7 @@ public final class Engine: @unchecked Sendable {
             records.append((Job(persistedHeader: job, files: JobFileList()),
                             indices.sorted().compactMap { job.files.indices.contains($0) ? ($0, job.files[$0]) : nil }))
         }
+        let recorded = pendingRecords
         let deletes = pendingDeletes
         let checkpoints = pendingCheckpoints
         pendingRecords.removeAll(keepingCapacity: true)
@@ -1145,12 +1146,17 @@ public final class Engine: @unchecked Sendable {
         checkpointIsUrgent = false
         let store = self.store
         let logger = self.logger
-        let finish = UncheckedSendable { [unowned self] (failures: [Int: FerryError]) in
+        let finish = UncheckedSendable { [unowned self] (failures: [Int: FerryError], storeFailure: FerryError?) in
             self.batchesInFlight -= 1
+            if storeFailure != nil {
+                // Nothing of this batch was recorded: its jobs and deletions go into the next one.
+                for (id, indices) in recorded where self.jobs[id] != nil { self.pendingRecords[id, default: []].formUnion(indices) }
+                self.pendingDeletes.append(contentsOf: deletes)
+            }
             for (offset, pending) in checkpoints.enumerated() {
                 let transfer = pending.transfer
                 transfer.checkpointInFlight = false
-                let error = failures[offset]
+                let error = failures[offset] ?? storeFailure
                 if let then = pending.then {
                     then(error)
                 } else if let error {
@@ -1168,10 +1174,13 @@ public final class Engine: @unchecked Sendable {
                 guard failures[offset] == nil, pending.transfer.file.snapshot.generation == pending.generation else { return nil }
                 return pending.record
             }
+            var storeFailure: FerryError?
             do { try store.write(records: records, deleting: deletes, checkpoints: durable) } catch {
                 logger.error("cannot record jobs", metadata: ["jobs": "\(records.count)", "error": "\(error)"])
+                storeFailure = FerryError(code: .localFileError, context: .queueManager, message: "cannot record progress in the job store: \(error)")
             }
-            self?.post { finish.value(failures) }
+            let outcome = storeFailure
+            self?.post { finish.value(failures, outcome) }
         }
         if wait { durability.sync { work.value() } } else { durability.async { work.value() } }
     }
@@ -1185,9 +1194,16 @@ public final class Engine: @unchecked Sendable {
             }
             return failures
         }
-        // Many files: one syncfs per file system writes them all with one journal commit.
+        // Many files: one syncfs per local file system writes them all with one journal commit.
+        // Elsewhere (FUSE, network file systems) syncfs may not reach the storage: fdatasync each.
         var byDevice: [UInt64: [Int]] = [:]
-        for (offset, file) in files.enumerated() { byDevice[file.device, default: []].append(offset) }
+        for (offset, file) in files.enumerated() {
+            if file.device != 0, file.isOnLocalFileSystem {
+                byDevice[file.device, default: []].append(offset)
+            } else {
+                do { try file.flush() } catch { failures[offset] = error }
+            }
+        }
         for offsets in byDevice.values {
             do { try files[offsets[0]].flushFileSystem() } catch {
                 for offset in offsets { failures[offset] = error }

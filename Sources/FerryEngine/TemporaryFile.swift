@@ -15,6 +15,9 @@ final class TemporaryFile: @unchecked Sendable {
     let descriptor: Int32
     /// The file system it lives on (`st_dev`), to flush many files with one `syncfs`.
     let device: UInt64
+    /// Whether that file system is a local one whose `syncfs` is known to write every file's
+    /// data and report its errors (ext4, XFS, Btrfs, tmpfs).
+    let isOnLocalFileSystem: Bool
 
     /// What is in the file: guarded because checkpoints read it from another thread.
     struct Contents: Equatable {
@@ -42,6 +45,8 @@ final class TemporaryFile: @unchecked Sendable {
         }
         var info = stat()
         self.device = fstat(fd, &info) == 0 ? UInt64(info.st_dev) : 0
+        let localTypes: Set<Int> = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994]
+        self.isOnLocalFileSystem = localTypes.contains(ferry_file_system_type(fd))
         self.path = path
         self.descriptor = fd
         self.contents = Mutex(Contents(length: length, generation: 0, bytesTotal: bytesTotal, etag: etag, lastModified: lastModified))
@@ -95,7 +100,7 @@ final class TemporaryFile: @unchecked Sendable {
     }
 
     /// Flushes every file of this file's file system (`syncfs`): one journal commit for a
-    /// batch of files instead of one `fdatasync` each.
+    /// batch of files instead of one `fdatasync` each. Used only where ``isOnLocalFileSystem``.
     func flushFileSystem() throws(FerryError) {
         while ferry_syncfs(descriptor) != 0 {
             if errno == EINTR { continue }

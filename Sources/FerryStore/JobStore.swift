@@ -135,6 +135,8 @@ public final class JobStore: Sendable {
             var decoded: [Job]
             do {
                 decoded = try JobStore.decodeHeaders(records.map(\.json))
+                // A damaged header that reads as two objects would shift every id after it.
+                guard decoded.count == records.count else { throw StoreError(resultCode: -1, message: "header count mismatch", sql: nil) }
             } catch {
                 decoded = []
                 for record in records {
@@ -218,17 +220,19 @@ public final class JobStore: Sendable {
         }
     }
 
-    /// Writes a batch in one transaction: job headers with the given file rows, then the
-    /// deletions, then the checkpoints (whose bytes the caller has already flushed).
+    /// Writes a batch in one transaction: the checkpoints (whose bytes the caller has already
+    /// flushed), then job headers with the given file rows, then the deletions.
     /// - Parameter records: each job's header (its files are ignored) and the rows to write.
     public func write(records: [(header: Job, files: [(Int, JobFile)])], deleting deletions: [JobID],
                       checkpoints: [Checkpoint]) throws(StoreError) {
         guard !records.isEmpty || !deletions.isEmpty || !checkpoints.isEmpty else { return }
         try connection.withLock { db throws(StoreError) in
             try db.transaction { () throws(StoreError) in
+                // Checkpoints first: they were taken before the records, which carry the newest
+                // state and can only lower a durable length (never raise it).
+                for c in checkpoints { try JobStore.write(c, db) }
                 for record in records { try JobStore.write(record.header, db, rows: record.files) }
                 for id in deletions { _ = try db.query("DELETE FROM jobs WHERE id = ?", [.text(id.description)]) }
-                for c in checkpoints { try JobStore.write(c, db) }
             }
         }
     }

@@ -24,6 +24,9 @@ int ferry_syncfs(int fd);
    process with a dozen worker threads keeps memory in each. Returns 1 on success. */
 int ferry_limit_malloc_arenas(int count);
 
+/* The type of the file system holding fd (statfs' f_type, e.g. 0xEF53 for ext4), or -1. */
+long ferry_file_system_type(int fd);
+
 #endif
 
 #ifndef FERRY_CFERRYSYSTEM_SPAWN_H
