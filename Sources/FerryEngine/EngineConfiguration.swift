@@ -19,7 +19,8 @@ public struct EngineConfiguration: Sendable, Equatable {
     public var maxActiveBackgroundJobs: Int = 1
     /// Seconds a background job runs before it yields to a queued job of the same priority.
     public var timeSliceSeconds: Double = 30
-    /// Flush and record a transfer's progress after this many new bytes...
+    /// The most new bytes a crash may cost a transfer: its progress is flushed and recorded
+    /// every quarter of this (a flush under way lets the recorded length trail)...
     public var checkpointBytes: UInt64 = 8 << 20
     /// ...or after this many seconds, whichever comes first.
     public var checkpointIntervalSeconds: Double = 2
