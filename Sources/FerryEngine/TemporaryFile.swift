@@ -107,14 +107,6 @@ final class TemporaryFile: @unchecked Sendable {
             throw FerryError(code: .localFileError, context: .localFile, message: "cannot flush the file system of \(path): \(errnoText())")
         }
     }
-
-    /// Runs `body` only if the file still holds the content of `generation`, holding the
-    /// lock so that no restart can slip in between the check and `body`.
-    func ifStillGeneration(_ generation: UInt64, _ body: () -> Void) {
-        contents.withLock { c in
-            if c.generation == generation { body() }
-        }
-    }
 }
 
 /// `strerror(errno)` with the number, for messages.

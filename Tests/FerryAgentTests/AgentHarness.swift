@@ -79,6 +79,11 @@ final class AgentHarness {
         return last
     }
 
+    /// Runs the real `ferry` against this agent's socket, from the download directory.
+    func ferry(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        try ChildProcess.run("ferry", arguments + ["--socket", socket], workingDirectory: downloads)
+    }
+
     /// A raw request with the curl command line, as a person would make it by hand.
     func curl(_ method: String, _ path: String, body: String? = nil, asUser user: String? = nil) throws -> (status: Int, body: String) {
         var arguments = ["curl", "-sS", "--unix-socket", socket, "-X", method, "-o", "-", "-w", "\n%{http_code}", "http://localhost" + path]

@@ -15,91 +15,87 @@ final class CLIMirrorsAndOptionsTests: XCTestCase {
 
     override func tearDown() { h.tearDown() }
 
-    private func ferry(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        try ChildProcess.run("ferry", arguments + ["--socket", h.socket], workingDirectory: h.downloads)
-    }
-
     private func createJob(_ name: String) throws -> String {
-        let created = try ferry(["create", name])
+        let created = try h.ferry(["create", name])
         XCTAssertEqual(created.status, 0, created.stderr)
         return created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     func testAddMirrorThenInfoShowsTheMirrors() throws {
         let id = try createJob("mirrored")
-        let added = try ferry(["addfile", id, "https://a.example/pool/a.deb", "a.deb", "--mirror", "https://b.example/pool/a.deb",
+        let added = try h.ferry(["addfile", id, "https://a.example/pool/a.deb", "a.deb", "--mirror", "https://b.example/pool/a.deb",
                                "--property", "size=10"])
         XCTAssertEqual(added.status, 0, added.stderr)
         XCTAssertTrue(added.stdout.contains("Mirrors: https://b.example/pool/a.deb"), added.stdout)
 
-        let more = try ferry(["addmirror", id, "0", "http://c.example:8080/pool/a.deb", "https://b.example/pool/a.deb"])
+        let more = try h.ferry(["addmirror", id, "0", "http://c.example:8080/pool/a.deb", "https://b.example/pool/a.deb"])
         XCTAssertEqual(more.status, 0, more.stderr)
         XCTAssertEqual(more.stdout, "Job \(id): file 0 mirrors https://b.example/pool/a.deb http://c.example:8080/pool/a.deb\n")
 
-        let info = try ferry(["info", id])
+        let info = try h.ferry(["info", id])
         XCTAssertEqual(info.status, 0, info.stderr)
         XCTAssertTrue(info.stdout.contains("\n     mirrors: https://b.example/pool/a.deb http://c.example:8080/pool/a.deb\n"), info.stdout)
         XCTAssertTrue(info.stdout.contains("\n     properties: size=10\n"), "the mirrors property is not repeated among the properties: \(info.stdout)")
-        let json = try ferry(["info", id, "--json"])
+        let json = try h.ferry(["info", id, "--json"])
         let document = try ControlJSON.decoder.decode(JobDocument.self, from: Data(json.stdout.utf8))
         XCTAssertEqual(document.files[0].mirrors, ["https://b.example/pool/a.deb", "http://c.example:8080/pool/a.deb"])
     }
 
     func testABadMirrorIsRefusedNamingIt() throws {
         let id = try createJob("bad")
-        XCTAssertEqual(try ferry(["addfile", id, "https://a.example/x", "x"]).status, 0)
-        let spaced = try ferry(["addmirror", id, "0", "https://b.example/a b"])
+        XCTAssertEqual(try h.ferry(["addfile", id, "https://a.example/x", "x"]).status, 0)
+        let spaced = try h.ferry(["addmirror", id, "0", "https://b.example/a b"])
         XCTAssertEqual(spaced.status, 65, spaced.stderr)
         XCTAssertEqual(spaced.stderr, "ferry: job \(id): INVALID_ARGUMENT (queueManager): a mirror URL may not be empty or contain spaces: 'https://b.example/a b'\n")
-        let ftp = try ferry(["addmirror", id, "0", "ftp://b.example/x"])
+        let ftp = try h.ferry(["addmirror", id, "0", "ftp://b.example/x"])
         XCTAssertEqual(ftp.status, 65, ftp.stderr)
         XCTAssertTrue(ftp.stderr.contains("UNSUPPORTED_URL") && ftp.stderr.contains("'ftp' in mirror ftp://b.example/x"), ftp.stderr)
-        let atCreation = try ferry(["addfile", id, "https://a.example/y", "y", "--mirror", "gopher://b.example/y"])
+        let atCreation = try h.ferry(["addfile", id, "https://a.example/y", "y", "--mirror", "gopher://b.example/y"])
         XCTAssertEqual(atCreation.status, 65, atCreation.stderr)
         XCTAssertTrue(atCreation.stderr.contains("gopher://b.example/y"), atCreation.stderr)
         XCTAssertEqual(try h.client.job(id).files.map(\.mirrors), [[]], "nothing refused was kept")
-        XCTAssertEqual(try ferry(["addmirror", id, "-1", "https://b.example/x"]).status, 64, "a negative index is a usage error")
+        XCTAssertEqual(try h.ferry(["addmirror", id, "-1", "https://b.example/x"]).status, 64, "a negative index is a usage error")
     }
 
     func testAFailingFileMovesToItsMirrorAndInfoShowsThePolicyHistory() throws {
         let data = testBytes(70_000, seed: 140)
         h.server.setFile("/mirror/p.bin", data: data)
         let id = try createJob("failover")
-        XCTAssertEqual(try ferry(["addfile", id, h.url("/gone/p.bin"), "p.bin", "--mirror", h.url("/mirror/p.bin")]).status, 0)
-        XCTAssertEqual(try ferry(["resume", id]).status, 0)
+        XCTAssertEqual(try h.ferry(["addfile", id, h.url("/gone/p.bin"), "p.bin", "--mirror", h.url("/mirror/p.bin")]).status, 0)
+        XCTAssertEqual(try h.ferry(["resume", id]).status, 0)
         let done = try XCTUnwrap(h.wait(id, for: "TRANSFERRED"))
         XCTAssertEqual(done.files[0].url, h.url("/mirror/p.bin"), "the mirror-failover policy switched the file")
         XCTAssertEqual(done.files[0].mirrors, [h.url("/gone/p.bin")], "the failed URL became a mirror")
-        let info = try ferry(["info", id])
+        let info = try h.ferry(["info", id])
         XCTAssertEqual(info.status, 0, info.stderr)
         let history = try XCTUnwrap(done.history.first, "the policy's decision is in the job's history")
         XCTAssertTrue(info.stdout.contains("\nPolicy history:\n  \(history)\n"), info.stdout)
         XCTAssertTrue(history.contains("HTTP_ERROR_404") && history.contains("mirror-failover"), history)
-        XCTAssertEqual(try ferry(["complete", id]).status, 0)
+        XCTAssertEqual(try h.ferry(["complete", id]).status, 0)
         XCTAssertTrue(fileHolds(h.destination("p.bin"), data))
     }
 
     func testSetDynamicTurnsItOnAndOffAndKeepsOrClearsTheLimit() throws {
         let id = try createJob("dynamic")
-        let on = try ferry(["setdynamic", id, "on", "--max-size", "1048576"])
+        let on = try h.ferry(["setdynamic", id, "on", "--max-size", "1048576"])
         XCTAssertEqual(on.status, 0, on.stderr)
         XCTAssertEqual(on.stdout, "Job \(id): dynamic content on, max file size 1048576 bytes (1.0 MiB)\n")
-        var info = try ferry(["info", id]).stdout
+        var info = try h.ferry(["info", id]).stdout
         XCTAssertTrue(info.contains("  Dynamic content:     yes"), info)
         XCTAssertTrue(info.contains("  Max file size:       1048576 bytes (1.0 MiB)"), info)
 
-        let off = try ferry(["setdynamic", id, "off"])
+        let off = try h.ferry(["setdynamic", id, "off"])
         XCTAssertEqual(off.stdout, "Job \(id): dynamic content off, max file size 1048576 bytes (1.0 MiB)\n", off.stderr)
-        info = try ferry(["info", id]).stdout
+        info = try h.ferry(["info", id]).stdout
         XCTAssertFalse(info.contains("Dynamic content"), "shown only when on: \(info)")
         XCTAssertTrue(info.contains("Max file size"), info)
 
-        let unlimited = try ferry(["setdynamic", id, "on", "--max-size", "0"])
+        let unlimited = try h.ferry(["setdynamic", id, "on", "--max-size", "0"])
         XCTAssertEqual(unlimited.stdout, "Job \(id): dynamic content on, no job limit on file size\n", unlimited.stderr)
-        XCTAssertFalse(try ferry(["info", id]).stdout.contains("Max file size"))
+        XCTAssertFalse(try h.ferry(["info", id]).stdout.contains("Max file size"))
         XCTAssertNil(try h.client.job(id).maxFileBytes)
 
-        let bad = try ferry(["setdynamic", id, "maybe"])
+        let bad = try h.ferry(["setdynamic", id, "maybe"])
         XCTAssertEqual(bad.status, 64, bad.stderr)
         XCTAssertTrue(bad.stderr.contains("'maybe'"), bad.stderr)
     }
@@ -108,24 +104,24 @@ final class CLIMirrorsAndOptionsTests: XCTestCase {
         let id = try createJob("tls")
         try "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".write(toFile: h.destination("ca.pem"), atomically: true, encoding: .utf8)
         let pin = "sha256//AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-        let set = try ferry(["settls", id, "--ca-file", "ca.pem", "--pin", pin])
+        let set = try h.ferry(["settls", id, "--ca-file", "ca.pem", "--pin", pin])
         XCTAssertEqual(set.status, 0, set.stderr)
         XCTAssertEqual(set.stdout, "Job \(id): CA file \(h.destination("ca.pem")), pinned key \(pin)\n")
-        let info = try ferry(["info", id]).stdout
+        let info = try h.ferry(["info", id]).stdout
         XCTAssertTrue(info.contains("  TLS CA file:         \(h.destination("ca.pem"))\n"), info)
         XCTAssertTrue(info.contains("  TLS pinned key:      \(pin)\n"), info)
 
-        let cleared = try ferry(["settls", id, "--clear"])
+        let cleared = try h.ferry(["settls", id, "--clear"])
         XCTAssertEqual(cleared.stdout, "Job \(id): no TLS options (the system's CAs, no pin)\n", cleared.stderr)
-        XCTAssertFalse(try ferry(["info", id]).stdout.contains("TLS"))
+        XCTAssertFalse(try h.ferry(["info", id]).stdout.contains("TLS"))
 
-        let unreadable = try ferry(["settls", id, "--ca-file", "missing.pem"])
+        let unreadable = try h.ferry(["settls", id, "--ca-file", "missing.pem"])
         XCTAssertEqual(unreadable.status, 65, unreadable.stderr)
         XCTAssertTrue(unreadable.stderr.contains("cannot read the CA file \(h.destination("missing.pem"))"), unreadable.stderr)
         for (arguments, message) in [([String](), "give --ca-file, --pin or --clear"),
                                      (["--clear", "--pin", pin], "--clear removes both options; give it alone"),
                                      (["--pin", "md5//abc"], "--pin takes sha256//")] {
-            let refused = try ferry(["settls", id] + arguments)
+            let refused = try h.ferry(["settls", id] + arguments)
             XCTAssertEqual(refused.status, 64, "\(arguments): \(refused.stderr)")
             XCTAssertTrue(refused.stderr.contains(message), "\(arguments) should say '\(message)': \(refused.stderr)")
         }

@@ -56,7 +56,7 @@ final class SourceHealthTests: XCTestCase {
         XCTAssertTrue(raw.body.hasPrefix(#"{"sources":[{"#), raw.body)
         XCTAssertTrue(raw.body.contains(#""lastSuccess":"20"#), "times are ISO 8601: \(raw.body)")
 
-        let table = try ChildProcess.run("ferry", ["sources", "--socket", h.socket])
+        let table = try h.ferry(["sources"])
         XCTAssertEqual(table.status, 0, table.stderr)
         let lines = table.stdout.split(separator: "\n").map(String.init)
         XCTAssertEqual(lines.count, 3, table.stdout)
@@ -68,7 +68,7 @@ final class SourceHealthTests: XCTestCase {
         XCTAssertEqual(healthyRow.split(separator: " ").prefix(3).map(String.init), [healthy, "0/0", "1"], healthyRow)
         XCTAssertTrue(healthyRow.hasSuffix("/s"), healthyRow)
 
-        let json = try ChildProcess.run("ferry", ["sources", "--json", "--socket", h.socket])
+        let json = try h.ferry(["sources", "--json"])
         XCTAssertEqual(try ControlJSON.decoder.decode(SourceList.self, from: Data(json.stdout.utf8)).sources, sources)
     }
 
