@@ -28,3 +28,11 @@ const char *ferry_curl_default_capath(void) {
     const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
     return info ? info->capath : NULL;
 }
+
+CURLcode ferry_curl_setopt_blob(CURL *h, CURLoption opt, const void *data, size_t length) {
+    struct curl_blob blob;
+    blob.data = (void *)data;
+    blob.len = length;
+    blob.flags = CURL_BLOB_COPY;
+    return curl_easy_setopt(h, opt, &blob);
+}

@@ -26,8 +26,12 @@ long ferry_file_system_type(int fd) {
 #include <grp.h>
 #include <signal.h>
 
-pid_t ferry_spawn_as(uid_t uid, gid_t gid, int group_count, const gid_t *groups,
-                     const char *path, char *const *argv, char *const *envp, int output_fd) {
+int ferry_access_here(int dirfd, const char *path, int mode, int flags) {
+    return (int)syscall(SYS_faccessat2, (long)dirfd, path, (long)mode, (long)flags);
+}
+
+pid_t ferry_spawn_fd_as(uid_t uid, gid_t gid, int group_count, const gid_t *groups,
+                        int program_fd, char *const *argv, char *const *envp, int output_fd) {
     pid_t pid = fork();
     if (pid != 0) return pid; /* parent, or -1 */
     /* child: only async-signal-safe calls from here on */
@@ -41,9 +45,16 @@ pid_t ferry_spawn_as(uid_t uid, gid_t gid, int group_count, const gid_t *groups,
         dup2(out, 1);
         dup2(out, 2);
     }
-    /* Nothing of the agent's leaks into the program: not its listening socket, not its files. */
-    if (syscall(SYS_close_range, 3L, ~0UL, 0L) != 0) {
-        for (int fd = 3; fd < 65536; fd++) close(fd);
+    /* The program's own descriptor becomes fd 3, kept across exec (a script's interpreter
+       opens /dev/fd/3); nothing else of the agent's leaks into it: not its listening
+       socket, not its files. */
+    if (program_fd == 3) {
+        if (fcntl(3, F_SETFD, 0) != 0) _exit(126);
+    } else if (dup2(program_fd, 3) != 3) {
+        _exit(126);
+    }
+    if (syscall(SYS_close_range, 4L, ~0UL, 0L) != 0) {
+        for (int fd = 4; fd < 65536; fd++) close(fd);
     }
     if (uid != (uid_t)-1) {
         if (syscall(SYS_setgroups, (long)group_count, groups) != 0) _exit(126);
@@ -51,6 +62,6 @@ pid_t ferry_spawn_as(uid_t uid, gid_t gid, int group_count, const gid_t *groups,
         if (syscall(SYS_setresgid, (long)gid, (long)gid, (long)gid) != 0) _exit(126);
         if (syscall(SYS_setresuid, (long)uid, (long)uid, (long)uid) != 0) _exit(126);
     }
-    execve(path, argv, envp);
+    syscall(SYS_execveat, 3L, "", argv, envp, (long)AT_EMPTY_PATH);
     _exit(127);
 }

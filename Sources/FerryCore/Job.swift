@@ -114,6 +114,11 @@ public struct Job: Codable, Equatable, Sendable {
     public var description: String
     /// The uid of the user who created the job.
     public let owner: UInt32
+    /// The owner's identity as the kernel reported it for the caller that created the job
+    /// (uid, primary group and supplementary groups): every file of the job is read and
+    /// written with it. `nil` for jobs recorded before it was kept, and for jobs run in the
+    /// caller's own process; the agent then uses the account database.
+    public let ownerCredentials: Credentials?
     public var priority: JobPriority
     public internal(set) var state: JobState
     /// The job's files, in the order they were added. Stored apart from the job header.
@@ -156,6 +161,9 @@ public struct Job: Codable, Equatable, Sendable {
     /// A PEM file of certificate authorities trusted for this job's `https` URLs, in addition
     /// to the system's. Verification itself can never be turned off.
     public internal(set) var tlsCAFile: String?
+    /// The PEM text of ``tlsCAFile``, read once as the owner when it was set: libcurl gets
+    /// these bytes, never the path, so nothing is read later with the agent's identity.
+    public internal(set) var tlsCAData: String?
     /// A public key the job's `https` servers must present (`sha256//<base64>`, as libcurl's
     /// pinned public key); `nil` for no pin.
     public internal(set) var tlsPinnedPublicKey: String?
@@ -170,7 +178,7 @@ public struct Job: Codable, Equatable, Sendable {
 
     public init(
         id: JobID = JobID(), displayName: String, description: String = "", owner: UInt32,
-        priority: JobPriority = .normal, createdAt: Date,
+        ownerCredentials: Credentials? = nil, priority: JobPriority = .normal, createdAt: Date,
         minimumRetryDelay: Double = Job.defaultMinimumRetryDelay,
         noProgressTimeout: Double = Job.defaultNoProgressTimeout
     ) {
@@ -178,6 +186,7 @@ public struct Job: Codable, Equatable, Sendable {
         self.displayName = displayName
         self.description = description
         self.owner = owner
+        self.ownerCredentials = ownerCredentials.map { $0.uid == owner ? $0 : Credentials(uid: owner, gid: $0.gid, groups: $0.groups) }
         self.priority = priority
         self.state = .suspended
         self.creationTime = createdAt
@@ -194,10 +203,10 @@ public struct Job: Codable, Equatable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case id, displayName, description, owner, priority, state, creationTime, modificationTime
+        case id, displayName, description, owner, ownerCredentials, priority, state, creationTime, modificationTime
         case transferCompletionTime, minimumRetryDelay, noProgressTimeout, lastError, retryAt, noProgressSince
         case customHeaders, properties, autoComplete, notifyFlags, notifyCommand, activeSeconds, history, policyResumes
-        case dynamicContent, maxFileBytes, tlsCAFile, tlsPinnedPublicKey
+        case dynamicContent, maxFileBytes, tlsCAFile, tlsCAData, tlsPinnedPublicKey
     }
 
     public init(from decoder: any Decoder) throws {
@@ -206,6 +215,7 @@ public struct Job: Codable, Equatable, Sendable {
         displayName = try c.decode(String.self, forKey: .displayName)
         description = try c.decode(String.self, forKey: .description)
         owner = try c.decode(UInt32.self, forKey: .owner)
+        ownerCredentials = try c.decodeIfPresent(Credentials.self, forKey: .ownerCredentials)
         priority = try c.decode(JobPriority.self, forKey: .priority)
         state = try c.decode(JobState.self, forKey: .state)
         creationTime = try c.decode(Date.self, forKey: .creationTime)
@@ -228,6 +238,7 @@ public struct Job: Codable, Equatable, Sendable {
         dynamicContent = try c.decodeIfPresent(Bool.self, forKey: .dynamicContent) ?? false
         maxFileBytes = try c.decodeIfPresent(UInt64.self, forKey: .maxFileBytes)
         tlsCAFile = try c.decodeIfPresent(String.self, forKey: .tlsCAFile)
+        tlsCAData = try c.decodeIfPresent(String.self, forKey: .tlsCAData)
         tlsPinnedPublicKey = try c.decodeIfPresent(String.self, forKey: .tlsPinnedPublicKey)
     }
 
@@ -247,12 +258,21 @@ public struct Job: Codable, Equatable, Sendable {
     /// named after the destination, the job and the file's index, so that it is
     /// found again after a restart and never collides with another job's.
     public func temporaryPath(ofFile index: Int) -> String {
-        let destination = files[index].localPath
-        let slash = destination.lastIndex(of: "/")
-        let directory = slash.map { String(destination[..<$0]) } ?? "."
-        let name = slash.map { String(destination[destination.index(after: $0)...]) } ?? destination
-        let tag = String(id.description.prefix(8))
-        return "\(directory)/.\(name).ferry-\(tag)-\(index).part"
+        let (directory, _) = Job.split(files[index].localPath)
+        return "\(directory == "/" ? "" : directory)/\(temporaryName(ofFile: index))"
+    }
+
+    /// The name of file `index`'s temporary within its destination's directory.
+    public func temporaryName(ofFile index: Int) -> String {
+        let (_, name) = Job.split(files[index].localPath)
+        return ".\(name).ferry-\(id.description.prefix(8))-\(index).part"
+    }
+
+    /// A path's directory and last component (`/a/b` → `/a`, `b`; `/b` → `/`, `b`).
+    public static func split(_ path: String) -> (directory: String, name: String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let directory = slash == path.startIndex ? "/" : String(path[..<slash])
+        return (directory, String(path[path.index(after: slash)...]))
     }
 
     /// Indices of the files that still need bytes (visits every file: prefer ``hasPendingFiles``).
@@ -283,4 +303,20 @@ public struct NotifyFlags: OptionSet, Codable, Sendable, Hashable {
 
     /// Whether `flag` is on, `disable` taken into account.
     public func delivers(_ flag: NotifyFlags) -> Bool { !contains(.disable) && contains(flag) }
+}
+
+/// Who a job acts as: a user id, its primary group and its supplementary groups, as the
+/// kernel reported them for the process that created the job (`SO_PEERCRED`,
+/// `SO_PEERGROUPS`). The agent reads and writes a job's files with exactly these.
+public struct Credentials: Codable, Sendable, Equatable, Hashable {
+    public var uid: UInt32
+    public var gid: UInt32
+    /// Supplementary groups, as the caller held them (not as the account database lists them).
+    public var groups: [UInt32]
+
+    public init(uid: UInt32, gid: UInt32, groups: [UInt32]) {
+        self.uid = uid
+        self.gid = gid
+        self.groups = groups
+    }
 }

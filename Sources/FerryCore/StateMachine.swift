@@ -28,7 +28,8 @@ public enum JobEvent: Equatable, Sendable {
     /// BITS' `DYNAMIC_CONTENT`, and the most bytes a file of the job may have (`nil`: no job limit).
     case setDynamicContent(Bool, maxFileBytes: UInt64?)
     /// A CA file trusted in addition to the system's, and a public key pin, for `https` (`nil`: none).
-    case setTLSOptions(caFile: String?, pinnedPublicKey: String?)
+    /// `caData` is the file's PEM text, read by the engine as the owner.
+    case setTLSOptions(caFile: String?, pinnedPublicKey: String?, caData: String? = nil)
 
     // ---- news from the queue manager and the transport ---------------------
     /// The scheduler gave the job its turn: `QUEUED` → `CONNECTING`.
@@ -316,7 +317,7 @@ extension Job {
             touch(now)
             return []
 
-        case .setTLSOptions(let caFile, let pin):
+        case .setTLSOptions(let caFile, let pin, let caData):
             try requireNotFinal("change the TLS options of")
             if let caFile, !caFile.hasPrefix("/") {
                 throw FerryError(code: .invalidArgument, context: .queueManager, message: "the CA file must be an absolute path, got '\(caFile)'")
@@ -326,6 +327,7 @@ extension Job {
                                  message: "a public key pin is 'sha256//' and the base64 SHA-256 of the key, got '\(pin)'")
             }
             tlsCAFile = caFile
+            tlsCAData = caFile == nil ? nil : caData
             tlsPinnedPublicKey = pin
             touch(now)
             return []

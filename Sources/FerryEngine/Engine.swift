@@ -140,9 +140,13 @@ public final class Engine: @unchecked Sendable {
     // MARK: - Public API
 
     /// Creates a job in `SUSPENDED`.
-    public func createJob(displayName: String, description: String = "", owner: UInt32, priority: JobPriority = .normal) throws(FerryError) -> Job {
+    /// - Parameter ownerCredentials: the owner's identity as the kernel reported it for the
+    ///   caller (groups included); every file of the job is handled with it. `nil` uses the
+    ///   account database's entry for `owner`.
+    public func createJob(displayName: String, description: String = "", owner: UInt32, ownerCredentials: Credentials? = nil,
+                          priority: JobPriority = .normal) throws(FerryError) -> Job {
         try onLoop { engine throws(FerryError) in
-            let job = Job(displayName: displayName, description: description, owner: owner, priority: priority,
+            let job = Job(displayName: displayName, description: description, owner: owner, ownerCredentials: ownerCredentials, priority: priority,
                           createdAt: Date(), minimumRetryDelay: engine.configuration.defaultMinimumRetryDelay,
                           noProgressTimeout: engine.configuration.defaultNoProgressTimeout)
             try engine.persist(job)
@@ -156,23 +160,27 @@ public final class Engine: @unchecked Sendable {
     /// Adds files to a job. Each URL must be `http`, `https` or `file`; each local path
     /// absolute, in a directory that exists.
     public func addFiles(_ id: JobID, _ files: [NewFile]) throws(FerryError) -> Job {
-        try onLoop { engine throws(FerryError) in
-            let job = try engine.existingJob(id)
-            var checked: [JobFile] = []
-            checked.reserveCapacity(files.count)
-            // A package set puts thousands of files in a few directories: check each once.
-            var verifiedDirectories: Set<String> = []
-            for (offset, file) in files.enumerated() {
-                do throws(FerryError) {
-                    checked.append(try Engine.validate(file, owner: job.owner, verifiedDirectories: &verifiedDirectories))
-                } catch {
-                    var failure = error
-                    if files.count > 1 { failure.message = "file \(offset): " + failure.message }
-                    throw failure
-                }
+        // Checked on the caller's thread, as the job's owner: the engine's thread never
+        // waits on a file system for a caller.
+        let owner = try job(id)
+        var checked: [JobFile] = []
+        checked.reserveCapacity(files.count)
+        // A package set puts thousands of files in a few directories: check each once.
+        var verifiedDirectories: [String: DirectoryHandle] = [:]
+        for (offset, file) in files.enumerated() {
+            do throws(FerryError) {
+                checked.append(try Engine.validate(file, for: owner, verifiedDirectories: &verifiedDirectories))
+            } catch {
+                var failure = error
+                if files.count > 1 { failure.message = "file \(offset): " + failure.message }
+                throw failure
             }
+        }
+        let accepted = checked
+        return try onLoop { engine throws(FerryError) in
+            let job = try engine.existingJob(id)
             let before = job.files.count
-            return try engine.apply(.addFiles(checked), to: id, files: Array(before..<(before + checked.count)))
+            return try engine.apply(.addFiles(accepted), to: id, files: Array(before..<(before + accepted.count)))
         }
     }
 
@@ -208,10 +216,10 @@ public final class Engine: @unchecked Sendable {
         guard !urls.isEmpty else {
             throw FerryError(code: .invalidArgument, context: .queueManager, message: "no mirror URLs given")
         }
-        let owner = try job(id).owner
+        let owner = try job(id)
         for url in urls {
             try Engine.checkRemoteURL(url, kind: "mirror")
-            try Engine.checkLocalSourceReadable(url, owner: owner)
+            try Engine.checkLocalSource(url, for: owner)
         }
         return try call(.addMirrors(file: file, urls: urls), id)
     }
@@ -224,19 +232,32 @@ public final class Engine: @unchecked Sendable {
 
     /// Adds a CA file the job's `https` servers may chain to, and/or a public key they must
     /// present. Nothing here can weaken verification. `nil` removes an option.
+    ///
+    /// The CA file is read here, once, as the job's owner (a regular file of at most
+    /// ``maxCAFileBytes``, holding PEM certificates), and its bytes are what libcurl gets.
     public func setTLSOptions(_ id: JobID, caFile: String?, pinnedPublicKey: String?) throws(FerryError) -> Job {
-        if let caFile, caFile.hasPrefix("/"), caFile != (try job(id).tlsCAFile) {
-            let owner = try job(id).owner
-            // libcurl reads the file as the agent: the owner must be able to read it too.
-            try OwnerIdentity.run(as: owner) { () throws(FerryError) in
-                let fd = open(caFile, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-                guard fd >= 0 else {
-                    throw FerryError(code: .invalidArgument, context: .localFile, message: "cannot read the CA file \(caFile) as uid \(owner): \(errnoText())")
-                }
-                close(fd)
-            }
+        var caData: String?
+        if let caFile, caFile.hasPrefix("/") {
+            caData = try Engine.readCAFile(caFile, for: try job(id))
         }
-        return try call(.setTLSOptions(caFile: caFile, pinnedPublicKey: pinnedPublicKey), id)
+        return try call(.setTLSOptions(caFile: caFile, pinnedPublicKey: pinnedPublicKey, caData: caData), id)
+    }
+
+    /// The most bytes a job's CA file may have.
+    public static let maxCAFileBytes = 1 << 20
+
+    /// Reads a CA file as `job`'s owner and checks that it holds PEM certificates.
+    static func readCAFile(_ path: String, for job: Job) throws(FerryError) -> String {
+        let bytes: [UInt8]
+        do { bytes = try OwnedFile.read(path, as: job, what: "the CA file", limit: maxCAFileBytes) } catch {
+            guard error.code == .accessDenied else { throw error }
+            // An option the caller gave that cannot be used: a bad argument, as the API documents.
+            throw FerryError(code: .invalidArgument, context: .localFile, message: "cannot read the CA file \(path) as uid \(job.owner): " + (error.message.components(separatedBy: ": ").last ?? ""))
+        }
+        guard let text = String(validating: bytes, as: UTF8.self), text.contains("-----BEGIN CERTIFICATE-----") else {
+            throw FerryError(code: .invalidArgument, context: .localFile, message: "the CA file \(path) holds no PEM certificate")
+        }
+        return text
     }
 
     /// What the engine remembers of every source it fetched from, by origin.
@@ -450,6 +471,7 @@ public final class Engine: @unchecked Sendable {
         queueOrder[id] = nil
         sliceStart[id] = nil
         lastCommitError[id] = nil
+        destinations.forget(id)
         validationQueues[id] = nil
         firstStartable[id] = nil
         preopened[id] = nil
@@ -469,8 +491,9 @@ public final class Engine: @unchecked Sendable {
             stopTransfers(of: id)
         case .discardTemporaries(let indices):
             guard let job = jobs[id] else { return }
-            try? OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
-                for index in indices { unlink(job.temporaryPath(ofFile: index)) }
+            let found = indices.compactMap { index in (try? destinations.directory(of: job, file: index)).map { (index, $0) } }
+            try? OwnerIdentity.run(as: job) { () throws(FerryError) in
+                for (index, directory) in found { directory.remove(job.temporaryName(ofFile: index)) }
             }
         case .commitFiles(let indices):
             commit(indices, of: id)
@@ -509,26 +532,39 @@ public final class Engine: @unchecked Sendable {
 
     /// Renames temporaries to their final names: rename (atomic, replacing an existing
     /// file), then fsync each directory touched. Reports back through an event.
+    ///
+    /// Both names are relative to the directory descriptor the temporary was created
+    /// through (opened once as the owner): a directory swapped for a link meanwhile cannot
+    /// redirect the rename.
     private func commit(_ indices: [Int], of id: JobID) {
         guard let job = jobs[id] else { return }
         var renamed: [Int] = []
-        var directories: Set<String> = []
+        var touched: [ObjectIdentifier: DirectoryHandle] = [:]
         var failure: FerryError?
+        var found: [(Int, DirectoryHandle)] = []
+        for index in indices {
+            do { found.append((index, try destinations.directory(of: job, file: index))) } catch {
+                var missing = error
+                missing.fileIndex = index
+                failure = missing
+                break
+            }
+        }
         // As the owner: rename replaces a symbolic link planted at the destination (it never
         // follows it), and the kernel refuses a directory the owner may not write.
-        try? OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
-            for index in indices {
-                let temporary = job.temporaryPath(ofFile: index)
+        try? OwnerIdentity.run(as: job) { () throws(FerryError) in
+            for (index, directory) in found {
+                let temporary = job.temporaryName(ofFile: index)
                 let destination = job.files[index].localPath
-                if rename(temporary, destination) != 0 {
+                if !directory.rename(temporary, to: Job.split(destination).name) {
                     failure = FerryError(code: .localFileError, context: .localFile, fileIndex: index,
-                                         message: "cannot rename \(temporary) to \(destination): \(errnoText())")
+                                         message: "cannot rename \(job.temporaryPath(ofFile: index)) to \(destination): \(errnoText())")
                     break
                 }
                 renamed.append(index)
-                directories.insert(Engine.directory(of: destination))
+                touched[ObjectIdentifier(directory)] = directory
             }
-            for directory in directories { Engine.syncDirectory(directory) }
+            for directory in touched.values { directory.sync() }
         }
         do {
             if let failure {
@@ -548,17 +584,8 @@ public final class Engine: @unchecked Sendable {
         return (components.hour ?? 0) * 60 + (components.minute ?? 0)
     }
 
-    static func directory(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
-    }
-
-    static func syncDirectory(_ path: String) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        fsync(fd)
-        close(fd)
-    }
+    /// The destination directories of the jobs, opened as their owners.
+    private let destinations = DestinationDirectories()
 
     // MARK: - Scheduling
 
@@ -685,13 +712,13 @@ public final class Engine: @unchecked Sendable {
         // Dynamic content: no ranges, no size to rely on. Whatever an earlier try left is dropped.
         let restartsFromZero = job.dynamicContent && file.bytesTransferred > 0
         if job.dynamicContent { file.resetProgress() }
-        try Engine.checkLocalSourceReadable(file.remoteURL, owner: job.owner)
         let temporary: TemporaryFile
         if let ready = preopened[job.id]?.removeValue(forKey: index), file.bytesTransferred == 0, ready.snapshot.length == 0 {
             temporary = ready
         } else {
-            temporary = try OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
-                try TemporaryFile(path: job.temporaryPath(ofFile: index), length: file.bytesTransferred,
+            let directory = try destinations.directory(of: job, file: index)
+            temporary = try OwnerIdentity.run(as: job) { () throws(FerryError) in
+                try TemporaryFile(in: directory, name: job.temporaryName(ofFile: index), length: file.bytesTransferred,
                                   bytesTotal: file.bytesTotal, etag: file.remoteETag, lastModified: file.remoteLastModified)
             }
         }
@@ -699,7 +726,7 @@ public final class Engine: @unchecked Sendable {
                                       ifRange: file.remoteETag ?? file.remoteLastModified, headers: job.customHeaders,
                                       connectTimeoutSeconds: configuration.connectTimeoutSeconds,
                                       stallTimeoutSeconds: configuration.stallTimeoutSeconds)
-        request.caFile = job.tlsCAFile
+        request.caData = job.tlsCAData
         request.pinnedPublicKey = job.tlsPinnedPublicKey
         let cap = configuration.backgroundCap(atMinute: Engine.localMinuteOfDay(now))
         if job.priority.isBackground, cap > 0 {
@@ -710,8 +737,18 @@ public final class Engine: @unchecked Sendable {
         let fileTransfer = try FileTransfer(engine: self, jobID: job.id, fileIndex: index, file: temporary, request: request,
                                             jobFile: file, mayRestartWithoutRanges: job.priority == .foreground || job.dynamicContent,
                                             restartsFromZero: restartsFromZero, maxFileBytes: limit, now: now)
-        fileTransfer.transfer = try loop.start(request, delegate: fileTransfer)
         running[job.id, default: [:]][index] = fileTransfer
+        if request.isLocalFile {
+            // Read by Ferry, from a descriptor opened as the owner, off this thread.
+            let path = URL(string: request.url)?.path ?? ""
+            fileTransfer.localSource = LocalSource.start(path: path, offset: request.offset, job: job, transfer: fileTransfer, engine: self)
+        } else {
+            do { fileTransfer.transfer = try loop.start(request, delegate: fileTransfer) } catch {
+                running[job.id]?[index] = nil
+                if running[job.id]?.isEmpty ?? false { running[job.id] = nil }
+                throw error
+            }
+        }
         logger.debug("transfer started", metadata: ["job": "\(job.id)", "file": "\(index)", "offset": "\(request.offset)"])
     }
 
@@ -729,40 +766,41 @@ public final class Engine: @unchecked Sendable {
         let wanted = configuration.maxParallelFilesPerJob
         var ready = (preopened[job.id]?.count ?? 0) + (preopening[job.id]?.count ?? 0)
         var index = start
-        var batch: [(Int, String)] = []
+        var batch: [(Int, DirectoryHandle, String)] = []
         while ready < wanted, index < job.files.count, index < start + 4 * wanted {
             defer { index += 1 }
             let file = job.files[index]
             guard !file.isTransferred, file.bytesTransferred == 0, !job.dynamicContent || file.bytesTransferred == 0,
                   running[job.id]?[index] == nil, preopened[job.id]?[index] == nil, !(preopening[job.id]?.contains(index) ?? false) else { continue }
-            batch.append((index, job.temporaryPath(ofFile: index)))
+            guard let directory = try? destinations.directory(of: job, file: index) else { continue }
+            batch.append((index, directory, job.temporaryName(ofFile: index)))
             preopening[job.id, default: []].insert(index)
             ready += 1
         }
         guard !batch.isEmpty else { return }
         let id = job.id
-        let owner = job.owner
-        let paths = batch
+        let owner = OwnerIdentity.credentials(of: job)
+        let names = UncheckedSendable(batch)
         opener.async { [weak self] in
-            var opened: [(Int, String, TemporaryFile?)] = []
-            for (index, path) in paths {
+            var opened: [(Int, TemporaryFile?)] = []
+            for (index, directory, name) in names.value {
                 let file = try? OwnerIdentity.run(as: owner) { () throws(FerryError) in
-                    try TemporaryFile(path: path, length: 0, bytesTotal: nil, etag: nil, lastModified: nil)
+                    try TemporaryFile(in: directory, name: name, length: 0, bytesTotal: nil, etag: nil, lastModified: nil)
                 }
-                opened.append((index, path, file))
+                opened.append((index, file))
             }
             let result = UncheckedSendable(opened)
             self?.post { [weak self] in self?.receivePreopened(result.value, for: id, owner: owner) }
         }
     }
 
-    private func receivePreopened(_ opened: [(Int, String, TemporaryFile?)], for id: JobID, owner: UInt32) {
-        for (index, path, file) in opened {
+    private func receivePreopened(_ opened: [(Int, TemporaryFile?)], for id: JobID, owner: Credentials) {
+        for (index, file) in opened {
             preopening[id]?.remove(index)
             guard let file else { continue }
             guard let job = jobs[id], job.state.isActive else {
                 // Cancelled or finished meanwhile: the temporary must not outlive its job.
-                if jobs[id] == nil { try? OwnerIdentity.run(as: owner) { () throws(FerryError) in _ = unlink(path) } }
+                if jobs[id] == nil { try? OwnerIdentity.run(as: owner) { () throws(FerryError) in file.directory.remove(file.name) } }
                 continue
             }
             guard job.files.indices.contains(index), job.files[index].bytesTransferred == 0, running[id]?[index] == nil else { continue }
@@ -839,6 +877,8 @@ public final class Engine: @unchecked Sendable {
             if fileTransfer.isFinishing { finishingTransfers -= 1 }
             if let transfer = fileTransfer.transfer { loop.cancel(transfer) }
             fileTransfer.transfer = nil
+            fileTransfer.localSource?.cancel()
+            fileTransfer.localSource = nil
             checkpoint(fileTransfer, transferred: false, force: true, then: nil)
         }
         needsScheduling = true
@@ -1015,7 +1055,8 @@ public final class Engine: @unchecked Sendable {
             return
         }
         let length = transfer.file.snapshot.length
-        let view = PluginJobView(job: job, digests: [index: digests], completeFiles: [index], finishedLengths: [index: length])
+        let view = PluginJobView(job: job, digests: [index: digests], completeFiles: [index], finishedLengths: [index: length],
+                                 temporaryPaths: [index: transfer.file.descriptorPath])
         let queue = validationQueue(for: id)
         let plugins = self.plugins
         let work = UncheckedSendable { [unowned self] (outcome: ValidationOutcome) in
@@ -1069,6 +1110,15 @@ public final class Engine: @unchecked Sendable {
     // MARK: - Checkpoints
 
     private func checkpointIdleTransfers(now: Date) {
+        // A local source that stops giving bytes (a hung file system) fails like a stalled
+        // server; its reader thread is left to end by itself.
+        let stall = Double(configuration.stallTimeoutSeconds)
+        for transfers in running.values {
+            for transfer in transfers.values where transfer.localSource != nil && now.timeIntervalSince(transfer.lastActivity) > stall {
+                transfer.localSourceFailed(FerryError(code: .timeout, context: .remoteFile, isTransient: true, fileIndex: transfer.fileIndex,
+                                                      message: "the source \(transfer.request.url) gave no bytes for \(Int(stall)) s"))
+            }
+        }
         for transfers in running.values {
             for transfer in transfers.values where !transfer.isFinishing && !transfer.checkpointInFlight {
                 if transfer.file.snapshot.length != transfer.lastCheckpointLength,
@@ -1229,13 +1279,26 @@ public final class Engine: @unchecked Sendable {
                 continue
             }
             var files = job.files
-            // As the owner, and never through a link: a planted link must not make root cut a file.
-            try? OwnerIdentity.run(as: job.owner) { () throws(FerryError) in
+            // As the owner, through each directory opened once, and never through a link: a
+            // planted link must not make root cut a file.
+            try? OwnerIdentity.run(as: job) { () throws(FerryError) in
+                var directories: [String: DirectoryHandle?] = [:]
                 for index in files.indices where !files[index].isCommitted {
-                    Engine.reconcile(&files[index], temporary: job.temporaryPath(ofFile: index))
+                    let (path, name) = Job.split(files[index].localPath)
+                    if directories[path] == nil { directories[path] = .some(try? DirectoryHandle(opening: path)) }
+                    Engine.reconcile(&files[index], in: directories[path]!, temporary: job.temporaryName(ofFile: index), final: name)
                 }
             }
             job = Job(persistedHeader: job, files: files)
+            // Recorded before the CA file's bytes were kept: read it now, once, as the owner.
+            if let caFile = job.tlsCAFile, job.tlsCAData == nil, !job.state.isFinal {
+                if let text = try? Engine.readCAFile(caFile, for: job) {
+                    _ = try? job.apply(.setTLSOptions(caFile: caFile, pinnedPublicKey: job.tlsPinnedPublicKey, caData: text), at: job.modificationTime)
+                } else {
+                    logger.warning("the job's CA file cannot be read; its https sources are checked against the system's CAs only",
+                                   metadata: ["job": "\(job.id)", "file": "\(caFile)"])
+                }
+            }
             _ = try? job.apply(.restarted, at: Date())
             jobs[job.id] = job
             if job.state.isActive {
@@ -1256,54 +1319,50 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Makes a file's record and its temporary agree after a stop of any kind.
-    static func reconcile(_ file: inout JobFile, temporary: String) {
-        var info = stat()
-        let exists = lstat(temporary, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
-        let size = exists ? UInt64(info.st_size) : 0
+    /// - Parameters:
+    ///   - directory: the destination directory, opened as the owner (`nil`: it is gone).
+    ///   - temporary: the temporary's name in it; `final`, the destination's.
+    static func reconcile(_ file: inout JobFile, in directory: DirectoryHandle?, temporary: String, final: String) {
+        let info = directory?.status(of: temporary)
+        let exists = info.map { ($0.st_mode & S_IFMT) == S_IFREG } ?? false
+        let size = exists ? UInt64(info!.st_size) : 0
         if file.isTransferred {
             if exists, size == file.bytesTotal ?? size { return }
             // Renamed by a complete whose record was lost: the destination holds it.
-            var final = stat()
-            if !exists, lstat(file.localPath, &final) == 0, UInt64(final.st_size) == file.bytesTotal {
+            if !exists, let done = directory?.status(of: final), UInt64(done.st_size) == file.bytesTotal {
                 file.isCommitted = true
                 return
             }
             file.resetProgress()
-            if exists { cut(temporary, to: 0) }
+            if exists { directory?.cut(temporary, to: 0) }
             return
         }
         if !exists || size < file.bytesTransferred {
             // The temporary lost bytes that were recorded: trust nothing of it.
             file.resetProgress()
-            if exists { cut(temporary, to: 0) }
+            if exists { directory?.cut(temporary, to: 0) }
             return
         }
-        if size > file.bytesTransferred { cut(temporary, to: file.bytesTransferred) }
-    }
-
-    /// Truncates a regular file without following a symbolic link.
-    private static func cut(_ path: String, to length: UInt64) {
-        let fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return }
-        _ = ftruncate(fd, off_t(length))
+        if size > file.bytesTransferred { directory?.cut(temporary, to: file.bytesTransferred) }
     }
 
     // MARK: - Input checks
 
-    static func validate(_ file: NewFile, owner: UInt32, checkDirectory: Bool = true) throws(FerryError) -> JobFile {
-        var verified: Set<String> = []
-        return try validate(file, owner: owner, checkDirectory: checkDirectory, verifiedDirectories: &verified)
+    static func validate(_ file: NewFile, for job: Job, checkDirectory: Bool = true) throws(FerryError) -> JobFile {
+        var verified: [String: DirectoryHandle] = [:]
+        return try validate(file, for: job, checkDirectory: checkDirectory, verifiedDirectories: &verified)
     }
 
-    /// Checks a file to add; `verifiedDirectories` remembers the destination directories
-    /// already found usable by `owner` in this call.
-    static func validate(_ file: NewFile, owner: UInt32, checkDirectory: Bool = true,
-                         verifiedDirectories: inout Set<String>) throws(FerryError) -> JobFile {
+    /// Checks a file to add to `job`; `verifiedDirectories` remembers the destination
+    /// directories already found usable by its owner in this call.
+    ///
+    /// Every look-up is made as the job's owner: an answer tells the caller only what the
+    /// kernel would have told it (a directory it may not search is "permission denied",
+    /// whether or not something is there).
+    static func validate(_ file: NewFile, for job: Job, checkDirectory: Bool = true,
+                         verifiedDirectories: inout [String: DirectoryHandle]) throws(FerryError) -> JobFile {
         try checkRemoteURL(file.remoteURL)
-        if checkDirectory { try checkLocalSourceReadable(file.remoteURL, owner: owner) }
+        if checkDirectory { try checkLocalSource(file.remoteURL, for: job) }
         guard file.localPath.hasPrefix("/") else {
             throw FerryError(code: .invalidArgument, context: .localFile, message: "the local path must be absolute: \(file.localPath)")
         }
@@ -1313,26 +1372,24 @@ public final class Engine: @unchecked Sendable {
         // Mirrors are checked as the URL itself is (a file: mirror must be readable by the owner).
         for mirror in JobFile.mirrors(in: file.properties[JobFile.mirrorsProperty] ?? "") {
             try checkRemoteURL(mirror, kind: "mirror")
-            if checkDirectory { try checkLocalSourceReadable(mirror, owner: owner) }
+            if checkDirectory { try checkLocalSource(mirror, for: job) }
         }
         if checkDirectory {
-            let directory = directory(of: file.localPath)
-            if !verifiedDirectories.contains(directory) {
-                var info = stat()
-                guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
-                    throw FerryError(code: .destinationMissing, context: .localFile,
-                                     message: "the destination directory \(directory) does not exist")
-                }
-                guard OwnerIdentity.canCreateFiles(in: directory, uid: owner) else {
+            let (directory, name) = Job.split(file.localPath)
+            let known = verifiedDirectories[directory]
+            let handle = try OwnerIdentity.run(as: job) { () throws(FerryError) -> DirectoryHandle in
+                if let known { return known }
+                let handle = try DirectoryHandle(opening: directory)
+                guard handle.allowsCreatingFiles() else {
                     throw FerryError(code: .accessDenied, context: .localFile,
-                                     message: "uid \(owner) may not create files in \(directory)")
+                                     message: "uid \(job.owner) may not create files in \(directory)")
                 }
-                verifiedDirectories.insert(directory)
+                return handle
             }
-            var existing = stat()
-            if lstat(file.localPath, &existing) == 0, (existing.st_mode & S_IFMT) == S_IFDIR {
+            if let existing = handle.status(of: name), (existing.st_mode & S_IFMT) == S_IFDIR {
                 throw FerryError(code: .invalidArgument, context: .localFile, message: "the destination \(file.localPath) is a directory")
             }
+            verifiedDirectories[directory] = handle
         }
         return JobFile(remoteURL: file.remoteURL, localPath: file.localPath, properties: file.properties)
     }
@@ -1361,25 +1418,13 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// libcurl reads a `file:` source with the agent's identity: make sure the job's owner
-    /// could read it (opened as the owner, without following a final link).
-    static func checkLocalSourceReadable(_ url: String, owner: UInt32) throws(FerryError) {
+    /// An early answer for a `file:` source: the job's owner must be able to open it, and it
+    /// must be a regular file. (The transfer opens it again, as the owner, and reads only
+    /// what that open gives: this check grants nothing.)
+    static func checkLocalSource(_ url: String, for job: Job) throws(FerryError) {
         guard url.lowercased().hasPrefix("file:"), let path = URL(string: url)?.path else { return }
-        try OwnerIdentity.run(as: owner) { () throws(FerryError) in
-            let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
-            guard fd >= 0 else {
-                throw FerryError(code: .accessDenied, context: .remoteFile, message: "uid \(owner) may not read \(path): \(errnoText())")
-            }
-            close(fd)
-        }
-    }
-
-    /// The size of a `file:` URL's source, which has no headers to tell it.
-    func localSourceSize(_ url: String) -> UInt64? {
-        guard let path = URL(string: url)?.path else { return nil }
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
-        return UInt64(info.st_size)
+        let (fd, _) = try OwnedFile.open(path, as: job, what: "the source", context: .remoteFile)
+        close(fd)
     }
 }
 

@@ -25,7 +25,12 @@ final class FileTransfer: TransferDelegate {
     let restartsFromZero: Bool
     /// When this request was made, for the source's measured throughput.
     let startedAt: Date
+    /// The libcurl transfer moving the bytes (`http`, `https`), or the reader of a `file:`
+    /// source; one of them while the file moves.
     var transfer: Transfer?
+    var localSource: LocalSource?
+    /// When bytes last arrived (or the transfer started), to fail a local source that stalls.
+    var lastActivity: Date
     /// Digests computed while the bytes stream in, for the validators: one per expected
     /// digest property (`sha256`, `sha512`) the file carries.
     private(set) var digests: [DigestName: StreamingDigest] = [:]
@@ -61,6 +66,7 @@ final class FileTransfer: TransferDelegate {
         self.startedAt = now
         self.lastCheckpointLength = request.offset
         self.lastCheckpointTime = now
+        self.lastActivity = now
         let limits = [jobFile.properties["size"], jobFile.properties["max_size"]].compactMap { $0.flatMap { UInt64($0) } }
             + [maxFileBytes].compactMap { $0 }
         self.byteLimit = limits.min()
@@ -97,9 +103,6 @@ final class FileTransfer: TransferDelegate {
         var restart = false
 
         switch status {
-        case 0:
-            // file: URL — no status, no validators; libcurl applied the offset itself.
-            expectedTotal = engine.localSourceSize(request.url)
         case 206 where offset > 0:
             guard let range = response.contentRange, range.first == offset else {
                 return error(.invalidRange, status: status, transient: false,
@@ -163,6 +166,11 @@ final class FileTransfer: TransferDelegate {
     }
 
     func transfer(_ transfer: Transfer, didReceiveBody bytes: UnsafeRawBufferPointer) -> FerryError? {
+        handleBody(bytes)
+    }
+
+    /// Checks and writes the next body bytes, from either kind of source.
+    private func handleBody(_ bytes: UnsafeRawBufferPointer) -> FerryError? {
         if discardBody { return nil }
         let length = file.snapshot.length
         if let total = expectedTotal, length + UInt64(bytes.count) > total {
@@ -187,6 +195,11 @@ final class FileTransfer: TransferDelegate {
 
     func transfer(_ transfer: Transfer, didCompleteWith failure: FerryError?) {
         self.transfer = nil
+        complete(with: failure)
+    }
+
+    /// The source ended: every byte arrived (`nil`), or why it stopped.
+    private func complete(with failure: FerryError?) {
         if let restartReason {
             engine.fileRestartRequested(self, reason: restartReason)
             return
@@ -207,6 +220,55 @@ final class FileTransfer: TransferDelegate {
             return
         }
         engine.fileFinished(self)
+    }
+
+    // MARK: - A local source (file:), read by LocalSource
+
+    /// The source was opened: `size` bytes, its modification time and size as `identity`.
+    /// - Returns: the offset to read from (the bytes already here when the source is the one
+    ///   they came from, else zero), or `nil` when the transfer ended here.
+    func localSourceOpened(size: UInt64, identity: String) -> UInt64? {
+        lastActivity = Date()
+        var offset = request.offset
+        let sameSource = knownLastModified == nil || knownLastModified == identity
+        var restart = restartsFromZero
+        if offset > 0, !sameSource || offset > size { restart = true }
+        if restart {
+            do { try file.restartFromZero() } catch {
+                localSourceFailed(error)
+                return nil
+            }
+            resetDigests()
+            offset = 0
+        }
+        expectedTotal = size
+        if let limit = byteLimit, size > limit {
+            localSourceFailed(FerryError(code: .fileTooLarge, context: .remoteFile, fileIndex: fileIndex, remoteSize: size,
+                                         message: "\(request.url) is \(size) bytes, more than the \(limit) allowed for it; nothing was written"))
+            return nil
+        }
+        file.setRemoteIdentity(bytesTotal: size, etag: nil, lastModified: identity)
+        engine.fileResponded(self, restartFromZero: restart)
+        return offset
+    }
+
+    /// The next bytes of the local source.
+    func localSourceReceived(_ bytes: UnsafeRawBufferPointer) {
+        lastActivity = Date()
+        if let failure = handleBody(bytes) { localSourceFailed(failure) }
+    }
+
+    func localSourceFinished() {
+        guard localSource != nil else { return }
+        localSource = nil
+        complete(with: nil)
+    }
+
+    func localSourceFailed(_ failure: FerryError) {
+        guard let source = localSource else { return }
+        source.cancel()
+        localSource = nil
+        complete(with: failure)
     }
 
     // MARK: - Helpers

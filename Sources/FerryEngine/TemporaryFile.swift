@@ -11,8 +11,13 @@ import Glibc
 /// checkpoint) holds the object. ``snapshot`` tells a checkpoint what it may
 /// record: the length written so far and the remote identity of those bytes.
 final class TemporaryFile: @unchecked Sendable {
+    /// For messages only: the file is reached through ``descriptor`` and ``directory``.
     let path: String
     let descriptor: Int32
+    /// The directory it was created in, and its name there: a commit renames it relative
+    /// to that same descriptor.
+    let directory: DirectoryHandle
+    let name: String
     /// The file system it lives on (`st_dev`), to flush many files with one `syncfs`.
     let device: UInt64
     /// Whether that file system is a local one whose `syncfs` is known to write every file's
@@ -31,23 +36,31 @@ final class TemporaryFile: @unchecked Sendable {
     }
     private let contents: Mutex<Contents>
 
-    /// Opens (creating if needed) the temporary at `path` and cuts it to `length` bytes.
-    /// Never follows a symbolic link.
-    init(path: String, length: UInt64, bytesTotal: UInt64?, etag: String?, lastModified: String?) throws(FerryError) {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+    /// Opens (creating if needed) the temporary `name` in `directory` and cuts it to `length`
+    /// bytes, with the calling thread's identity. Never follows a symbolic link, and refuses
+    /// anything but a regular file.
+    init(in directory: DirectoryHandle, name: String, length: UInt64, bytesTotal: UInt64?, etag: String?, lastModified: String?) throws(FerryError) {
+        let path = (directory.path == "/" ? "" : directory.path) + "/" + name
+        let fd = openat(directory.descriptor, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
         guard fd >= 0 else {
             throw FerryError(code: .localFileError, context: .localFile, message: "cannot open \(path): \(errnoText())")
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw FerryError(code: .localFileError, context: .localFile, message: "cannot use \(path): it is not a regular file")
         }
         guard ftruncate(fd, off_t(length)) == 0 else {
             let text = errnoText()
             close(fd)
             throw FerryError(code: .localFileError, context: .localFile, message: "cannot truncate \(path): \(text)")
         }
-        var info = stat()
-        self.device = fstat(fd, &info) == 0 ? UInt64(info.st_dev) : 0
+        self.device = UInt64(info.st_dev)
         let localTypes: Set<Int> = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994]
         self.isOnLocalFileSystem = localTypes.contains(ferry_file_system_type(fd))
         self.path = path
+        self.directory = directory
+        self.name = name
         self.descriptor = fd
         self.contents = Mutex(Contents(length: length, generation: 0, bytesTotal: bytesTotal, etag: etag, lastModified: lastModified))
     }
@@ -55,6 +68,10 @@ final class TemporaryFile: @unchecked Sendable {
     deinit { close(descriptor) }
 
     var snapshot: Contents { contents.withLock { $0 } }
+
+    /// A path that opens this very file (not whatever its name now points to), for plugins
+    /// that read it while the descriptor is open.
+    var descriptorPath: String { "/proc/self/fd/\(descriptor)" }
 
     /// Appends bytes at the current end.
     func append(_ bytes: UnsafeRawBufferPointer) throws(FerryError) {

@@ -247,7 +247,7 @@ enum HostTable {
             file_temporary_path: { handle in
                 guard let (scope, index) = HostTable.fileScope(handle) else { return nil }
                 // Computed on demand: building every file's path for each callback would cost a job of n files n² work.
-                return scope.borrowed(scope.job.temporaryPath(ofFile: index))
+                return scope.borrowed(scope.view.temporaryPaths[index] ?? scope.job.temporaryPath(ofFile: index))
             },
             file_bytes_total: { handle in
                 guard let (scope, index) = HostTable.fileScope(handle) else { return UInt64.max }

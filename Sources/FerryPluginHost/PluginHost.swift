@@ -50,14 +50,20 @@ public struct PluginJobView: Sendable {
     /// Files whose bytes are all on disk, by length: validators see them transferred, with
     /// their size known, while the job's own record catches up after the verdict.
     public var finishedLengths: [Int: UInt64]
+    /// Paths that open finished files' temporaries through the descriptors the engine wrote
+    /// them with (`/proc/self/fd/N`), by file index: a plugin reads the very file that was
+    /// written, whatever its directory's path now leads to.
+    public var temporaryPaths: [Int: String]
 
     public init(job: Job, digests: [Int: [DigestName: [UInt8]]] = [:], completeFiles: Set<Int> = [],
-                sourceHealth: [String: SourceHealth] = [:], finishedLengths: [Int: UInt64] = [:]) {
+                sourceHealth: [String: SourceHealth] = [:], finishedLengths: [Int: UInt64] = [:],
+                temporaryPaths: [Int: String] = [:]) {
         self.job = job
         self.digests = digests
         self.completeFiles = completeFiles
         self.sourceHealth = sourceHealth
         self.finishedLengths = finishedLengths
+        self.temporaryPaths = temporaryPaths
     }
 
     /// The bytes of file `index` on disk, as plugins see them.
@@ -141,9 +147,9 @@ public final class PluginHost: @unchecked Sendable {
     }
 
     private static func load(_ spec: PluginSpec, directories: [String], logger: Logger) throws(PluginLoadError) -> LoadedPlugin {
-        let path = try PluginLoader.resolve(spec.reference, in: directories)
-        try PluginLoader.checkTrust(path)
-        let descriptor = try PluginLoader.open(path)
+        let trusted = try PluginLoader.checkTrust(try PluginLoader.resolve(spec.reference, in: directories))
+        let path = trusted.realPath
+        let descriptor = try PluginLoader.open(trusted)
         let name = String(cString: descriptor.pointee.name)
         // Configuration strings live until create() returns.
         let keys = spec.settings.map { strdup($0.key) }

@@ -29,31 +29,58 @@ public enum PluginLoader {
                               message: "not found in \(directories.isEmpty ? "any plugin directory" : directories.joined(separator: ", "))")
     }
 
-    /// Refuses a file, or a directory holding it, that someone other than its owner may
-    /// write, or that belongs to a user other than root or the agent's user.
-    public static func checkTrust(_ path: String) throws(PluginLoadError) {
-        var info = stat()
-        guard lstat(path, &info) == 0 else {
-            throw PluginLoadError(path: path, reason: .notFound, message: "cannot stat: \(String(cString: strerror(errno)))")
+    /// A plugin file that passed ``checkTrust(_:)``: its real path, and a descriptor open on
+    /// the very file that was judged.
+    public struct TrustedFile: ~Copyable {
+        /// The path with every symbolic link resolved.
+        public let realPath: String
+        let descriptor: Int32
+        deinit { close(descriptor) }
+    }
+
+    /// Judges the real file behind `path`: every symbolic link is resolved first, then the
+    /// file and every directory from it up to `/` must belong to root or to the agent's
+    /// user and be writable by no one else. A directory owned by root with the sticky bit
+    /// (such as `/tmp`) may be writable by everyone, as sshd's `StrictModes` allows: others
+    /// can then replace only what they own.
+    /// - Returns: the real path, and the file opened (without following a link) and checked
+    ///   to be the one judged: ``open(_:)`` loads it through that descriptor.
+    /// - Throws: ``PluginLoadError`` naming the file or directory at fault.
+    public static func checkTrust(_ path: String) throws(PluginLoadError) -> TrustedFile {
+        guard let resolved = realpath(path, nil) else {
+            throw PluginLoadError(path: path, reason: .notFound, message: "cannot resolve: \(String(cString: strerror(errno)))")
         }
-        // Follow a symbolic link, but judge both the link's target and where it sits.
-        if (info.st_mode & S_IFMT) == S_IFLNK {
-            guard stat(path, &info) == 0 else {
-                throw PluginLoadError(path: path, reason: .notFound, message: "dangling symbolic link")
-            }
+        let real = String(cString: resolved)
+        free(resolved)
+        var info = stat()
+        guard lstat(real, &info) == 0 else {
+            throw PluginLoadError(path: path, reason: .notFound, message: "cannot stat \(real): \(String(cString: strerror(errno)))")
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
-            throw PluginLoadError(path: path, reason: .notASharedObject, message: "not a regular file")
+            throw PluginLoadError(path: path, reason: .notASharedObject, message: "\(real) is not a regular file")
         }
-        try checkOwnerAndMode(info, what: "the file", path: path)
-        var directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-        if directory.isEmpty { directory = path.hasPrefix("/") ? "/" : "." }
-        var dirInfo = stat()
-        guard stat(directory, &dirInfo) == 0 else {
-            throw PluginLoadError(path: path, reason: .notFound, message: "cannot stat its directory \(directory)")
+        let named = real == path ? "the file" : "the file \(real)"
+        try checkOwnerAndMode(info, what: named, path: path)
+        var directory = real
+        while directory != "/" {
+            directory = String(directory[..<(directory.lastIndex(of: "/") ?? directory.startIndex)])
+            if directory.isEmpty { directory = "/" }
+            var dirInfo = stat()
+            guard lstat(directory, &dirInfo) == 0, (dirInfo.st_mode & S_IFMT) == S_IFDIR else {
+                throw PluginLoadError(path: path, reason: .notFound, message: "cannot stat its directory \(directory)")
+            }
+            try checkOwnerAndMode(dirInfo, what: "its directory \(directory)", path: path, allowSticky: true)
         }
-        // A sticky, world-writable directory (like /tmp) still lets others replace files they own only.
-        try checkOwnerAndMode(dirInfo, what: "its directory \(directory)", path: path, allowSticky: true)
+        let fd = Glibc.open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        var opened = stat()
+        guard fd >= 0 else {
+            throw PluginLoadError(path: path, reason: .notFound, message: "cannot open \(real): \(String(cString: strerror(errno)))")
+        }
+        guard fstat(fd, &opened) == 0, opened.st_dev == info.st_dev, opened.st_ino == info.st_ino else {
+            close(fd)
+            throw PluginLoadError(path: path, reason: .untrusted, message: "refused: \(real) changed while it was checked")
+        }
+        return TrustedFile(realPath: real, descriptor: fd)
     }
 
     private static func checkOwnerAndMode(_ info: stat, what: String, path: String, allowSticky: Bool = false) throws(PluginLoadError) {
@@ -64,7 +91,7 @@ public enum PluginLoader {
         }
         let writableByOthers = info.st_mode & (S_IWGRP | S_IWOTH)
         let sticky = (info.st_mode & S_ISVTX) != 0
-        if writableByOthers != 0 && !(allowSticky && sticky) {
+        if writableByOthers != 0 && !(allowSticky && sticky && info.st_uid == 0) {
             throw PluginLoadError(path: path, reason: .untrusted,
                                   message: "refused: \(what) is writable by \((info.st_mode & S_IWOTH) != 0 ? "everyone" : "its group") (mode \(String(info.st_mode & 0o7777, radix: 8))); make it writable by its owner only (chmod go-w)")
         }
@@ -75,8 +102,19 @@ public enum PluginLoader {
     /// Opened with `RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE`: a Swift plugin's
     /// runtime metadata must stay mapped for the life of the process, so
     /// plugins are never unloaded.
-    static func open(_ path: String) throws(PluginLoadError) -> UnsafePointer<ferry_plugin_descriptor> {
-        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
+    /// The file is loaded through the descriptor ``checkTrust(_:)`` judged
+    /// (`/proc/self/fd/N`): a link swapped in after the check cannot change what is loaded.
+    /// That descriptor (a duplicate of it) stays open for the life of the process, as the
+    /// plugin does: the dynamic loader knows a library by its name, and a descriptor number
+    /// used again would name another plugin.
+    static func open(_ trusted: borrowing TrustedFile) throws(PluginLoadError) -> UnsafePointer<ferry_plugin_descriptor> {
+        let path = trusted.realPath
+        let kept = fcntl(trusted.descriptor, F_DUPFD_CLOEXEC, 3)
+        guard kept >= 0 else {
+            throw PluginLoadError(path: path, reason: .notFound, message: "cannot keep it open: \(String(cString: strerror(errno)))")
+        }
+        guard let handle = dlopen("/proc/self/fd/\(kept)", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE) else {
+            close(kept)
             let detail = dlerror().map { String(cString: $0) } ?? "unknown dlopen error"
             throw PluginLoadError(path: path, reason: .notASharedObject, message: "cannot load: \(detail)")
         }

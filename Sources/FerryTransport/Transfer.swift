@@ -64,7 +64,9 @@ public final class Transfer {
         try checkOption(ferry_curl_setopt_string(h, CURLOPT_URL, request.url), "URL")
         try checkOption(ferry_curl_setopt_ptr(h, CURLOPT_ERRORBUFFER, errorBuffer), "ERRORBUFFER")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1), "NOSIGNAL")
-        try checkOption(ferry_curl_setopt_string(h, CURLOPT_PROTOCOLS_STR, "http,https,file"), "PROTOCOLS_STR")
+        // Never file: libcurl would open a path with the agent's identity. Ferry reads local
+        // sources itself, from a descriptor opened as the job's owner.
+        try checkOption(ferry_curl_setopt_string(h, CURLOPT_PROTOCOLS_STR, "http,https"), "PROTOCOLS_STR")
         let redirects = request.allowsInsecureRedirect || !request.url.lowercased().hasPrefix("https:") ? "http,https" : "https"
         try checkOption(ferry_curl_setopt_string(h, CURLOPT_REDIR_PROTOCOLS_STR, redirects), "REDIR_PROTOCOLS_STR")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_FOLLOWLOCATION, 1), "FOLLOWLOCATION")
@@ -77,8 +79,9 @@ public final class Transfer {
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_BUFFERSIZE, 512 * 1024), "BUFFERSIZE")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_SSL_VERIFYPEER, 1), "SSL_VERIFYPEER")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_SSL_VERIFYHOST, 2), "SSL_VERIFYHOST")
-        if let caFile = request.caFile {
-            try checkOption(ferry_curl_setopt_string(h, CURLOPT_CAINFO, caFile), "CAINFO")
+        if let caData = request.caData {
+            let bytes = Array(caData.utf8)
+            try checkOption(bytes.withUnsafeBytes { ferry_curl_setopt_blob(h, CURLOPT_CAINFO_BLOB, $0.baseAddress!, $0.count) }, "CAINFO_BLOB")
             // CAINFO replaces libcurl's bundle; its CA directory (the system's, one file per CA)
             // keeps the system's authorities trusted beside the job's own.
             if let directory = ferry_curl_default_capath() {
@@ -91,14 +94,10 @@ public final class Transfer {
         }
         var headers = request.headers
         if request.offset > 0 {
-            if request.isLocalFile {
-                try checkOption(ferry_curl_setopt_off_t(h, CURLOPT_RESUME_FROM_LARGE, curl_off_t(request.offset)), "RESUME_FROM_LARGE")
-            } else {
-                // RANGE rather than RESUME_FROM: curl then hands every answer to us unchanged,
-                // so a 200 (If-Range mismatch, or no range support) can be told apart and handled.
-                try checkOption(ferry_curl_setopt_string(h, CURLOPT_RANGE, "\(request.offset)-"), "RANGE")
-                if let ifRange = request.ifRange { headers.append("If-Range: \(ifRange)") }
-            }
+            // RANGE rather than RESUME_FROM: curl then hands every answer to us unchanged,
+            // so a 200 (If-Range mismatch, or no range support) can be told apart and handled.
+            try checkOption(ferry_curl_setopt_string(h, CURLOPT_RANGE, "\(request.offset)-"), "RANGE")
+            if let ifRange = request.ifRange { headers.append("If-Range: \(ifRange)") }
         }
         // No Accept-Encoding: bytes on disk must be the bytes the server holds.
         for header in headers { headerList = curl_slist_append(headerList, header) }

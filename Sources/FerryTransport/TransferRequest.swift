@@ -18,10 +18,10 @@ public struct TransferRequest: Sendable, Equatable {
     public var maxBytesPerSecond: Int64
     /// Whether an `https` URL may redirect to plain `http`.
     public var allowsInsecureRedirect: Bool
-    /// A PEM file of certificate authorities to trust (libcurl's CAINFO, in place of its
-    /// bundle); libcurl's CA directory, the system's on Debian, stays trusted. Verification
-    /// is always on.
-    public var caFile: String?
+    /// PEM certificate authorities to trust (libcurl's CAINFO_BLOB, in place of its bundle),
+    /// as bytes read by the engine as the job's owner: libcurl never opens a path for a job.
+    /// libcurl's CA directory, the system's on Debian, stays trusted. Verification is always on.
+    public var caData: String?
     /// A public key the server must present (libcurl's PINNEDPUBLICKEY, `sha256//…`).
     public var pinnedPublicKey: String?
 
@@ -40,7 +40,7 @@ public struct TransferRequest: Sendable, Equatable {
         self.allowsInsecureRedirect = allowsInsecureRedirect
     }
 
-    /// True for `file:` URLs, which have no status and no headers.
+    /// True for `file:` URLs: the engine reads those itself, never libcurl.
     public var isLocalFile: Bool { url.lowercased().hasPrefix("file:") }
 }
 

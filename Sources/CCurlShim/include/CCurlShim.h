@@ -17,6 +17,8 @@ CURLcode ferry_curl_setopt_ptr(CURL *_Nonnull h, CURLoption opt, void *_Nullable
 CURLcode ferry_curl_setopt_string(CURL *_Nonnull h, CURLoption opt, const char *_Nullable v);
 CURLcode ferry_curl_setopt_off_t(CURL *_Nonnull h, CURLoption opt, curl_off_t v);
 CURLcode ferry_curl_setopt_slist(CURL *_Nonnull h, CURLoption opt, struct curl_slist *_Nullable v);
+/* A blob option (CURLOPT_CAINFO_BLOB, ...): libcurl copies the bytes (CURL_BLOB_COPY). */
+CURLcode ferry_curl_setopt_blob(CURL *_Nonnull h, CURLoption opt, const void *_Nonnull data, size_t length);
 
 typedef size_t (*ferry_curl_data_cb)(char *_Nullable ptr, size_t size, size_t nmemb, void *_Nullable userdata);
 

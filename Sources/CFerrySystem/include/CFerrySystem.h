@@ -32,13 +32,20 @@ long ferry_file_system_type(int fd);
 #ifndef FERRY_CFERRYSYSTEM_SPAWN_H
 #define FERRY_CFERRYSYSTEM_SPAWN_H
 /*
- * Starts `path` with `argv`/`envp` as the given user (groups, gid, then uid),
- * with stdin from /dev/null and stdout/stderr to `output_fd` (or /dev/null
- * when -1). Only system calls run between fork and exec, as a threaded
- * process requires. Returns the child's pid, or -1 with errno set.
+ * Starts the program open at `program_fd` (an O_PATH descriptor the caller opened as
+ * the program's user: the path is never looked up again) with `argv`/`envp`, as the
+ * given user (groups, gid, then uid), with stdin from /dev/null and stdout/stderr to
+ * `output_fd` (or /dev/null when -1). The program sees its own descriptor as fd 3, so
+ * that a script's interpreter can open it. Only system calls run between fork and exec,
+ * as a threaded process requires. Returns the child's pid, or -1 with errno set.
  * When uid is (uid_t)-1 the child keeps the caller's identity.
  */
-pid_t ferry_spawn_as(uid_t uid, gid_t gid, int group_count, const gid_t *_Nullable groups,
-                     const char *_Nonnull path, char *_Nullable const *_Nonnull argv,
-                     char *_Nullable const *_Nonnull envp, int output_fd);
+pid_t ferry_spawn_fd_as(uid_t uid, gid_t gid, int group_count, const gid_t *_Nullable groups,
+                        int program_fd, char *_Nullable const *_Nonnull argv,
+                        char *_Nullable const *_Nonnull envp, int output_fd);
+
+/* faccessat2(2) with the calling thread's filesystem identity (AT_EACCESS): whether
+   the file at dirfd/path (path "" with AT_EMPTY_PATH: dirfd itself) allows `mode`
+   (W_OK, X_OK, ...). Returns 0 or -1 with errno set. */
+int ferry_access_here(int dirfd, const char *_Nonnull path, int mode, int flags);
 #endif

@@ -70,7 +70,7 @@ public final class AgentService: Sendable {
         try checkFileQuota(adding: request.files?.count ?? 0, to: 0, caller: caller, limits: limits)
         let files = try Self.newFiles(request.files ?? [])
         let job = try engine.createJob(displayName: request.displayName, description: request.description ?? "",
-                                       owner: caller.uid, priority: request.priority ?? .normal)
+                                       owner: caller.uid, ownerCredentials: caller.credentials, priority: request.priority ?? .normal)
         do {
             if let settings = request.settings { _ = try apply(settings, to: job.id) }
             if !files.isEmpty { _ = try engine.addFiles(job.id, files) }

@@ -24,9 +24,11 @@ struct ControlRoutes: Sendable {
         let v1 = router.group("v1")
 
         v1.get("health") { _, context in
-            _ = try caller(context)
+            let who = try caller(context)
+            // Another user's jobs are not counted: a caller learns nothing of them here either.
+            let jobs = who.isAdministrator ? service.engine.allJobs().count : (try service.jobs(for: who, allUsers: false)).count
             return try json(HealthDocument(version: version, uptimeSec: Date().timeIntervalSince(started),
-                                           jobs: service.engine.allJobs().count,
+                                           jobs: jobs,
                                            plugins: service.engine.plugins.plugins.map { "\($0.name) \($0.version)" }))
         }
         v1.get("jobs") { request, context in

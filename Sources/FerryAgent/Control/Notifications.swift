@@ -162,7 +162,7 @@ final class NotifyCommandRunner: Sendable {
                            "FERRY_JOB_STATE": job.state.rawValue, "FERRY_JOB_NAME": job.displayName]
         let state = job.state
         let id = job.id
-        let owner = job.owner
+        let owner = OwnerIdentity.credentials(of: job)
         let delay = job.minimumRetryDelay
         DispatchQueue.global().async { [self] in
             var status: Int32 = -1

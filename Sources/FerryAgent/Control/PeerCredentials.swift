@@ -15,14 +15,27 @@ struct UCred: Sendable {
 
 enum PeerCredentialsError: Error { case notAUnixSocket, noSocketOptions }
 
+/// Room for the groups `SO_PEERGROUPS` reports; a caller in more groups is refused
+/// (the kernel answers ERANGE), never served with some of its groups left out.
+typealias PeerGroupsBuffer = InlineArray<1024, UInt32>
+
+/// `SO_PEERGROUPS` (Linux 4.13), which Glibc's Swift module does not declare.
+private let soPeerGroups: Int32 = 59
+
 extension Channel {
-    /// The connecting process's credentials, from SO_PEERCRED.
+    /// The connecting process's credentials, from SO_PEERCRED, and its supplementary groups,
+    /// from SO_PEERGROUPS.
     func peerCredentials() -> EventLoopFuture<Caller> {
         // SO_PEERCRED does not fail on TCP sockets (it answers uid -1): refuse anything but a Unix socket.
         guard case .unixDomainSocket = localAddress else { return eventLoop.makeFailedFuture(PeerCredentialsError.notAUnixSocket) }
         guard let provider = self as? any SocketOptionProvider else { return eventLoop.makeFailedFuture(PeerCredentialsError.noSocketOptions) }
-        let future: EventLoopFuture<UCred> = provider.unsafeGetSocketOption(level: .socket, name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
-        return future.map { Caller(uid: $0.uid, gid: $0.gid, pid: $0.pid) }
+        let credentials: EventLoopFuture<UCred> = provider.unsafeGetSocketOption(level: .socket, name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
+        let groups: EventLoopFuture<PeerGroupsBuffer> = provider.unsafeGetSocketOption(level: .socket, name: NIOBSDSocket.Option(rawValue: soPeerGroups))
+        return credentials.and(groups).map { credentials, buffer in
+            var raw = [UInt32](repeating: 0, count: buffer.count)
+            for index in buffer.indices { raw[index] = buffer[index] }
+            return Caller(uid: credentials.uid, gid: credentials.gid, pid: credentials.pid, groups: Caller.groups(inPeerGroupsBuffer: raw))
+        }
     }
 }
 

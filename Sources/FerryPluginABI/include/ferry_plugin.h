@@ -184,7 +184,11 @@ typedef struct ferry_host {
     uint32_t (*file_index)(const ferry_file *file);
     const char *(*file_remote_url)(const ferry_file *file);
     const char *(*file_local_path)(const ferry_file *file);          /* the final name */
-    const char *(*file_temporary_path)(const ferry_file *file);      /* where the bytes are now */
+    /* A path that opens the file's bytes now. In file_transferred it names the very file
+       the host wrote (a /proc/self/fd link to the host's descriptor), so a directory
+       renamed or replaced meanwhile cannot make a plugin read another file: open it,
+       never derive other names from it. */
+    const char *(*file_temporary_path)(const ferry_file *file);
     uint64_t (*file_bytes_total)(const ferry_file *file);            /* FERRY_SIZE_UNKNOWN when unknown */
     uint64_t (*file_bytes_transferred)(const ferry_file *file);
     const char *(*file_property)(const ferry_file *file, const char *key);  /* NULL when absent */
