@@ -1412,6 +1412,9 @@ public final class Engine: @unchecked Sendable {
             guard parsed.path.hasPrefix("/") else {
                 throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "a file \(named)URL needs an absolute path: \(url)")
             }
+            guard (parsed.host ?? "").isEmpty || parsed.host?.lowercased() == "localhost" else {
+                throw FerryError(code: .unsupportedURL, context: .remoteFile, message: "a file \(named)URL names this machine only (file:///path), not '\(parsed.host!)': \(url)")
+            }
         default:
             throw FerryError(code: .unsupportedURL, context: .remoteFile,
                              message: "unsupported URL scheme '\(scheme)' in \(named)\(url); use http, https or file")

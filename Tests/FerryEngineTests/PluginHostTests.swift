@@ -110,6 +110,54 @@ final class PluginHostTests: XCTestCase {
         XCTAssertTrue(error?.message.contains("its directory") ?? false, "\(String(describing: error))")
     }
 
+    func testAPluginBehindALinkIsJudgedByTheFileItLeadsTo() throws {
+        // The real file sits in a directory everyone may write (not sticky): anyone could
+        // replace it. A link to it from a trusted directory must not make it trusted.
+        let spec = try probe("valid")
+        let open = try directory.subdirectory("open")
+        chmod(open, 0o777)
+        let real = open + "/libferry-probe-linked.so"
+        XCTAssertEqual(rename(spec.reference, real), 0)
+        let trusted = try directory.subdirectory("trusted")
+        let link = trusted + "/libferry-probe-linked.so"
+        XCTAssertEqual(symlink(real, link), 0)
+        var linked = spec
+        linked.reference = link
+        let error = loadError(linked)
+        XCTAssertEqual(error?.reason, .untrusted, "\(String(describing: error))")
+        XCTAssertTrue(error?.message.contains("its directory \(open)") ?? false, "names the real file's directory: \(String(describing: error))")
+        XCTAssertTrue(error?.message.contains("writable by everyone") ?? false, "\(String(describing: error))")
+
+        // The same link to a file in a trusted place loads, and the plugin is known by its real path.
+        chmod(open, 0o755)
+        let host = try PluginHost(specs: [linked], directories: [], logger: EngineHarness.logger)
+        defer { host.shutdown() }
+        XCTAssertEqual(host.plugins.first?.path, real)
+    }
+
+    func testEveryDirectoryUpToTheRootIsJudged() throws {
+        let nested = try directory.subdirectory("a")
+        let deeper = nested + "/b"
+        XCTAssertEqual(mkdir(deeper, 0o755), 0)
+        let spec = try probe("valid")
+        let moved = deeper + "/libferry-probe-deep.so"
+        XCTAssertEqual(rename(spec.reference, moved), 0)
+        chmod(nested, 0o775)  // two levels up from the file: group-writable, so it could swap b
+        var deep = spec
+        deep.reference = moved
+        let error = loadError(deep)
+        XCTAssertEqual(error?.reason, .untrusted, "\(String(describing: error))")
+        XCTAssertTrue(error?.message.contains("its directory \(nested) is writable by its group") ?? false, "\(String(describing: error))")
+        // A sticky, world-writable directory is trusted only when root owns it (as /tmp).
+        chmod(nested, 0o1777)
+        XCTAssertNil(loadError(deep), "root-owned and sticky: accepted")
+        if getuid() == 0 {
+            chown(nested, 65534, 65534)
+            let notRoot = loadError(deep)
+            XCTAssertEqual(notRoot?.reason, .untrusted, "sticky but owned by another user: \(String(describing: notRoot))")
+        }
+    }
+
     func testAFailingCreateIsRefusedWithThePluginsOwnMessage() throws {
         let error = loadError(try probe("fail-create"))
         XCTAssertEqual(error?.reason, .createFailed)

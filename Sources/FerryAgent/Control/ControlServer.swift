@@ -201,7 +201,7 @@ struct ErrorMiddleware: RouterMiddleware {
         case .notFound: .notFound
         case .invalidState, .empty: .conflict
         case .accessDenied, .quotaExceeded: .forbidden
-        case .invalidArgument, .unsupportedURL, .destinationMissing: .badRequest
+        case .invalidArgument, .unsupportedURL, .destinationMissing, .notARegularFile: .badRequest
         default: .internalServerError
         }
     }

@@ -1,0 +1,321 @@
+import FerryControl
+import FerryTestSupport
+import Foundation
+import XCTest
+
+/// The root agent acts for every local user: each test plays a second user (`runuser`,
+/// `setpriv`) who tries to get, through the agent, something it could not get alone, and
+/// asserts that it gets nothing and that the agent keeps serving. See docs/security.md.
+final class PrivilegeBoundaryTests: XCTestCase {
+    var h: AgentHarness!
+    static let user = "ferrytest"
+    static let group = "ferrygrp"
+    /// A uid and gid no account has.
+    static let strangerUID = "54321"
+    static let strangerGID = "54322"
+    var uid: uid_t = 0
+    var gid: gid_t = 0
+    /// A directory the user owns, as its home would be.
+    var home = ""
+    /// A file only root may read, and its bytes.
+    var secret = ""
+    let secretBytes = Array("root's secret, never to be copied\n".utf8)
+
+    override func setUpWithError() throws {
+        try XCTSkipUnless(getuid() == 0, "the boundary tests need root, to run the agent as root and play a second user")
+        if getpwnam(Self.user) == nil {
+            let made = try PluginBuilder.run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/usr/sbin/nologin", Self.user])
+            XCTAssertEqual(made.status, 0, made.output)
+        }
+        if getgrnam(Self.group) == nil {
+            let made = try PluginBuilder.run("/usr/sbin/groupadd", [Self.group])
+            XCTAssertEqual(made.status, 0, made.output)
+        }
+        let added = try PluginBuilder.run("/usr/sbin/usermod", ["-a", "-G", Self.group, Self.user])
+        XCTAssertEqual(added.status, 0, added.output)
+        uid = getpwnam(Self.user)!.pointee.pw_uid
+        gid = getpwnam(Self.user)!.pointee.pw_gid
+        h = try AgentHarness()
+        try h.start()
+        home = try h.directory.subdirectory("home")
+        chown(home, uid, gid)
+        chmod(home, 0o755)
+        secret = h.directory.file("secret")
+        try Data(secretBytes).write(to: URL(fileURLWithPath: secret))
+        chmod(secret, 0o600)
+    }
+
+    override func tearDown() { h?.tearDown() }
+
+    // MARK: - Helpers
+
+    /// `curl` on the agent's socket, run through `prefix` (runuser, setpriv).
+    private func request(_ method: String, _ path: String, body: String? = nil, via prefix: [String]) throws -> (status: Int, body: String) {
+        var arguments = prefix + ["curl", "-sS", "--max-time", "20", "--unix-socket", h.socket, "-X", method, "-o", "-", "-w", "\n%{http_code}", "http://localhost" + path]
+        if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
+        let result = try PluginBuilder.run("/usr/bin/env", arguments)
+        let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
+        // JSON may escape slashes; paths are compared as written.
+        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n").replacingOccurrences(of: "\\/", with: "/"))
+    }
+
+    private var asUser: [String] { ["runuser", "-u", Self.user, "--"] }
+
+    private func createJob(_ files: [(url: String, path: String)], via prefix: [String]? = nil) throws -> (status: Int, body: String, id: String?) {
+        let list = files.map { #"{"url": "\#($0.url)", "path": "\#($0.path)"}"# }.joined(separator: ", ")
+        let answer = try request("POST", "/v1/jobs", body: #"{"displayName": "attempt", "files": [\#(list)]}"#, via: prefix ?? asUser)
+        let id = answer.status == 201 ? (try? ControlJSON.decoder.decode(JobDocument.self, from: Data(answer.body.utf8)))?.id : nil
+        return (answer.status, answer.body, id)
+    }
+
+    private func makeUserDirectory(_ path: String) {
+        XCTAssertEqual(mkdir(path, 0o755), 0, path)
+        chown(path, uid, gid)
+    }
+
+    /// Every regular file under `directory` (temporaries included).
+    private func filesHolding(_ bytes: [UInt8], under directory: String) -> [String] {
+        guard let names = FileManager.default.enumerator(atPath: directory) else { return [] }
+        return names.compactMap { $0 as? String }.map { directory + "/" + $0 }.filter { contentsOf($0) == bytes }
+    }
+
+    /// Root's view of health, timed: it must answer within a second whatever a user does.
+    private func assertHealthAnswersPromptly(file: StaticString = #filePath, line: UInt = #line) {
+        let start = Date()
+        XCTAssertNotNil(try? h.client.health(), "the agent answers", file: file, line: line)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 1.0, "health answered within a second", file: file, line: line)
+    }
+
+    private func waitForEnd(_ id: String, timeout: Double = 30) -> JobDocument? {
+        var last: JobDocument?
+        _ = waitUntil(timeout: timeout) {
+            last = try? self.h.client.job(id)
+            return ["TRANSFERRED", "ERROR", "ACKNOWLEDGED", "CANCELLED"].contains(last?.state.rawValue ?? "")
+        }
+        return last
+    }
+
+    // MARK: - file: sources
+
+    func testDotSegmentsBehindALinkReadWhatTheKernelResolvesForTheUser() throws {
+        // home/L -> home/a/b. The kernel resolves home/L/../../secret to home/secret (a decoy the
+        // user wrote); removing the dot segments as text gives the root-only secret beside home.
+        makeUserDirectory(home + "/a")
+        makeUserDirectory(home + "/a/b")
+        XCTAssertEqual(symlink(home + "/a/b", home + "/L"), 0)
+        let decoy = Array("the user's own decoy\n".utf8)
+        try Data(decoy).write(to: URL(fileURLWithPath: home + "/secret"))
+        chown(home + "/secret", uid, gid)
+        let url = "file://\(home)/L/../../secret"
+        let created = try createJob([(url, h.downloads + "/copy")])
+        XCTAssertEqual(created.status, 201, created.body)
+        let id = try XCTUnwrap(created.id)
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
+        let end = waitForEnd(id)
+        XCTAssertEqual(end?.state.rawValue, "TRANSFERRED", "\(String(describing: end?.error))")
+        XCTAssertEqual(filesHolding(secretBytes, under: h.downloads), [], "no copy of the secret anywhere")
+        XCTAssertEqual(filesHolding(decoy, under: h.downloads).count, 1, "the user got what the kernel resolves for it: its own decoy")
+    }
+
+    func testASourceSwappedForALinkWhileJobsRunNeverYieldsTheSecret() throws {
+        // The user flips home/x between a file of its own and a link to the secret, as fast as it
+        // can, while jobs read it. Bounded: 12 jobs, each waited for.
+        let own = Array("an ordinary file of the user's\n".utf8)
+        try Data(own).write(to: URL(fileURLWithPath: home + "/plain"))
+        chown(home + "/plain", uid, gid)
+        XCTAssertEqual(symlink(secret, home + "/link"), 0)
+        XCTAssertEqual(link(home + "/plain", home + "/x"), 0)
+        let stop = AtomicFlag()
+        let (home, secret) = (self.home, self.secret)
+        let swapper = Thread {
+            var flip = false
+            while !stop.isSet {
+                let staged = home + "/x.next"
+                unlink(staged)
+                if flip { _ = symlink(secret, staged) } else { _ = link(home + "/plain", staged) }
+                _ = rename(staged, home + "/x")
+                flip.toggle()
+            }
+        }
+        swapper.start()
+        defer { stop.set() }
+        var outcomes: [String: Int] = [:]
+        for round in 0..<12 {
+            let created = try createJob([("file://\(home)/x", h.downloads + "/race-\(round)")])
+            guard created.status == 201, let id = created.id else {
+                outcomes["refused at add", default: 0] += 1
+                XCTAssertTrue(created.body.contains("ACCESS_DENIED"), created.body)
+                continue
+            }
+            _ = try request("POST", "/v1/jobs/\(id)/resume", via: asUser)
+            let end = waitForEnd(id)
+            outcomes[end?.state.rawValue ?? "gone", default: 0] += 1
+            if let code = end?.error?.code { XCTAssertEqual(code, "ACCESS_DENIED", "a failed open is the owner's own refusal") }
+        }
+        stop.set()
+        XCTAssertEqual(filesHolding(secretBytes, under: h.downloads), [], "no copy of the secret in any temporary: \(outcomes)")
+        XCTAssertEqual(outcomes.values.reduce(0, +), 12)
+        assertHealthAnswersPromptly()
+    }
+
+    func testSourcesThatAreNotRegularFilesAreRefusedAndNeverBlock() throws {
+        let fifo = home + "/fifo"
+        XCTAssertEqual(mkfifo(fifo, 0o644), 0)
+        chown(fifo, uid, gid)
+        for (name, source) in [("FIFO", fifo), ("character device", "/dev/zero"), ("directory", home)] {
+            let start = Date()
+            let created = try createJob([("file://\(source)", h.downloads + "/from-\(name.split(separator: " ").first!)")])
+            XCTAssertEqual(created.status, 400, "\(name): \(created.body)")
+            XCTAssertTrue(created.body.contains("NOT_A_REGULAR_FILE") && created.body.contains(source), "\(name): \(created.body)")
+            XCTAssertLessThan(Date().timeIntervalSince(start), 5, "\(name): refused at once")
+        }
+        // A regular file when added, a FIFO when the job runs: the transfer's own open refuses it.
+        let swapped = home + "/later"
+        try Data("ok".utf8).write(to: URL(fileURLWithPath: swapped))
+        chown(swapped, uid, gid)
+        let created = try createJob([("file://\(swapped)", h.downloads + "/later")])
+        let id = try XCTUnwrap(created.id, created.body)
+        unlink(swapped)
+        XCTAssertEqual(mkfifo(swapped, 0o644), 0)
+        chown(swapped, uid, gid)
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
+        let end = waitForEnd(id)
+        XCTAssertEqual(end?.state.rawValue, "ERROR")
+        XCTAssertEqual(end?.error?.code, "NOT_A_REGULAR_FILE", "\(String(describing: end?.error))")
+        assertHealthAnswersPromptly()
+        // A FIFO as the job's CA file is refused when set, at once.
+        let start = Date()
+        let patched = try request("PATCH", "/v1/jobs/\(id)", body: #"{"tlsCAFile": "\#(fifo)"}"#, via: asUser)
+        XCTAssertEqual(patched.status, 400, patched.body)
+        XCTAssertTrue(patched.body.contains("NOT_A_REGULAR_FILE"), patched.body)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 5)
+        // SIGTERM still stops the agent promptly.
+        XCTAssertEqual(h.stop(SIGTERM, timeout: 20), 0)
+    }
+
+    // MARK: - The caller's real identity
+
+    func testGroupsAreTheOnesTheCallerHoldsNotTheAccountDatabases() throws {
+        // A directory and a file of a group the user belongs to in the account database.
+        let shared = try h.directory.subdirectory("group-dir")
+        chown(shared, 0, getgrnam(Self.group)!.pointee.gr_gid)
+        chmod(shared, 0o770)
+        let groupFile = h.directory.file("group-file")
+        let groupBytes = Array("for the group only\n".utf8)
+        try Data(groupBytes).write(to: URL(fileURLWithPath: groupFile))
+        chown(groupFile, 0, getgrnam(Self.group)!.pointee.gr_gid)
+        chmod(groupFile, 0o640)
+
+        // With its groups (runuser takes them from the account database): allowed.
+        let withGroups = try createJob([("file://\(groupFile)", shared + "/copy")])
+        XCTAssertEqual(withGroups.status, 201, withGroups.body)
+
+        // Having dropped them, the same user may do neither.
+        let dropped = ["setpriv", "--reuid", Self.user, "--regid", Self.user, "--clear-groups", "--"]
+        let write = try createJob([(h.url("/f"), shared + "/copy2")], via: dropped)
+        XCTAssertEqual(write.status, 403, write.body)
+        XCTAssertTrue(write.body.contains("ACCESS_DENIED"), write.body)
+        let read = try createJob([("file://\(groupFile)", h.downloads + "/copy3")], via: dropped)
+        XCTAssertEqual(read.status, 403, read.body)
+        XCTAssertTrue(read.body.contains("ACCESS_DENIED"), read.body)
+
+        // A job created with the groups, later resumed: it keeps the identity it was created with.
+        let id = try XCTUnwrap(withGroups.id)
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
+        XCTAssertEqual(waitForEnd(id)?.state.rawValue, "TRANSFERRED")
+    }
+
+    func testAUidWithoutAnAccountGetsNoGroupsBeyondItsOwn() throws {
+        // A file of group 54321, readable by that group. The caller is uid 54321 with gid 54322
+        // and no supplementary groups: the old fallback made its uid a group and let it read.
+        let file = h.directory.file("numbered")
+        try Data("group 54321 only\n".utf8).write(to: URL(fileURLWithPath: file))
+        chown(file, 0, gid_t(Self.strangerUID)!)
+        chmod(file, 0o640)
+        let stranger = ["setpriv", "--reuid", Self.strangerUID, "--regid", Self.strangerGID, "--clear-groups", "--"]
+        let cat = try PluginBuilder.run("/usr/bin/env", stranger + ["cat", file])
+        XCTAssertNotEqual(cat.status, 0, "alone, the stranger cannot read it")
+        let answer = try createJob([("file://\(file)", h.downloads + "/numbered")], via: stranger)
+        XCTAssertEqual(answer.status, 403, answer.body)
+        XCTAssertTrue(answer.body.contains("ACCESS_DENIED"), answer.body)
+        XCTAssertEqual(filesHolding(Array("group 54321 only\n".utf8), under: h.downloads), [])
+    }
+
+    // MARK: - Destinations
+
+    func testACommitLandsWhereTheTemporaryWasEvenIfTheDirectoryIsSwappedForALink() throws {
+        makeUserDirectory(home + "/dl")
+        makeUserDirectory(home + "/elsewhere")
+        h.server.setFile("/pkg", data: Array("package bytes\n".utf8))
+        let created = try createJob([(h.url("/pkg"), home + "/dl/pkg")])
+        let id = try XCTUnwrap(created.id, created.body)
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
+        XCTAssertEqual(waitForEnd(id)?.state.rawValue, "TRANSFERRED")
+        // The user moves the directory away and puts a link to another one in its place.
+        XCTAssertEqual(rename(home + "/dl", home + "/dl-moved"), 0)
+        XCTAssertEqual(symlink(home + "/elsewhere", home + "/dl"), 0)
+        let completed = try request("POST", "/v1/jobs/\(id)/complete", via: asUser)
+        XCTAssertEqual(completed.status, 200, completed.body)
+        XCTAssertTrue(fileHolds(home + "/dl-moved/pkg", Array("package bytes\n".utf8)), "renamed in the directory the temporary was created in")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: home + "/elsewhere/pkg"), "the link was not followed")
+    }
+
+    func testPathErrorsDoNotTellWhetherAHiddenPathExists() throws {
+        let hidden = try h.directory.subdirectory("private")
+        chmod(hidden, 0o700)
+        try h.directory.subdirectory("private/exists")
+        chmod(hidden + "/exists", 0o777)
+        let there = try createJob([(h.url("/f"), hidden + "/exists/f")])
+        let notThere = try createJob([(h.url("/f"), hidden + "/missing/f")])
+        XCTAssertEqual(there.status, notThere.status, "\(there.body) / \(notThere.body)")
+        XCTAssertEqual(there.status, 403)
+        let normalize = { (text: String) in text.replacingOccurrences(of: "exists", with: "X").replacingOccurrences(of: "missing", with: "X") }
+        XCTAssertEqual(normalize(there.body), normalize(notThere.body), "the same answer either way")
+        // The same for file: sources under the hidden directory.
+        try Data("x".utf8).write(to: URL(fileURLWithPath: hidden + "/exists/file"))
+        chmod(hidden + "/exists/file", 0o644)
+        let readThere = try createJob([("file://\(hidden)/exists/file", h.downloads + "/a")])
+        let readNotThere = try createJob([("file://\(hidden)/missing/file", h.downloads + "/b")])
+        XCTAssertEqual(readThere.status, 403, readThere.body)
+        XCTAssertEqual(normalize(readThere.body), normalize(readNotThere.body))
+    }
+
+    func testHealthCountsOnlyTheCallersOwnJobs() throws {
+        for index in 0..<3 { _ = try h.client.createJob(CreateJobRequest(displayName: "root's \(index)")) }
+        let mine = try request("GET", "/v1/health", via: asUser)
+        XCTAssertEqual(mine.status, 200)
+        let health = try ControlJSON.decoder.decode(HealthDocument.self, from: Data(mine.body.utf8))
+        XCTAssertEqual(health.jobs, 0, "root's three jobs are not counted for another user")
+        _ = try createJob([(h.url("/f"), h.downloads + "/f")])
+        let after = try ControlJSON.decoder.decode(HealthDocument.self, from: Data(try request("GET", "/v1/health", via: asUser).body.utf8))
+        XCTAssertEqual(after.jobs, 1)
+        XCTAssertEqual(try h.client.health().jobs, 4, "root sees every job")
+    }
+
+    // MARK: - Notify programs
+
+    func testANotifyProgramRunsAsTheOwnerFromTheFileThatWasChecked() throws {
+        let script = home + "/notify.sh"
+        let mark = home + "/ran-as"
+        try "#!/bin/sh\nid -u > \(mark)\n".write(toFile: script, atomically: true, encoding: .utf8)
+        chown(script, uid, gid)
+        chmod(script, 0o755)
+        h.server.setFile("/n", data: Array("n".utf8))
+        let created = try createJob([(h.url("/n"), h.downloads + "/n")])
+        let id = try XCTUnwrap(created.id, created.body)
+        let patched = try request("PATCH", "/v1/jobs/\(id)", body: #"{"notifyCommand": ["\#(script)"]}"#, via: asUser)
+        XCTAssertEqual(patched.status, 200, patched.body)
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
+        XCTAssertTrue(waitUntil(timeout: 30) { FileManager.default.fileExists(atPath: mark) }, h.log)
+        XCTAssertTrue(waitUntil(timeout: 5) { (try? String(contentsOfFile: mark, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "\(self.uid)" },
+                      "ran as the owner: \((try? String(contentsOfFile: mark, encoding: .utf8)) ?? "")")
+    }
+}
+
+/// A flag set once, read from another thread.
+final class AtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}
