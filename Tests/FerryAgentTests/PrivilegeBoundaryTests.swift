@@ -292,6 +292,35 @@ final class PrivilegeBoundaryTests: XCTestCase {
         XCTAssertEqual(try h.client.health().jobs, 4, "root sees every job")
     }
 
+    // MARK: - Plugins
+
+    func testAgentRefusesAPluginWhoseLinkLeadsWhereOthersMayWrite() throws {
+        // A local user may write in a world-writable, non-sticky directory; an administrator
+        // names the plugin through a link in a trusted place.
+        let open = try h.directory.subdirectory("drop")
+        chmod(open, 0o777)
+        let real = open + "/libferry-sha256.so"
+        let built = productsDirectory() + "/libferry-sha256.so"
+        XCTAssertEqual(try PluginBuilder.run("/bin/cp", [built, real]).status, 0)
+        chmod(real, 0o755)
+        let trusted = try h.directory.subdirectory("plugins")
+        XCTAssertEqual(symlink(real, trusted + "/libferry-sha256.so"), 0)
+        let config = h.directory.file("linked.yaml")
+        try "plugins:\n  - path: \(trusted)/libferry-sha256.so\n    role: validator\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let arguments = ["--config", config, "--state-dir", h.directory.file("state2"), "--socket", h.directory.file("s2.sock")]
+        let started = try ChildProcess.run("ferryd", arguments, timeout: 30)
+        XCTAssertEqual(started.status, 69, "cannot run: \(started.stderr)")
+        XCTAssertTrue(started.stderr.contains("its directory \(open) is writable by everyone"), started.stderr)
+        let checked = try ChildProcess.run("ferryd", ["--check-config"] + arguments)
+        XCTAssertEqual(checked.status, 78, "a configuration that names an untrusted plugin: \(checked.stderr)")
+        XCTAssertTrue(checked.stderr.contains("its directory \(open) is writable by everyone"), checked.stderr)
+        // The same file copied into the trusted directory loads.
+        unlink(trusted + "/libferry-sha256.so")
+        XCTAssertEqual(try PluginBuilder.run("/bin/cp", [built, trusted + "/libferry-sha256.so"]).status, 0)
+        let fine = try ChildProcess.run("ferryd", ["--check-config"] + arguments)
+        XCTAssertEqual(fine.status, 0, fine.stderr)
+    }
+
     // MARK: - Notify programs
 
     func testANotifyProgramRunsAsTheOwnerFromTheFileThatWasChecked() throws {
