@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
     ],
     targets: [
         // ---- system libraries and shims -----------------------------------
@@ -66,9 +67,10 @@ let package = Package(
         .target(
             name: "FerryAgent",
             dependencies: [
-                "FerryEngine", "FerryCore", "FerryPluginHost", "FerryControl", "FerryStore",
+                "FerryEngine", "FerryCore", "FerryPluginHost", "FerryControl", "FerryStore", "CFerrySystem",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -26,6 +26,10 @@ long ferry_file_system_type(int fd) {
 #include <grp.h>
 #include <signal.h>
 
+int ferry_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, (long)pid, 0L);
+}
+
 int ferry_access_here(int dirfd, const char *path, int mode, int flags) {
     return (int)syscall(SYS_faccessat2, (long)dirfd, path, (long)mode, (long)flags);
 }

@@ -54,7 +54,11 @@ public final class Agent: Sendable {
         }
         let service = AgentService(engine: engine, settings: .init(jobsPerUser: configuration.quotas.jobsPerUser,
                                                                    filesPerJob: configuration.quotas.filesPerJob))
-        let notifications = NotificationCenter(engine: engine, logger: logger, modificationInterval: configuration.modificationMinimumInterval)
+        let limits = configuration.limits
+        let notifications = NotificationCenter(
+            engine: engine, logger: logger, modificationInterval: configuration.modificationMinimumInterval,
+            commandLimits: .init(timeout: limits.commandTimeout, perUser: limits.commandsPerUser, total: limits.commands),
+            streamLimits: .init(perUser: limits.eventStreamsPerUser, total: limits.eventStreams, bufferBytes: limits.eventBufferBytes))
         notifications.start()
         let routes = ControlRoutes(service: service, notifications: notifications, maxRequestBytes: configuration.maxRequestBytes,
                                    version: Agent.version)
@@ -63,7 +67,8 @@ public final class Agent: Sendable {
         let group = configuration.socketGroup
         let app = Application(
             router: routes.router(),
-            server: .http1WithCallerCredentials(),
+            server: .http1WithCallerCredentials(budget: ConnectionBudget(perUser: limits.connectionsPerUser, total: limits.connections),
+                                                headerTimeout: limits.requestHeaderTimeout),
             configuration: .init(address: .unixDomainSocket(path: socket), serverName: "ferryd/\(Agent.version)"),
             onServerRunning: { _ in
                 do { try SocketFile.setAccess(socket, mode: mode, group: group) } catch {

@@ -79,13 +79,22 @@ public struct ControlClient: Sendable {
         if pending { query.append("pending=true") }
         let path = "/v1/events" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
         let status: Int
+        var closing: StreamNotice?
         do {
             status = try http.stream(path) { line in
-                guard let event = try? ControlJSON.decoder.decode(EventDocument.self, from: line) else { return true }
+                guard let event = try? ControlJSON.decoder.decode(EventDocument.self, from: line) else {
+                    if let notice = try? ControlJSON.decoder.decode(StreamNotice.self, from: line), notice.kind == StreamNotice.closedKind {
+                        closing = notice
+                    }
+                    return true
+                }
                 return onEvent(event)
             }
         } catch {
             throw ControlError(status: 0, error: ErrorDocument(error))
+        }
+        if let closing {
+            throw ControlError(status: status, error: ErrorDocument(code: "STREAM_CLOSED", context: "notification", message: closing.reason))
         }
         guard (200..<300).contains(status) else {
             throw ControlError(status: status, error: ErrorDocument(code: "HTTP_\(status)", context: "api", message: "the agent refused the event stream"))

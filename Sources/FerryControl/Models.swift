@@ -274,6 +274,21 @@ public struct EventDocument: Codable, Sendable, Equatable {
     }
 }
 
+/// The last line of an event stream the agent closed (its reader fell too far behind):
+/// `{"kind": "streamClosed", "time": …, "reason": …}`.
+public struct StreamNotice: Codable, Sendable, Equatable {
+    public static let closedKind = "streamClosed"
+    public var kind: String
+    public var time: Date
+    public var reason: String
+
+    public init(kind: String, time: Date, reason: String) {
+        self.kind = kind
+        self.time = time
+        self.reason = reason
+    }
+}
+
 /// `GET /v1/health`.
 public struct HealthDocument: Codable, Sendable, Equatable {
     public var version: String

@@ -51,6 +51,13 @@ public struct ErrorCode: RawRepresentable, Hashable, Codable, Sendable, CustomSt
     /// a FIFO, a device, a socket or a directory. Ferry reads only regular files for a job.
     public static let notARegularFile = ErrorCode(rawValue: "NOT_A_REGULAR_FILE")
 
+    /// The destination's file system is full, or the owner's disk quota is reached (`ENOSPC`,
+    /// `EDQUOT`). Transient: the job retries by itself once there is room again.
+    public static let diskFull = ErrorCode(rawValue: "DISK_FULL")
+    /// The agent is at one of its limits for this caller or in total (open connections, event
+    /// streams, running notify commands): try again later.
+    public static let busy = ErrorCode(rawValue: "BUSY")
+
     /// `HTTP_ERROR_<status>`, as BITS' `BG_E_HTTP_ERROR_nnn`.
     public static func httpError(_ status: Int) -> ErrorCode { ErrorCode(rawValue: "HTTP_ERROR_\(status)") }
 }

@@ -43,7 +43,7 @@ final class TemporaryFile: @unchecked Sendable {
         let path = (directory.path == "/" ? "" : directory.path) + "/" + name
         let fd = openat(directory.descriptor, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o644)
         guard fd >= 0 else {
-            throw FerryError(code: .localFileError, context: .localFile, message: "cannot open \(path): \(errnoText())")
+            throw TemporaryFile.failure("cannot open \(path)")
         }
         var info = stat()
         guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
@@ -51,9 +51,9 @@ final class TemporaryFile: @unchecked Sendable {
             throw FerryError(code: .localFileError, context: .localFile, message: "cannot use \(path): it is not a regular file")
         }
         guard ftruncate(fd, off_t(length)) == 0 else {
-            let text = errnoText()
+            let code = errno
             close(fd)
-            throw FerryError(code: .localFileError, context: .localFile, message: "cannot truncate \(path): \(text)")
+            throw TemporaryFile.failure("cannot truncate \(path)", code: code)
         }
         self.device = UInt64(info.st_dev)
         let localTypes: Set<Int> = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994]
@@ -81,7 +81,7 @@ final class TemporaryFile: @unchecked Sendable {
             let n = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(start + UInt64(done)))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw FerryError(code: .localFileError, context: .localFile, message: "cannot write \(path): \(errnoText())")
+                throw TemporaryFile.failure("cannot write \(path)")
             }
             done += n
         }
@@ -101,7 +101,7 @@ final class TemporaryFile: @unchecked Sendable {
     func restartFromZero() throws(FerryError) {
         try contents.withLock { (c: inout Contents) throws(FerryError) in
             guard ftruncate(descriptor, 0) == 0 else {
-                throw FerryError(code: .localFileError, context: .localFile, message: "cannot truncate \(path): \(errnoText())")
+                throw TemporaryFile.failure("cannot truncate \(path)")
             }
             c.length = 0
             c.generation += 1
@@ -112,7 +112,7 @@ final class TemporaryFile: @unchecked Sendable {
     func flush() throws(FerryError) {
         while fdatasync(descriptor) != 0 {
             if errno == EINTR { continue }
-            throw FerryError(code: .localFileError, context: .localFile, message: "cannot flush \(path): \(errnoText())")
+            throw TemporaryFile.failure("cannot flush \(path)")
         }
     }
 
@@ -121,8 +121,21 @@ final class TemporaryFile: @unchecked Sendable {
     func flushFileSystem() throws(FerryError) {
         while ferry_syncfs(descriptor) != 0 {
             if errno == EINTR { continue }
-            throw FerryError(code: .localFileError, context: .localFile, message: "cannot flush the file system of \(path): \(errnoText())")
+            throw TemporaryFile.failure("cannot flush the file system of \(path)")
         }
+    }
+}
+
+extension TemporaryFile {
+    /// The error for a failed operation on a temporary, from `errno`: a full file system or
+    /// quota is ``ErrorCode/diskFull`` and transient (the job retries by itself when there is
+    /// room again); anything else is ``ErrorCode/localFileError``.
+    static func failure(_ what: String, code: Int32 = errno, text: String? = nil) -> FerryError {
+        let message = "\(what): \(text ?? errnoText(code))"
+        if code == ENOSPC || code == EDQUOT {
+            return FerryError(code: .diskFull, context: .localFile, isTransient: true, message: message + "; retrying when there is room")
+        }
+        return FerryError(code: .localFileError, context: .localFile, message: message)
     }
 }
 

@@ -114,6 +114,16 @@ struct ConfigurationDefaultsTests {
               files_per_job: 10
             api:
               max_request_bytes: 65536
+              max_connections_per_user: 3
+              max_connections: 40
+              request_header_timeout_sec: 2.5
+              max_event_streams_per_user: 2
+              max_event_streams: 20
+              event_buffer_bytes: 131072
+            notifications:
+              command_timeout_sec: 30
+              max_commands_per_user: 1
+              max_commands: 5
             plugins:
               - name: sha256
                 settings: { require: false, max: 10, ratio: 1.5, label: "a b" }
@@ -157,6 +167,11 @@ struct ConfigurationDefaultsTests {
         ])
         #expect(configuration.quotas == .init(jobsPerUser: 0, filesPerJob: 10))
         #expect(configuration.maxRequestBytes == 65_536)
+        var limits = AgentConfiguration.ServiceLimits()
+        (limits.connectionsPerUser, limits.connections, limits.requestHeaderTimeout) = (3, 40, 2.5)
+        (limits.eventStreamsPerUser, limits.eventStreams, limits.eventBufferBytes) = (2, 20, 131_072)
+        (limits.commandTimeout, limits.commandsPerUser, limits.commands) = (30, 1, 5)
+        #expect(configuration.limits == limits)
 
         #expect(configuration.plugins == [
             PluginEntry(spec: PluginSpec(reference: "sha256", settings: [("require", "false"), ("max", "10"), ("ratio", "1.5"), ("label", "a b")])),
@@ -168,7 +183,7 @@ struct ConfigurationDefaultsTests {
         #expect(engine.plugins == configuration.plugins.map(\.spec))
 
         #expect(configuration.sources["transfers.max_connections"] == .file(path: "ferryd.yaml", line: 10))
-        #expect(configuration.sources["plugins"] == .file(path: "ferryd.yaml", line: 40))
+        #expect(configuration.sources["plugins"] == .file(path: "ferryd.yaml", line: 50))
         #expect(AgentConfiguration.knownKeys.allSatisfy { configuration.sources[$0] != .builtInDefault })
     }
 

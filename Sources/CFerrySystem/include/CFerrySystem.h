@@ -44,6 +44,10 @@ pid_t ferry_spawn_fd_as(uid_t uid, gid_t gid, int group_count, const gid_t *_Nul
                         int program_fd, char *_Nullable const *_Nonnull argv,
                         char *_Nullable const *_Nonnull envp, int output_fd);
 
+/* pidfd_open(2): a descriptor that becomes readable when the process `pid` exits.
+   Returns it, or -1 with errno set. */
+int ferry_pidfd_open(pid_t pid);
+
 /* faccessat2(2) with the calling thread's filesystem identity (AT_EACCESS): whether
    the file at dirfd/path (path "" with AT_EMPTY_PATH: dirfd itself) allows `mode`
    (W_OK, X_OK, ...). Returns 0 or -1 with errno set. */

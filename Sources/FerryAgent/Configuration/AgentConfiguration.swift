@@ -19,7 +19,7 @@ import Glibc
 /// ## Configuration keys
 /// `paths.state_dir`, `paths.socket`, `paths.socket_mode`, `paths.socket_group`,
 /// `paths.plugin_dirs`, `logging.level`, `transfers.*`, `checkpoints.*`, `jobs.*`,
-/// `bandwidth.*`, `quotas.*`, `api.max_request_bytes` and `plugins`: ``knownKeys`` lists
+/// `bandwidth.*`, `quotas.*`, `api.*`, `notifications.*` and `plugins`: ``knownKeys`` lists
 /// them all, and the configuration reference documents each one's type, default and range.
 public struct AgentConfiguration: Sendable, Equatable {
     /// Where the agent keeps its job store; the default is `StateDirectory.defaultPath()`.
@@ -41,6 +41,9 @@ public struct AgentConfiguration: Sendable, Equatable {
     public var modificationMinimumInterval: Double
     /// The largest control API request body accepted, in bytes; default 4 MiB.
     public var maxRequestBytes: Int
+    /// What one client may hold of the control API, and of notify commands
+    /// (`api.*`, `notifications.*`).
+    public var limits: ServiceLimits
     /// The plugin directories the file adds (`paths.plugin_dirs`), searched before the
     /// built-in ones; ``engine`` holds the whole search path.
     public var pluginDirectories: [String]
@@ -54,6 +57,32 @@ public struct AgentConfiguration: Sendable, Equatable {
     /// Where each value came from, by dotted key (`transfers.max_connections`); every key of
     /// ``knownKeys`` is present.
     public var sources: [String: ValueSource]
+
+    /// Bounds on what a client can hold, so that one user cannot take the agent away from
+    /// the others. Root is exempt from the per-user bounds and from the totals.
+    public struct ServiceLimits: Sendable, Equatable {
+        /// Open control connections of one user (`api.max_connections_per_user`); default 32.
+        public var connectionsPerUser = 32
+        /// Open control connections of every user but root together (`api.max_connections`); default 512.
+        public var connections = 512
+        /// Seconds a connection may take to send a request's headers, counted from when it
+        /// opened or the previous answer ended (`api.request_header_timeout_sec`); default 10.
+        public var requestHeaderTimeout: Double = 10
+        /// Event streams one user may follow at once (`api.max_event_streams_per_user`); default 8.
+        public var eventStreamsPerUser = 8
+        /// Event streams of every user but root together (`api.max_event_streams`); default 128.
+        public var eventStreams = 128
+        /// Bytes of events waiting for one stream's reader (`api.event_buffer_bytes`); a reader
+        /// that falls further behind is told so and disconnected. Default 4 MiB.
+        public var eventBufferBytes = 4 << 20
+        /// Seconds a notify command may run before it is killed (`notifications.command_timeout_sec`); default 300.
+        public var commandTimeout: Double = 300
+        /// Notify commands of one user running at once (`notifications.max_commands_per_user`); default 4.
+        public var commandsPerUser = 4
+        /// Notify commands running at once in all (`notifications.max_commands`); default 32.
+        public var commands = 32
+        public init() {}
+    }
 
     /// Limits that keep one user from exhausting the agent. 0 means unlimited; root is exempt.
     public struct Quotas: Sendable, Equatable {
@@ -171,7 +200,7 @@ public struct AgentConfiguration: Sendable, Equatable {
             && lhs.socketMode == rhs.socketMode && lhs.socketGroup == rhs.socketGroup
             && lhs.logLevel == rhs.logLevel && lhs.quotas == rhs.quotas
             && lhs.modificationMinimumInterval == rhs.modificationMinimumInterval
-            && lhs.maxRequestBytes == rhs.maxRequestBytes && lhs.pluginDirectories == rhs.pluginDirectories
+            && lhs.maxRequestBytes == rhs.maxRequestBytes && lhs.limits == rhs.limits && lhs.pluginDirectories == rhs.pluginDirectories
             && lhs.plugins == rhs.plugins && lhs.engine == rhs.engine
     }
 }
@@ -189,6 +218,7 @@ extension AgentConfiguration {
         quotas = Quotas()
         modificationMinimumInterval = 0.5
         maxRequestBytes = 4 << 20
+        limits = ServiceLimits()
         pluginDirectories = []
         plugins = PluginEntry.defaults
         engine = EngineConfiguration(storePath: "")

@@ -106,6 +106,16 @@ extension ConfigurationKey {
         .integer("quotas.files_per_job", 0...Int.max, \.quotas.filesPerJob),
 
         .integer("api.max_request_bytes", 1_024...(1 << 30), \.maxRequestBytes),
+        .integer("api.max_connections_per_user", 1...65_536, \.limits.connectionsPerUser),
+        .integer("api.max_connections", 1...1_000_000, \.limits.connections),
+        .seconds("api.request_header_timeout_sec", 0.5...3_600, \.limits.requestHeaderTimeout),
+        .integer("api.max_event_streams_per_user", 1...65_536, \.limits.eventStreamsPerUser),
+        .integer("api.max_event_streams", 1...1_000_000, \.limits.eventStreams),
+        .integer("api.event_buffer_bytes", 65_536...(1 << 30), \.limits.eventBufferBytes),
+
+        .seconds("notifications.command_timeout_sec", 1...86_400, \.limits.commandTimeout),
+        .integer("notifications.max_commands_per_user", 1...65_536, \.limits.commandsPerUser),
+        .integer("notifications.max_commands", 1...65_536, \.limits.commands),
 
         ConfigurationKey(path: "plugins", read: { node, key, reader, configuration throws(ConfigurationError) in
             configuration.plugins = try plugins(node, key: key, reader: reader)

@@ -87,15 +87,14 @@ struct ControlRoutes: Sendable {
             var job: JobID?
             if let id = request.uri.queryParameters.get("job") { job = try service.job(id, for: who).id }
             let pending = request.uri.queryParameters.get("pending").map { $0 == "true" || $0 == "1" } ?? false
-            let stream = notifications.subscribe(who, job: job, pending: pending)
+            let subscription = try notifications.subscribe(who, job: job, pending: pending)
             return Response(
                 status: .ok,
                 headers: [.contentType: "application/x-ndjson", .cacheControl: "no-cache"],
                 body: ResponseBody { writer in
-                    for await event in stream {
-                        var line = try ControlJSON.encoder.encode(event)
-                        line.append(0x0A)
+                    for await line in subscription.lines {
                         try await writer.write(ByteBuffer(bytes: line))
+                        subscription.written(line.count)
                     }
                     try await writer.finish(nil)
                 })
@@ -202,6 +201,7 @@ struct ErrorMiddleware: RouterMiddleware {
         case .invalidState, .empty: .conflict
         case .accessDenied, .quotaExceeded: .forbidden
         case .invalidArgument, .unsupportedURL, .destinationMissing, .notARegularFile: .badRequest
+        case .busy: .serviceUnavailable
         default: .internalServerError
         }
     }

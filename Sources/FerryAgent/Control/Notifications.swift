@@ -27,17 +27,49 @@ public final class NotificationCenter: Sendable {
         var modificationInterval: Double = 0.5
     }
 
-    private struct Subscriber {
-        let caller: Caller
-        let job: JobID?
-        let continuation: AsyncStream<EventDocument>.Continuation
+    /// Bounds on event streams (`api.max_event_streams_per_user`, `api.max_event_streams`,
+    /// `api.event_buffer_bytes`). Root's streams are not counted.
+    public struct StreamLimits: Sendable, Equatable {
+        public var perUser: Int
+        public var total: Int
+        public var bufferBytes: Int
+        public init(perUser: Int = 8, total: Int = 128, bufferBytes: Int = 4 << 20) {
+            self.perUser = perUser
+            self.total = total
+            self.bufferBytes = bufferBytes
+        }
     }
 
-    public init(engine: Engine, logger: Logger, modificationInterval: Double) {
+    /// One reader of the event stream: the lines waiting for it are counted, in bytes.
+    private final class Subscriber: Sendable {
+        let caller: Caller
+        let job: JobID?
+        let continuation: AsyncStream<Data>.Continuation
+        let waitingBytes = Atomic<Int>(0)
+
+        init(caller: Caller, job: JobID?, continuation: AsyncStream<Data>.Continuation) {
+            self.caller = caller
+            self.job = job
+            self.continuation = continuation
+        }
+    }
+
+    /// An open event stream: its NDJSON lines, and what the writer reports as written.
+    public struct Subscription: Sendable {
+        public let lines: AsyncStream<Data>
+        /// Call with each line's size once it is written to the reader.
+        public let written: @Sendable (Int) -> Void
+    }
+
+    private let streamLimits: StreamLimits
+
+    public init(engine: Engine, logger: Logger, modificationInterval: Double, commandLimits: NotifyCommandRunner.Limits = .init(),
+                streamLimits: StreamLimits = .init()) {
         self.engine = engine
         self.store = engine.store
         self.logger = logger
-        self.commands = NotifyCommandRunner(engine: engine, logger: logger)
+        self.streamLimits = streamLimits
+        self.commands = NotifyCommandRunner(engine: engine, logger: logger, limits: commandLimits)
         state.withLock { $0.modificationInterval = modificationInterval }
     }
 
@@ -92,32 +124,78 @@ public final class NotificationCenter: Sendable {
         }
         let event = EventDocument(sequence: sequence, kind: kind, time: now, job: document, file: file)
         let receivers = state.withLock { state in
-            state.subscribers.values.filter { ($0.caller.uid == job.owner || $0.caller.isAdministrator) && ($0.job == nil || $0.job == job.id) }
+            state.subscribers.filter { ($0.value.caller.uid == job.owner || $0.value.caller.isAdministrator) && ($0.value.job == nil || $0.value.job == job.id) }
         }
-        for receiver in receivers { receiver.continuation.yield(event) }
+        guard !receivers.isEmpty, var line = try? ControlJSON.encoder.encode(event) else { return }
+        line.append(0x0A)
+        // One encoding, shared by every reader; each reader holds at most its buffer's worth.
+        for (token, receiver) in receivers {
+            let waiting = receiver.waitingBytes.add(line.count, ordering: .relaxed).newValue
+            if waiting > streamLimits.bufferBytes {
+                drop(token, receiver, lastSequence: sequence)
+            } else {
+                receiver.continuation.yield(line)
+            }
+        }
+    }
+
+    /// Closes a stream whose reader fell more than the buffer behind, with a last line that
+    /// says so: the reader catches up from the kept notifications (`?pending=true`).
+    private func drop(_ token: UUID, _ receiver: Subscriber, lastSequence: Int64) {
+        guard state.withLock({ $0.subscribers.removeValue(forKey: token) }) != nil else { return }
+        logger.warning("event stream closed: its reader fell behind", metadata: ["caller": "\(receiver.caller)", "buffer": "\(streamLimits.bufferBytes)"])
+        let notice = StreamNotice(kind: StreamNotice.closedKind, time: Date(),
+                                  reason: "the reader fell more than \(streamLimits.bufferBytes) bytes behind (api.event_buffer_bytes) and events were dropped; connect again with ?pending=true to catch up from the kept notifications")
+        if var line = try? ControlJSON.encoder.encode(notice) {
+            line.append(0x0A)
+            receiver.continuation.yield(line)
+        }
+        receiver.continuation.finish()
     }
 
     /// A stream of the caller's events (every user's for root), optionally of one job,
-    /// beginning with the pending ones when asked.
-    public func subscribe(_ caller: Caller, job: JobID?, pending: Bool) -> AsyncStream<EventDocument> {
-        let (stream, continuation) = AsyncStream<EventDocument>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+    /// beginning with the pending ones when asked, as NDJSON lines.
+    /// - Throws: ``ErrorCode/busy`` when the caller (not root) already follows
+    ///   `api.max_event_streams_per_user` streams, or every user together `api.max_event_streams`.
+    public func subscribe(_ caller: Caller, job: JobID?, pending: Bool) throws(FerryError) -> Subscription {
+        let (stream, continuation) = AsyncStream<Data>.makeStream(bufferingPolicy: .unbounded)
         let token = UUID()
+        let subscriber = Subscriber(caller: caller, job: job, continuation: continuation)
+        let limits = streamLimits
         // Register first, then read what is pending: an event in between is seen twice at worst, never lost.
-        state.withLock { $0.subscribers[token] = Subscriber(caller: caller, job: job, continuation: continuation) }
+        let refusal = state.withLock { state -> String? in
+            if !caller.isAdministrator {
+                let counted = state.subscribers.values.filter { !$0.caller.isAdministrator }
+                let mine = counted.filter { $0.caller.uid == caller.uid }.count
+                if mine >= limits.perUser {
+                    return "uid \(caller.uid) already follows \(mine) event streams, the most allowed (api.max_event_streams_per_user = \(limits.perUser))"
+                }
+                if counted.count >= limits.total {
+                    return "\(counted.count) event streams are open, the most allowed (api.max_event_streams = \(limits.total)); try again later"
+                }
+            }
+            state.subscribers[token] = subscriber
+            return nil
+        }
+        if let refusal { throw FerryError(code: .busy, context: .notification, message: refusal) }
         continuation.onTermination = { [weak self] _ in
             _ = self?.state.withLock { $0.subscribers.removeValue(forKey: token) }
         }
         if pending {
+            // The kept notifications come first, whatever their size: a reader catches up here.
             do {
                 for stored in try store.pendingEvents(owner: caller.isAdministrator ? nil : caller.uid, job: job) {
-                    guard let document = try? ControlJSON.decoder.decode(JobDocument.self, from: Data(stored.payload.utf8)) else { continue }
-                    continuation.yield(EventDocument(sequence: stored.sequence, kind: stored.kind, time: stored.time, job: document, file: stored.file))
+                    guard let document = try? ControlJSON.decoder.decode(JobDocument.self, from: Data(stored.payload.utf8)),
+                          var line = try? ControlJSON.encoder.encode(EventDocument(sequence: stored.sequence, kind: stored.kind, time: stored.time,
+                                                                                   job: document, file: stored.file)) else { continue }
+                    line.append(0x0A)
+                    continuation.yield(line)
                 }
             } catch {
                 logger.error("cannot read pending notifications", metadata: ["error": "\(error)"])
             }
         }
-        return stream
+        return Subscription(lines: stream, written: { bytes in subscriber.waitingBytes.subtract(bytes, ordering: .relaxed) })
     }
 
     /// Forgets the caller's kept notifications up to `sequence`.
@@ -135,56 +213,5 @@ public final class NotificationCenter: Sendable {
             return list
         }
         for subscriber in all { subscriber.continuation.finish() }
-    }
-}
-
-/// Runs a job's notify command on TRANSFERRED or ERROR, as BITS' SetNotifyCmdLine.
-///
-/// The program runs as the job's owner, without a shell, with the job's id and
-/// state appended to its arguments and in `FERRY_JOB_ID`/`FERRY_JOB_STATE`.
-/// A non-zero exit runs it again after the job's minimum retry delay, for as
-/// long as the job is still in that state.
-final class NotifyCommandRunner: Sendable {
-    private let engine: Engine
-    private let logger: Logger
-    private let running = Mutex<Set<JobID>>([])
-
-    init(engine: Engine, logger: Logger) {
-        self.engine = engine
-        self.logger = logger
-    }
-
-    func run(for job: Job) {
-        guard let program = job.notifyCommand.first else { return }
-        guard running.withLock({ $0.insert(job.id).inserted }) else { return }
-        let arguments = Array(job.notifyCommand.dropFirst()) + [job.id.description, job.state.rawValue]
-        let environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "FERRY_JOB_ID": job.id.description,
-                           "FERRY_JOB_STATE": job.state.rawValue, "FERRY_JOB_NAME": job.displayName]
-        let state = job.state
-        let id = job.id
-        let owner = OwnerIdentity.credentials(of: job)
-        let delay = job.minimumRetryDelay
-        DispatchQueue.global().async { [self] in
-            var status: Int32 = -1
-            do {
-                let pid = try OwnerIdentity.spawn(program, arguments: arguments, environment: environment, as: owner)
-                var raw: Int32 = 0
-                while waitpid(pid, &raw, 0) < 0 && errno == EINTR {}
-                status = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
-            } catch {
-                logger.error("notify command could not start", metadata: ["job": "\(id)", "error": "\(error)"])
-            }
-            running.withLock { _ = $0.remove(id) }
-            guard status != 0 else {
-                logger.info("notify command ran", metadata: ["job": "\(id)", "program": "\(program)"])
-                return
-            }
-            logger.warning("notify command failed; it runs again after the retry delay",
-                           metadata: ["job": "\(id)", "program": "\(program)", "status": "\(status)", "in": "\(Int(delay)) s"])
-            DispatchQueue.global().asyncAfter(deadline: .now() + delay) { [self] in
-                guard let current = try? engine.job(id), current.state == state, !current.notifyCommand.isEmpty else { return }
-                run(for: current)
-            }
-        }
     }
 }

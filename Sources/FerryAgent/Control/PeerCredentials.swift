@@ -3,8 +3,12 @@ import Glibc
 #endif
 import Hummingbird
 import HummingbirdCore
+import FerryControl
+import FerryCore
 import Logging
 import NIOCore
+import NIOHTTPTypes
+import Synchronization
 
 /// glibc's `struct ucred` (declared only under _GNU_SOURCE, which Swift's Glibc module lacks).
 struct UCred: Sendable {
@@ -13,7 +17,7 @@ struct UCred: Sendable {
     var gid: UInt32 = 0
 }
 
-enum PeerCredentialsError: Error { case notAUnixSocket, noSocketOptions }
+enum PeerCredentialsError: Error { case notAUnixSocket, noSocketOptions, overLimit }
 
 /// Room for the groups `SO_PEERGROUPS` reports; a caller in more groups is refused
 /// (the kernel answers ERANGE), never served with some of its groups left out.
@@ -44,7 +48,8 @@ extension Caller {
     @TaskLocal static var current: Caller?
 }
 
-/// Reads SO_PEERCRED once per accepted connection and serves the connection with it.
+/// Reads SO_PEERCRED once per accepted connection and serves the connection with it,
+/// within the connection limits of ``ConnectionBudget``.
 struct PeerCredentialsChildChannel<Base: ServerChildChannel>: ServerChildChannel {
     struct Value: ServerChildChannelValue {
         let base: Base.Value
@@ -53,6 +58,7 @@ struct PeerCredentialsChildChannel<Base: ServerChildChannel>: ServerChildChannel
     }
 
     let base: Base
+    let budget: ConnectionBudget
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.peerCredentials()
@@ -61,7 +67,17 @@ struct PeerCredentialsChildChannel<Base: ServerChildChannel>: ServerChildChannel
                 logger.error("cannot read the caller's credentials", metadata: ["error": "\(error)"])
                 return nil  // fails closed: every request of this connection is refused
             }
-            .flatMap { caller in base.setup(channel: channel, logger: logger).map { Value(base: $0, caller: caller) } }
+            .flatMap { caller in
+                if let refusal = budget.admit(caller) {
+                    // Refused before a byte is read: the answer is written raw, then the connection closes.
+                    logger.warning("control connection refused", metadata: ["caller": "\(caller.map(\.description) ?? "unknown")", "reason": "\(refusal)"])
+                    return channel.writeAndFlush(ConnectionBudget.refusal(refusal))
+                        .flatMap { channel.close() }
+                        .flatMap { channel.eventLoop.makeFailedFuture(PeerCredentialsError.overLimit) }
+                }
+                channel.closeFuture.whenComplete { _ in budget.release(caller) }
+                return base.setup(channel: channel, logger: logger).map { Value(base: $0, caller: caller) }
+            }
     }
 
     func handle(value: Value, logger: Logger) async {
@@ -72,9 +88,120 @@ struct PeerCredentialsChildChannel<Base: ServerChildChannel>: ServerChildChannel
 }
 
 extension HTTPServerBuilder {
-    /// HTTP/1.1 with the caller's credentials read at accept.
-    static func http1WithCallerCredentials(configuration: HTTP1Channel.Configuration = .init()) -> HTTPServerBuilder {
-        .init { responder in PeerCredentialsChildChannel(base: HTTP1Channel(responder: responder, configuration: configuration)) }
+    /// HTTP/1.1 with the caller's credentials read at accept, within `budget`, and a deadline
+    /// for each request's headers.
+    static func http1WithCallerCredentials(budget: ConnectionBudget, headerTimeout: Double) -> HTTPServerBuilder {
+        // A request's headers: 16 KiB in all is plenty for this API (bodies have their own limit).
+        let configuration = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [RequestHeaderDeadline(seconds: headerTimeout)],
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: 16 << 10, maxHeaderListSize: 16 << 10, maxHeaderFieldCount: 100))
+        return .init { responder in
+            PeerCredentialsChildChannel(base: HTTP1Channel(responder: responder, configuration: configuration), budget: budget)
+        }
+    }
+}
+
+/// The open control connections by user, within `api.max_connections_per_user` and
+/// `api.max_connections`. Root's connections are not counted: the administrator can
+/// always reach the agent, whatever other users hold.
+final class ConnectionBudget: Sendable {
+    let perUser: Int
+    let total: Int
+    private let counts = Mutex<(byUser: [UInt32: Int], total: Int)>(([:], 0))
+
+    init(perUser: Int, total: Int) {
+        self.perUser = perUser
+        self.total = total
+    }
+
+    /// Counts a new connection; `nil` when admitted, else why it is refused.
+    func admit(_ caller: Caller?) -> String? {
+        guard let caller, !caller.isAdministrator else { return nil }
+        return counts.withLock { counts -> String? in
+            let mine = counts.byUser[caller.uid, default: 0]
+            if mine >= perUser {
+                return "uid \(caller.uid) already has \(mine) connections open, the most allowed (api.max_connections_per_user = \(perUser)); close some first"
+            }
+            if counts.total >= total {
+                return "the agent has \(counts.total) connections open, the most allowed (api.max_connections = \(total)); try again later"
+            }
+            counts.byUser[caller.uid] = mine + 1
+            counts.total += 1
+            return nil
+        }
+    }
+
+    func release(_ caller: Caller?) {
+        guard let caller, !caller.isAdministrator else { return }
+        counts.withLock { counts in
+            let mine = counts.byUser[caller.uid, default: 1] - 1
+            counts.byUser[caller.uid] = mine > 0 ? mine : nil
+            counts.total -= 1
+        }
+    }
+
+    /// Open connections of non-root users (for tests and health).
+    var open: Int { counts.withLock { $0.total } }
+
+    /// A whole HTTP answer, `503` with the API's error document, for a refused connection.
+    static func refusal(_ reason: String) -> ByteBuffer {
+        let body = (try? ControlJSON.encoder.encode(ErrorEnvelope(error: ErrorDocument(code: ErrorCode.busy.rawValue, context: "queueManager", message: reason))))
+            .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        let head = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
+        return ByteBuffer(string: head + body)
+    }
+}
+
+/// Closes a connection that does not finish a request's headers within `seconds` of
+/// opening, or of the end of the previous answer: an idle or trickling client cannot hold
+/// a connection (and a descriptor of the agent's) for long. An answer being written (an
+/// event stream) is never cut by it.
+final class RequestHeaderDeadline: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let seconds: Double
+    private var timer: Scheduled<Void>?
+
+    init(seconds: Double) { self.seconds = seconds }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head = unwrapInboundIn(data) { disarm() }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { arm(context) }
+        context.write(data, promise: promise)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        disarm()
+        context.fireChannelInactive()
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        disarm()
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) {
+            loopBound.value.close(promise: nil)
+        }
+    }
+
+    private func disarm() {
+        timer?.cancel()
+        timer = nil
     }
 }
 
