@@ -21,9 +21,23 @@ public struct ControlClient: Sendable {
 
     public func health() throws(ControlError) -> HealthDocument { try call("GET", "/v1/health") }
 
-    public func listJobs(allUsers: Bool = false) throws(ControlError) -> [JobDocument] {
-        let list: JobList = try call("GET", "/v1/jobs" + (allUsers ? "?allUsers=true" : ""))
-        return list.jobs
+    /// Every unfinished job of the caller (every user's with `allUsers`, root only), page by
+    /// page; with `includingFiles`, each with its whole file list.
+    public func listJobs(allUsers: Bool = false, includingFiles: Bool = true) throws(ControlError) -> [JobDocument] {
+        var jobs: [JobDocument] = []
+        var after: String?
+        repeat {
+            var query = ["limit=\(Paging.maxJobs)", "files=\(includingFiles)"]
+            if allUsers { query.append("allUsers=true") }
+            if let after { query.append("after=\(escape(after))") }
+            let page: JobList = try call("GET", "/v1/jobs?" + query.joined(separator: "&"))
+            for var job in page.jobs {
+                if includingFiles, job.files.count < job.progress.filesTotal { job = try self.job(job.id) }
+                jobs.append(job)
+            }
+            after = page.next
+        } while after != nil
+        return jobs
     }
 
     /// - Parameter includingFiles: `false` answers the job without its file list.
@@ -31,7 +45,22 @@ public struct ControlClient: Sendable {
         try call("POST", "/v1/jobs" + (includingFiles ? "" : "?files=false"), body: request)
     }
 
-    public func job(_ id: String) throws(ControlError) -> JobDocument { try call("GET", "/v1/jobs/\(escape(id))") }
+    /// The job with its whole file list, fetched a page of files at a time.
+    public func job(_ id: String) throws(ControlError) -> JobDocument {
+        var job: JobDocument = try call("GET", "/v1/jobs/\(escape(id))?fileLimit=\(Paging.maxFiles)")
+        while job.files.count < job.progress.filesTotal {
+            let page: JobDocument = try call("GET", "/v1/jobs/\(escape(id))?fileOffset=\(job.files.count)&fileLimit=\(Paging.maxFiles)")
+            guard !page.files.isEmpty else { break }
+            job.files += page.files
+        }
+        return job
+    }
+
+    /// One file of a job, by index (`nil` when the job has no such file).
+    public func file(_ id: String, index: Int) throws(ControlError) -> FileDocument? {
+        let page: JobDocument = try call("GET", "/v1/jobs/\(escape(id))?fileOffset=\(index)&fileLimit=1")
+        return page.files.first { $0.index == index }
+    }
 
     /// The job without its file list (`?files=false`): what a progress display polls, at a
     /// cost that does not grow with the number of files.

@@ -37,9 +37,11 @@ public struct JobDocument: Codable, Sendable, Equatable {
     public var tlsPinnedPublicKey: String?
     public var files: [FileDocument]
 
-    /// - Parameter includingFiles: `false` leaves ``files`` empty (``progress`` still counts
-    ///   every file): the answer then costs the same for one file or 100,000.
-    public init(_ job: Job, includingFiles: Bool = true) {
+    /// - Parameters:
+    ///   - includingFiles: `false` leaves ``files`` empty (``progress`` still counts every
+    ///     file): the answer then costs the same for one file or 100,000.
+    ///   - fileRange: the page of files to include (clamped to the job's files); `nil` for all.
+    public init(_ job: Job, includingFiles: Bool = true, fileRange: Range<Int>? = nil) {
         id = job.id.description
         displayName = job.displayName
         description = job.description
@@ -64,7 +66,12 @@ public struct JobDocument: Codable, Sendable, Equatable {
         maxFileBytes = job.maxFileBytes
         tlsCAFile = job.tlsCAFile
         tlsPinnedPublicKey = job.tlsPinnedPublicKey
-        files = includingFiles ? job.files.enumerated().map { FileDocument(index: $0.offset, file: $0.element) } : []
+        if includingFiles {
+            let range = (fileRange ?? 0..<job.files.count).clamped(to: 0..<job.files.count)
+            files = range.map { FileDocument(index: $0, file: job.files[$0]) }
+        } else {
+            files = []
+        }
     }
 }
 
@@ -146,7 +153,35 @@ public struct ErrorEnvelope: Codable, Sendable, Equatable {
 
 public struct JobList: Codable, Sendable, Equatable {
     public var jobs: [JobDocument]
-    public init(jobs: [JobDocument]) { self.jobs = jobs }
+    /// Present when more jobs follow: pass it as `?after=` for the next page.
+    public var next: String?
+    public init(jobs: [JobDocument], next: String? = nil) {
+        self.jobs = jobs
+        self.next = next
+    }
+}
+
+/// How answers are paged (`GET /v1/jobs`, a job's files).
+public enum Paging {
+    /// Jobs in one `GET /v1/jobs` page: the default and the most.
+    public static let defaultJobs = 100
+    public static let maxJobs = 1_000
+    /// Files of one job in one answer: the default and the most.
+    public static let defaultFiles = 1_000
+    public static let maxFiles = 10_000
+
+    /// The cursor that follows `job` in the listing order (creation time, then id).
+    public static func cursor(after job: Job) -> String {
+        "\(job.creationTime.timeIntervalSince1970)_\(job.id)"
+    }
+
+    /// Whether `job` comes after `cursor` in the listing order; `nil` when the cursor is not one.
+    public static func job(_ job: Job, follows cursor: String) -> Bool? {
+        let parts = cursor.split(separator: "_", maxSplits: 1)
+        guard parts.count == 2, let time = Double(parts[0]), time.isFinite, JobID(String(parts[1])) != nil else { return nil }
+        let created = job.creationTime.timeIntervalSince1970
+        return created > time || (created == time && job.id.description > String(parts[1]))
+    }
 }
 
 /// A file to add: `{"url": "...", "path": "/abs", "properties": {...}, "mirrors": [...]}`.

@@ -66,9 +66,12 @@ struct AddFileCommand: ParsableCommand {
         let parsed = try KeyValue.parse(properties, option: "--property")
         let file = NewFileDocument(url: url, path: LocalPath.absolute(path), properties: parsed.isEmpty ? nil : parsed,
                                    mirrors: mirrors.isEmpty ? nil : mirrors)
-        let result = try agent.link().call(job: job) { try $0.addFiles(job, [file]) }
-        print("Added file \(result.files.count - 1) to job \(result.id): \(file.url) -> \(file.path)")
-        if let added = result.files.last, !added.mirrors.isEmpty {
+        let link = try agent.link()
+        let result = try link.call(job: job) { try $0.addFiles(job, [file]) }
+        let index = result.progress.filesTotal - 1
+        print("Added file \(index) to job \(result.id): \(file.url) -> \(file.path)")
+        // The answer pages its files: the new one is asked for by index.
+        if let added = try link.call(job: job, { try $0.file(job, index: index) }), !added.mirrors.isEmpty {
             print("Mirrors: \(added.mirrors.joined(separator: " "))")
         }
     }
@@ -97,8 +100,9 @@ struct AddMirrorCommand: ParsableCommand {
     }
 
     func run() throws {
-        let result = try agent.link().call(job: job) { try $0.addMirrors(job, file: fileIndex, urls: urls) }
-        let mirrors = result.files.first { $0.index == fileIndex }?.mirrors ?? []
+        let link = try agent.link()
+        let result = try link.call(job: job) { try $0.addMirrors(job, file: fileIndex, urls: urls) }
+        let mirrors = try link.call(job: job) { try $0.file(job, index: fileIndex) }?.mirrors ?? []
         print("Job \(result.id): file \(fileIndex) mirrors " + (mirrors.isEmpty ? "(none)" : mirrors.joined(separator: " ")))
     }
 }
@@ -148,7 +152,7 @@ struct AddFilesCommand: ParsableCommand {
             throw ExitCode(ExitStatus.badInput)
         }
         let result = try agent.link().call(job: job) { try $0.addFiles(job, files) }
-        print("Added \(files.count) file\(files.count == 1 ? "" : "s") to job \(result.id) (\(result.files.count) in all)")
+        print("Added \(files.count) file\(files.count == 1 ? "" : "s") to job \(result.id) (\(result.progress.filesTotal) in all)")
     }
 }
 

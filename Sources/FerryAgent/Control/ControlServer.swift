@@ -33,8 +33,28 @@ struct ControlRoutes: Sendable {
         }
         v1.get("jobs") { request, context in
             let who = try caller(context)
-            let all = request.uri.queryParameters.get("allUsers").map { $0 == "true" || $0 == "1" } ?? false
-            return try json(JobList(jobs: try service.jobs(for: who, allUsers: all).map { JobDocument($0) }))
+            let query = request.uri.queryParameters
+            let all = query.get("allUsers").map { $0 == "true" || $0 == "1" } ?? false
+            let limit = try integer(query.get("limit"), named: "limit", in: 1...Paging.maxJobs) ?? Paging.defaultJobs
+            var jobs = try service.jobs(for: who, allUsers: all)
+            if let after = query.get("after") {
+                guard let first = try jobs.firstIndex(where: { job in
+                    guard let follows = Paging.job(job, follows: after) else {
+                        throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager,
+                                                               message: "after must be the next cursor of an earlier page, got '\(after)'"))
+                    }
+                    return follows
+                }) else {
+                    return try json(JobList(jobs: []))
+                }
+                jobs = Array(jobs[first...])
+            }
+            let page = jobs.prefix(limit)
+            // Files are left out of listings unless asked for, and then paged as for one job.
+            let withFiles = try flag(query.get("files"), named: "files") ?? false
+            let range = try fileRange(request)
+            return try json(JobList(jobs: page.map { JobDocument($0, includingFiles: withFiles, fileRange: range) },
+                                    next: jobs.count > limit ? page.last.map(Paging.cursor(after:)) : nil))
         }
         v1.post("jobs") { request, context in
             let who = try caller(context)
@@ -111,15 +131,38 @@ struct ControlRoutes: Sendable {
 
     // MARK: - Helpers
 
-    /// The job as the API answers it; `?files=false` leaves the file list out.
+    /// The job as the API answers it; `?files=false` leaves the file list out, and
+    /// `?fileOffset=&fileLimit=` choose the page of files (the first 1,000 by default).
     private func document(_ job: Job, _ request: Request) throws -> JobDocument {
-        switch request.uri.queryParameters.get("files") {
-        case nil, "true": return JobDocument(job)
-        case "false": return JobDocument(job, includingFiles: false)
+        let withFiles = try flag(request.uri.queryParameters.get("files"), named: "files") ?? true
+        return JobDocument(job, includingFiles: withFiles, fileRange: try fileRange(request))
+    }
+
+    /// The page of files asked for: `fileOffset` (default 0) and `fileLimit` (default 1,000, at most 10,000).
+    private func fileRange(_ request: Request) throws -> Range<Int> {
+        let query = request.uri.queryParameters
+        let offset = try integer(query.get("fileOffset"), named: "fileOffset", in: 0...Int(Int32.max)) ?? 0
+        let limit = try integer(query.get("fileLimit"), named: "fileLimit", in: 1...Paging.maxFiles) ?? Paging.defaultFiles
+        return offset..<(offset + limit)
+    }
+
+    private func flag(_ text: String?, named name: String) throws -> Bool? {
+        switch text {
+        case nil: return nil
+        case "true", "1": return true
+        case "false", "0": return false
         case let other?:
-            throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager,
-                                                   message: "files must be true or false, got '\(other)'"))
+            throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager, message: "\(name) must be true or false, got '\(other)'"))
         }
+    }
+
+    private func integer(_ text: String?, named name: String, in range: ClosedRange<Int>) throws -> Int? {
+        guard let text else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager,
+                                                   message: "\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), got '\(text)'"))
+        }
+        return value
     }
 
     private func caller(_ context: AgentRequestContext) throws -> Caller {
