@@ -69,11 +69,13 @@ struct PeerCredentialsChildChannel<Base: ServerChildChannel>: ServerChildChannel
             }
             .flatMap { caller in
                 if let refusal = budget.admit(caller) {
-                    // Refused before a byte is read: the answer is written raw, then the connection closes.
+                    // Refused before a request is read: the answer is written raw, first in the
+                    // pipeline, as soon as the connection is active; then it closes.
                     logger.warning("control connection refused", metadata: ["caller": "\(caller.map(\.description) ?? "unknown")", "reason": "\(refusal)"])
-                    return channel.writeAndFlush(ConnectionBudget.refusal(refusal))
-                        .flatMap { channel.close() }
-                        .flatMap { channel.eventLoop.makeFailedFuture(PeerCredentialsError.overLimit) }
+                    do { try channel.pipeline.syncOperations.addHandler(ConnectionRefusal(ConnectionBudget.refusal(refusal)), position: .first) } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                    return base.setup(channel: channel, logger: logger).map { Value(base: $0, caller: nil) }
                 }
                 channel.closeFuture.whenComplete { _ in budget.release(caller) }
                 return base.setup(channel: channel, logger: logger).map { Value(base: $0, caller: caller) }
@@ -149,6 +151,33 @@ final class ConnectionBudget: Sendable {
             .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         let head = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
         return ByteBuffer(string: head + body)
+    }
+}
+
+/// Answers a refused connection with a whole HTTP response as soon as it is active, drops
+/// whatever it sends, and closes it.
+final class ConnectionRefusal: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    private let answer: ByteBuffer
+    private var sent = false
+
+    init(_ answer: ByteBuffer) { self.answer = answer }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { refuse(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        refuse(context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    private func refuse(_ context: ChannelHandlerContext) {
+        guard !sent else { return }
+        sent = true
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(NIOAny(answer)).whenComplete { _ in loopBound.value.close(promise: nil) }
     }
 }
 

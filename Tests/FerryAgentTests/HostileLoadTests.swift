@@ -1,0 +1,291 @@
+import FerryControl
+import FerryTestSupport
+import Foundation
+import XCTest
+
+/// One user cannot take the agent away from the others: each test starts a real `ferryd`
+/// as root, plays a hostile local user (`runuser`) with bounded counts and time, and
+/// asserts that root's `GET /v1/health` answers within a second throughout and that the
+/// agent's memory stays under a stated bound. See docs/security.md.
+final class HostileLoadTests: XCTestCase {
+    var h: AgentHarness!
+    static let user = "ferrytest"
+    var uid: uid_t = 0
+    var gid: gid_t = 0
+    var home = ""
+
+    /// Small limits, so that the tests reach them with bounded work.
+    static let config = """
+        api:
+          max_connections_per_user: 8
+          request_header_timeout_sec: 2
+          max_event_streams_per_user: 2
+          event_buffer_bytes: 65536
+        notifications:
+          command_timeout_sec: 3
+          max_commands_per_user: 2
+        """
+
+    override func setUpWithError() throws {
+        try XCTSkipUnless(getuid() == 0, "the hostile-load tests need root, to run the agent as root and play a second user")
+        if getpwnam(Self.user) == nil {
+            let made = try PluginBuilder.run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/usr/sbin/nologin", Self.user])
+            XCTAssertEqual(made.status, 0, made.output)
+        }
+        uid = getpwnam(Self.user)!.pointee.pw_uid
+        gid = getpwnam(Self.user)!.pointee.pw_gid
+        h = try AgentHarness(config: Self.config)
+        try h.start()
+        home = try h.directory.subdirectory("home")
+        chown(home, uid, gid)
+        chmod(home, 0o755)
+    }
+
+    override func tearDown() { h?.tearDown() }
+
+    // MARK: - Helpers
+
+    private var asUser: [String] { ["runuser", "-u", Self.user, "--"] }
+
+    private func request(_ method: String, _ path: String, body: String? = nil) throws -> (status: Int, body: String) {
+        var arguments = asUser + ["curl", "-sS", "--max-time", "20", "--unix-socket", h.socket, "-X", method, "-o", "-", "-w", "\n%{http_code}", "http://localhost" + path]
+        if var body {
+            if body.utf8.count > 32_768 {
+                // Too long for one argument: curl reads it from a file the user may read.
+                let file = h.directory.file("body-\(UUID().uuidString).json")
+                try body.write(toFile: file, atomically: true, encoding: .utf8)
+                chmod(file, 0o644)
+                body = "@" + file
+            }
+            arguments += ["-H", "Content-Type: application/json", "--data-binary", body]
+        }
+        let result = try PluginBuilder.run("/usr/bin/env", arguments)
+        let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+    }
+
+    /// Runs the hostile client as the user, in the background; its JSON report when it ends.
+    private func hostile(_ mode: String, count: Int, hold: Double) throws -> () throws -> [String: Any] {
+        let script = h.directory.file("hostile_client.py")
+        if !FileManager.default.fileExists(atPath: script) {
+            try FileManager.default.copyItem(atPath: PluginBuilder.packageRoot + "/Tests/Fixtures/hostile_client.py", toPath: script)
+            chmod(script, 0o755)
+        }
+        let output = h.directory.file("hostile-\(mode).json")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = asUser + ["python3", script, h.socket, mode, "\(count)", "\(hold)"]
+        FileManager.default.createFile(atPath: output, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: output)
+        process.standardError = FileHandle(forWritingAtPath: output + ".err") ?? FileHandle.nullDevice
+        try process.run()
+        return {
+            process.waitUntilExit()
+            let data = FileManager.default.contents(atPath: output) ?? Data()
+            guard let report = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw XCTSkip("the hostile client printed no report: \(String(decoding: data, as: UTF8.self))")
+            }
+            return report
+        }
+    }
+
+    /// Root asks for health while `seconds` pass; every answer must come within a second.
+    private func assertHealthStaysPrompt(for seconds: Double, file: StaticString = #filePath, line: UInt = #line) {
+        let end = Date().addingTimeInterval(seconds)
+        var slowest = 0.0
+        var asked = 0
+        while Date() < end {
+            let start = Date()
+            XCTAssertNotNil(try? h.client.health(), "the agent answers root", file: file, line: line)
+            slowest = max(slowest, Date().timeIntervalSince(start))
+            asked += 1
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        XCTAssertLessThan(slowest, 1.0, "the slowest of \(asked) health answers", file: file, line: line)
+    }
+
+    /// The agent's resident memory, in MiB.
+    private var agentMemory: Double {
+        guard let pid = h.process?.pid, let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+        return kb / 1024
+    }
+
+    private var agentThreads: Int {
+        guard let pid = h.process?.pid, let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Threads:") }) else { return 0 }
+        return Int(line.split(separator: "\t").last?.trimmingCharacters(in: .whitespaces) ?? "") ?? 0
+    }
+
+    private func createJob(_ body: String) throws -> String {
+        let created = try request("POST", "/v1/jobs", body: body)
+        XCTAssertEqual(created.status, 201, created.body)
+        return try XCTUnwrap(try? ControlJSON.decoder.decode(JobDocument.self, from: Data(created.body.utf8)).id, created.body)
+    }
+
+    // MARK: - Connections
+
+    func testUnfinishedHeadersAreCutAndConnectionsAreBounded() throws {
+        // 20 connections that never finish their headers, with 8 allowed per user.
+        let report = try hostile("slow-headers", count: 20, hold: 15)
+        Thread.sleep(forTimeInterval: 0.5)
+        assertHealthStaysPrompt(for: 3)
+        let result = try report()
+        XCTAssertEqual(result["refused"] as? Int, 12, "past the user's 8 connections, each is refused at once: \(result)")
+        let refusal = result["refusal"] as? String ?? ""
+        XCTAssertTrue(refusal.contains("BUSY") && refusal.contains("api.max_connections_per_user = 8"), refusal)
+        let closed = result["closedAfter"] as? [Double] ?? []
+        XCTAssertEqual(closed.count, 8, "the agent closed every connection it had accepted: \(result)")
+        XCTAssertTrue(closed.allSatisfy { $0 >= 1.5 && $0 < 6 }, "each after the 2 s header deadline: \(closed)")
+        // Once they are gone, the user is served again.
+        XCTAssertEqual(try request("GET", "/v1/health").status, 200)
+    }
+
+    // MARK: - Event streams
+
+    func testEventStreamsThatAreNeverReadAreBoundedAndCut() throws {
+        // A job of many files makes many large events (each carries the job's file list).
+        let count = 300
+        var files: [String] = []
+        for index in 0..<count {
+            h.server.setFile("/s/\(index)", data: Array(repeating: UInt8(index % 251), count: 2048))
+            files.append(#"{"url": "\#(h.url("/s/\(index)"))", "path": "\#(home)/f\#(index)"}"#)
+        }
+        let report = try hostile("silent-streams", count: 3, hold: 8)
+        Thread.sleep(forTimeInterval: 1)
+        let memoryBefore = agentMemory
+        // Every kind of event: each file's, each modification's, the job's.
+        let id = try createJob(#"{"displayName": "many", "files": [\#(files.joined(separator: ", "))], "settings": {"notifyFlags": 27}}"#)
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume").status, 200)
+        assertHealthStaysPrompt(for: 4)
+        XCTAssertTrue(waitUntil(timeout: 60) { (try? self.h.client.job(id).state.rawValue) == "TRANSFERRED" })
+        let memoryAfter = agentMemory
+        let result = try report()
+        let streams = result["streams"] as? [[String: Any]] ?? []
+        XCTAssertEqual(streams.count, 3)
+        XCTAssertEqual(streams.filter { $0["status"] as? String == "503" }.count, 1, "the third stream is refused: \(streams)")
+        XCTAssertTrue(streams.contains { ($0["body"] as? String ?? "").contains("api.max_event_streams_per_user = 2") }, "\(streams)")
+        let followed = streams.filter { $0["status"] as? String == "200" }
+        XCTAssertEqual(followed.count, 2)
+        XCTAssertTrue(followed.allSatisfy { $0["lastKind"] as? String == "streamClosed" }, "each reader that fell behind was told so: \(followed)")
+        XCTAssertLessThan(memoryAfter - memoryBefore, 64, "memory grew by \(memoryAfter - memoryBefore) MiB (\(memoryBefore) → \(memoryAfter))")
+    }
+
+    // MARK: - Notify commands
+
+    func testNotifyCommandsThatNeverExitAreSupervisedAndKilled() throws {
+        let script = home + "/forever.sh"
+        try "#!/bin/sh\nexec sleep 900\n".write(toFile: script, atomically: true, encoding: .utf8)
+        chown(script, uid, gid)
+        chmod(script, 0o755)
+        h.server.setFile("/n", data: Array("n".utf8))
+        let jobs = 6
+        for index in 0..<jobs {
+            let id = try createJob(#"{"displayName": "n\#(index)", "files": [{"url": "\#(h.url("/n"))", "path": "\#(home)/n\#(index)"}], "settings": {"notifyCommand": ["\#(script)"]}}"#)
+            XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume").status, 200)
+        }
+        // Watch the user's sleeping commands: never more than 2 at once, and each killed after ~3 s.
+        var most = 0
+        var threads = 0
+        let end = Date().addingTimeInterval(16)
+        var slowest = 0.0
+        while Date() < end {
+            most = max(most, sleepingCommands())
+            threads = max(threads, agentThreads)
+            let start = Date()
+            XCTAssertNotNil(try? h.client.health())
+            slowest = max(slowest, Date().timeIntervalSince(start))
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        XCTAssertEqual(most, 2, "notifications.max_commands_per_user = 2")
+        XCTAssertLessThan(slowest, 1.0)
+        XCTAssertTrue(waitUntil(timeout: 20) { self.h.log.components(separatedBy: "notify command ran out of time").count - 1 == jobs },
+                      "every command was killed at its time limit:\n\(h.log)")
+        XCTAssertTrue(waitUntil(timeout: 10) { self.sleepingCommands() == 0 }, "no command is left running")
+        XCTAssertLessThan(threads, 40, "no thread waits for a child (\(threads) threads at most)")
+    }
+
+    /// The user's processes running `sleep`.
+    private func sleepingCommands() -> Int {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.filter { Int($0) != nil }.filter { pid in
+            guard let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8), comm.hasPrefix("sleep"),
+                  let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                  let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }) else { return false }
+            return line.split(separator: "\t").dropFirst().first.map(String.init) == "\(uid)"
+        }.count
+    }
+
+    // MARK: - Local sources
+
+    func testALargeLocalSourceNeverStallsTheAgent() throws {
+        let source = home + "/sparse.img"
+        XCTAssertEqual(try PluginBuilder.run("/usr/bin/truncate", ["-s", "3G", source]).status, 0)
+        chown(source, uid, gid)
+        let id = try createJob(#"{"displayName": "sparse", "files": [{"url": "file://\#(source)", "path": "\#(home)/copy.img"}]}"#)
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume").status, 200)
+        XCTAssertTrue(waitUntil(timeout: 20) { ((try? self.h.client.jobSummary(id))?.progress.bytesTransferred ?? 0) > 0 })
+        assertHealthStaysPrompt(for: 3)
+        XCTAssertLessThan(agentMemory, 200, "reading 3 GiB holds a few chunks at a time")
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/cancel").status, 200)
+    }
+
+    // MARK: - Answer sizes
+
+    func testListingsStaySmallWhateverTheJobsHold() throws {
+        let files = (0..<20_000).map { #"{"url": "\#(h.url("/x"))", "path": "\#(home)/x\#($0)"}"# }.joined(separator: ",")
+        for index in 0..<3 { _ = try createJob(#"{"displayName": "big \#(index)", "files": [\#(files)]}"#) }
+        let list = try request("GET", "/v1/jobs")
+        XCTAssertEqual(list.status, 200)
+        XCTAssertLessThan(list.body.utf8.count, 16_384, "a listing leaves the file lists out")
+        let page = try ControlJSON.decoder.decode(JobList.self, from: Data(list.body.utf8))
+        XCTAssertEqual(page.jobs.count, 3)
+        XCTAssertTrue(page.jobs.allSatisfy { $0.files.isEmpty && $0.progress.filesTotal == 20_000 })
+        // Pages of jobs follow the cursor; pages of files follow the offset.
+        let first = try ControlJSON.decoder.decode(JobList.self, from: Data(try request("GET", "/v1/jobs?limit=2").body.utf8))
+        XCTAssertEqual(first.jobs.count, 2)
+        let next = try XCTUnwrap(first.next)
+        let second = try ControlJSON.decoder.decode(JobList.self, from: Data(try request("GET", "/v1/jobs?limit=2&after=\(next)").body.utf8))
+        XCTAssertEqual(second.jobs.map(\.id), [page.jobs[2].id])
+        XCTAssertNil(second.next)
+        let one = try request("GET", "/v1/jobs/\(page.jobs[0].id)")
+        let document = try ControlJSON.decoder.decode(JobDocument.self, from: Data(one.body.utf8))
+        XCTAssertEqual(document.files.count, 1_000, "a job's files come a page at a time")
+        let later = try ControlJSON.decoder.decode(JobDocument.self, from: Data(try request("GET", "/v1/jobs/\(page.jobs[0].id)?fileOffset=19990&fileLimit=50").body.utf8))
+        XCTAssertEqual(later.files.map(\.index), Array(19_990..<20_000))
+        XCTAssertEqual(try request("GET", "/v1/jobs?limit=0").status, 400)
+        // Four of the largest answers at once: memory stays bounded.
+        let before = agentMemory
+        let (socket, user) = (h.socket, Self.user)
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            _ = try? PluginBuilder.run("/usr/bin/env", ["runuser", "-u", user, "--", "curl", "-sS", "-o", "/dev/null", "--unix-socket", socket,
+                                                        "http://localhost/v1/jobs?files=true&fileLimit=10000"])
+        }
+        XCTAssertLessThan(agentMemory - before, 200, "\(before) → \(agentMemory) MiB")
+        assertHealthStaysPrompt(for: 1)
+    }
+
+    // MARK: - A full disk
+
+    func testAFullDiskIsTransientAndTheJobResumesByItself() throws {
+        let small = try h.directory.subdirectory("small-disk")
+        let mounted = try PluginBuilder.run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m,mode=0777", "tmpfs", small])
+        try XCTSkipUnless(mounted.status == 0, "cannot mount a small tmpfs here: \(mounted.output)")
+        defer { _ = try? PluginBuilder.run("/bin/umount", ["-l", small]) }
+        let bytes = testBytes(3 << 20, seed: 7)
+        h.server.setFile("/big", data: bytes, etag: "\"big-1\"")
+        let id = try createJob(#"{"displayName": "full", "files": [{"url": "\#(h.url("/big"))", "path": "\#(small)/big"}], "settings": {"minRetryDelaySec": 1}}"#)
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume").status, 200)
+        XCTAssertTrue(waitUntil(timeout: 30) { (try? self.h.client.jobSummary(id))?.error?.code == "DISK_FULL" }, "\(String(describing: try? h.client.jobSummary(id)))")
+        let waiting = try h.client.jobSummary(id)
+        XCTAssertTrue(["TRANSIENT_ERROR", "QUEUED", "CONNECTING", "TRANSFERRING"].contains(waiting.state.rawValue), "transient, not ERROR: \(waiting.state)")
+        XCTAssertNotEqual(waiting.state.rawValue, "ERROR")
+        // Room again: the job goes on by itself, from where it stopped.
+        XCTAssertEqual(try PluginBuilder.run("/bin/mount", ["-o", "remount,size=8m", small]).status, 0)
+        XCTAssertTrue(waitUntil(timeout: 30) { (try? self.h.client.jobSummary(id))?.state.rawValue == "TRANSFERRED" })
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/complete").status, 200)
+        XCTAssertTrue(fileHolds(small + "/big", bytes), "byte-identical")
+        XCTAssertTrue(h.server.requests(for: "/big").contains { $0.headers["range"] != nil }, "resumed with a range request")
+    }
+}
