@@ -738,18 +738,50 @@ public final class Engine: @unchecked Sendable {
                                             jobFile: file, mayRestartWithoutRanges: job.priority == .foreground || job.dynamicContent,
                                             restartsFromZero: restartsFromZero, maxFileBytes: limit, now: now)
         running[job.id, default: [:]][index] = fileTransfer
+        guard fileTransfer.needsHashingFirst else {
+            try beginMoving(fileTransfer, of: job)
+            return
+        }
+        // The bytes already here enter the digests on a worker: hashing gigabytes must not
+        // hold the engine's thread. The file holds its slot meanwhile.
+        let waiting = UncheckedSendable(fileTransfer)
+        let owner = UncheckedSendable(job)
+        DispatchQueue.global(qos: .utility).async { [weak self] in
+            let outcome = Result { () throws(FerryError) in try waiting.value.hashBytesAlreadyHere() }
+            self?.post { [weak self] in
+                let id = owner.value.id
+                guard let self, self.running[id]?[index] === waiting.value else { return }
+                do throws(FerryError) {
+                    try outcome.get()
+                    try self.beginMoving(waiting.value, of: owner.value)
+                } catch {
+                    var failure = error
+                    failure.fileIndex = index
+                    if self.running[id]?[index] === waiting.value {
+                        self.fileFailed(waiting.value, failure)
+                    } else {
+                        _ = try? self.apply(.failed(failure), to: id, durable: false)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts moving a file's bytes: libcurl for `http` and `https`; Ferry's own reader, from
+    /// a descriptor opened as the owner, off this thread, for `file:`.
+    private func beginMoving(_ fileTransfer: FileTransfer, of job: Job) throws(FerryError) {
+        let request = fileTransfer.request
         if request.isLocalFile {
-            // Read by Ferry, from a descriptor opened as the owner, off this thread.
             let path = URL(string: request.url)?.path ?? ""
             fileTransfer.localSource = LocalSource.start(path: path, offset: request.offset, job: job, transfer: fileTransfer, engine: self)
         } else {
             do { fileTransfer.transfer = try loop.start(request, delegate: fileTransfer) } catch {
-                running[job.id]?[index] = nil
+                running[job.id]?[fileTransfer.fileIndex] = nil
                 if running[job.id]?.isEmpty ?? false { running[job.id] = nil }
                 throw error
             }
         }
-        logger.debug("transfer started", metadata: ["job": "\(job.id)", "file": "\(index)", "offset": "\(request.offset)"])
+        logger.debug("transfer started", metadata: ["job": "\(job.id)", "file": "\(fileTransfer.fileIndex)", "offset": "\(request.offset)"])
     }
 
     // MARK: - Temporaries opened ahead

@@ -70,13 +70,23 @@ final class FileTransfer: TransferDelegate {
         let limits = [jobFile.properties["size"], jobFile.properties["max_size"]].compactMap { $0.flatMap { UInt64($0) } }
             + [maxFileBytes].compactMap { $0 }
         self.byteLimit = limits.min()
+        // Resuming: the bytes already on disk enter the digests first, read by
+        // ``hashBytesAlreadyHere()`` off the engine's thread before the transfer moves.
         for name in DigestName.allCases where jobFile.properties[name.rawValue] != nil {
-            do {
-                let digest = try StreamingDigest(name == .sha256 ? .sha256 : .sha512)
-                // Resuming: the bytes already on disk enter the digest first (read once, here).
-                if request.offset > 0 { try digest.update(fromDescriptor: file.descriptor, length: request.offset) }
-                digests[name] = digest
-            } catch {
+            do { digests[name] = try StreamingDigest(name == .sha256 ? .sha256 : .sha512) } catch {
+                throw FerryError(code: .localFileError, context: .localFile, fileIndex: fileIndex, message: "cannot start a \(name.rawValue) digest: \(error)")
+            }
+        }
+    }
+
+    /// Whether bytes already in the temporary must be hashed before the transfer moves.
+    var needsHashingFirst: Bool { request.offset > 0 && !digests.isEmpty }
+
+    /// Feeds the first `request.offset` bytes of the temporary to the digests. Called on a
+    /// worker thread while nothing else touches them (the transfer has not started).
+    func hashBytesAlreadyHere() throws(FerryError) {
+        for digest in digests.values {
+            do { try digest.update(fromDescriptor: file.descriptor, length: request.offset) } catch {
                 throw FerryError(code: .localFileError, context: .localFile, fileIndex: fileIndex,
                                  message: "cannot hash the first \(request.offset) bytes of \(file.path): \(error)")
             }

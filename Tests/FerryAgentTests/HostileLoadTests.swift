@@ -231,6 +231,32 @@ final class HostileLoadTests: XCTestCase {
         XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/cancel").status, 200)
     }
 
+    func testHashingTheBytesOfAResumedFileNeverStallsTheAgent() throws {
+        // A resumed file with sha256 and sha512 properties: the bytes already here are hashed
+        // again, twice, before the rest arrives. That must not hold the engine's thread.
+        let size: UInt64 = 1 << 30
+        let source = home + "/zeros.img"
+        XCTAssertEqual(try PluginBuilder.run("/usr/bin/truncate", ["-s", "\(size)", source]).status, 0)
+        chown(source, uid, gid)
+        let digest = try PluginBuilder.run("/usr/bin/sha256sum", [source]).output.prefix(64)
+        let long = try PluginBuilder.run("/usr/bin/sha512sum", [source]).output.prefix(128)
+        let id = try createJob(#"{"displayName": "rehash", "files": [{"url": "file://\#(source)", "path": "\#(home)/zeros.copy", "properties": {"sha256": "\#(digest)", "sha512": "\#(long)"}}]}"#)
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume").status, 200)
+        XCTAssertTrue(waitUntil(timeout: 60) { ((try? self.h.client.jobSummary(id))?.progress.bytesTransferred ?? 0) > size * 7 / 8 })
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/suspend").status, 200)
+        let held = try h.client.jobSummary(id).progress.bytesTransferred
+        XCTAssertGreaterThan(held, size / 2)
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume").status, 200)
+        assertHealthStaysPrompt(for: 2)
+        XCTAssertTrue(waitUntil(timeout: 60) { (try? self.h.client.jobSummary(id))?.state.rawValue == "TRANSFERRED" },
+                      "\(String(describing: try? h.client.jobSummary(id)))")
+        let completed = try request("POST", "/v1/jobs/\(id)/complete")
+        XCTAssertEqual(completed.status, 200, completed.body)
+        let done = try ControlJSON.decoder.decode(JobDocument.self, from: Data(completed.body.utf8))
+        XCTAssertEqual(done.files.first?.committed, true, "validated by both digests, and committed")
+        XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: home + "/zeros.copy")[.size] as? UInt64, size)
+    }
+
     // MARK: - Answer sizes
 
     func testListingsStaySmallWhateverTheJobsHold() throws {
