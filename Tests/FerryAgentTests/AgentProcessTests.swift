@@ -110,7 +110,7 @@ final class AgentProcessTests: XCTestCase {
     func testAFailingNotifyCommandRunsAgainAfterTheRetryDelay() throws {
         let record = h.directory.file("notify.log")
         let script = h.directory.file("notify.sh")
-        try "#!/bin/sh\necho \"$1 $2 $FERRY_JOB_STATE\" >> \(record)\nexit 1\n".write(toFile: script, atomically: true, encoding: .utf8)
+        try "#!/bin/sh\necho \"$1 $2 $FERRY_JOB_STATE $(date +%s.%N)\" >> \(record)\nexit 1\n".write(toFile: script, atomically: true, encoding: .utf8)
         chmod(script, 0o755)
         h.server.setFile("/n.bin", data: testBytes(1_000, seed: 94))
         let job = try h.client.createJob(CreateJobRequest(displayName: "notify", files: [NewFileDocument(url: h.url("/n.bin"), path: h.destination("n.bin"))],
@@ -120,7 +120,11 @@ final class AgentProcessTests: XCTestCase {
         XCTAssertTrue(waitUntil(timeout: 15) { ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").split(separator: "\n").count >= 2 },
                       "the command ran again after failing")
         let lines = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n")
-        XCTAssertEqual(lines.first.map(String.init), "\(job.id) TRANSFERRED TRANSFERRED")
+        XCTAssertTrue(lines.first?.hasPrefix("\(job.id) TRANSFERRED TRANSFERRED ") ?? false, "\(lines)")
+        // The second run waited the job's minimum retry delay (5 s) after the first.
+        let times = lines.prefix(2).compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+        XCTAssertEqual(times.count, 2, "\(lines)")
+        if times.count == 2 { XCTAssertGreaterThanOrEqual(times[1] - times[0], 4.9, "ran again after the retry delay, not before: \(lines)") }
         _ = try h.client.perform("cancel", on: job.id)
     }
 

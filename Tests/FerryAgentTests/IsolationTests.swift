@@ -61,12 +61,15 @@ final class IsolationTests: XCTestCase {
     }
 
     func testASymlinkPlantedByAnotherUserIsNeverFollowed() throws {
-        // A shared, sticky directory; the victim is a root-owned file the user cannot write.
+        // A shared, sticky directory; the victim is a file of the job's owner, which the owner
+        // could write: only O_NOFOLLOW keeps the job from overwriting it through the link.
         let shared = try h.directory.subdirectory("shared")
         chmod(shared, 0o1777)
         let victim = h.directory.file("victim.txt")
         try "precious".write(toFile: victim, atomically: true, encoding: .utf8)
         chmod(victim, 0o644)
+        let owner = getpwnam(Self.user)!.pointee
+        chown(victim, owner.pw_uid, owner.pw_gid)
         h.server.setFile("/evil.bin", data: Array("overwritten!".utf8))
         let created = try h.curl("POST", "/v1/jobs", body: #"{"displayName": "x", "files": [{"url": "\#(h.url("/evil.bin"))", "path": "\#(shared)/out.bin"}]}"#, asUser: Self.user)
         XCTAssertEqual(created.status, 201, created.body)

@@ -195,13 +195,41 @@ final class HelpTests: XCTestCase {
     }
 
     func testAUserSocketDefaultsToTheRuntimeDirectory() throws {
-        try XCTSkipIf(getuid() == 0, "root's default socket is /run/ferry/ferryd.sock")
+        // Run as a user other than root: as root, a second account plays it.
         let runtime = directory.file("runtime")
-        var result = try ferry(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": runtime, "XDG_STATE_HOME": directory.file("state")])
+        var result = try ferryAsUser(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": runtime, "XDG_STATE_HOME": directory.file("state")])
         XCTAssertEqual(result.status, 69, result.stderr)
         XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(runtime)/ferry/ferryd.sock:"), result.stderr)
-        result = try ferry(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": "", "XDG_STATE_HOME": directory.file("state")])
+        result = try ferryAsUser(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": "", "XDG_STATE_HOME": directory.file("state")])
         XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(directory.file("state"))/ferry/ferryd.sock:"), result.stderr)
+    }
+
+    func testRootsSocketDefaultsToRun() throws {
+        try XCTSkipUnless(getuid() == 0, "only root's default is /run/ferry/ferryd.sock (the other case runs as a user)")
+        let result = try ferry(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": directory.file("runtime")])
+        XCTAssertEqual(result.status, 69, result.stderr)
+        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at /run/ferry/ferryd.sock:"), result.stderr)
+    }
+
+    /// Runs `ferry` as a user other than root: this process's user, or, as root, a second
+    /// account (`runuser`), with exactly the environment given.
+    private func ferryAsUser(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        guard getuid() == 0 else { return try ferry(arguments, environment: environment) }
+        let user = "ferrytest"
+        if getpwnam(user) == nil {
+            let made = try PluginBuilder.run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/usr/sbin/nologin", user])
+            XCTAssertEqual(made.status, 0, made.output)
+        }
+        chmod(directory.path, 0o777)
+        // A copy the user can surely reach, wherever the package was built.
+        let program = directory.file("ferry")
+        if !FileManager.default.fileExists(atPath: program) {
+            try FileManager.default.copyItem(atPath: productsDirectory() + "/ferry", toPath: program)
+            chmod(program, 0o755)
+        }
+        let variables = environment.map { "\($0.key)=\($0.value)" }.sorted()
+        return try ChildProcess.run("/usr/sbin/runuser", ["-u", user, "--", "/usr/bin/env", "-i", "PATH=/usr/bin:/bin"] + variables
+                                    + [program] + arguments, workingDirectory: directory.path, timeout: 30)
     }
 
     func testTransferRequiringTheAgentExits69WithoutOne() throws {

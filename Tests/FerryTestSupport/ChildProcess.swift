@@ -9,14 +9,14 @@ public final class ChildProcess: @unchecked Sendable {
     private let stdoutPath: String
     private let stderrPath: String
 
-    /// Starts `productsDirectory()/name` with `arguments`.
+    /// Starts `productsDirectory()/name` (or `name` itself, when it is an absolute path) with `arguments`.
     public init(_ name: String, _ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil) throws {
         let scratch = NSTemporaryDirectory() + "/ferry-child-\(UUID().uuidString)"
         stdoutPath = scratch + ".out"
         stderrPath = scratch + ".err"
         FileManager.default.createFile(atPath: stdoutPath, contents: nil)
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: productsDirectory() + "/" + name)
+        process.executableURL = URL(fileURLWithPath: name.hasPrefix("/") ? name : productsDirectory() + "/" + name)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
