@@ -177,7 +177,12 @@ final class ConnectionRefusal: ChannelInboundHandler, @unchecked Sendable {
         guard !sent else { return }
         sent = true
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.writeAndFlush(NIOAny(answer)).whenComplete { _ in loopBound.value.close(promise: nil) }
+        // Only the sending side closes at once: a client still writing its request must not
+        // fail on a closed socket before it reads the answer. The rest closes in a moment.
+        context.writeAndFlush(NIOAny(answer)).whenComplete { _ in
+            loopBound.value.close(mode: .output, promise: nil)
+            loopBound.value.eventLoop.scheduleTask(in: .seconds(2)) { loopBound.value.close(promise: nil) }
+        }
     }
 }
 

@@ -1,0 +1,91 @@
+import FerryControl
+import FerryTestSupport
+import Foundation
+import XCTest
+
+/// The exit statuses of docs/cli.md and docs/configuration.md that need a running agent
+/// or `ferryd` itself: `ferry` 77 (the agent refuses the caller) and 75 (the agent is busy),
+/// and `ferryd` 64, 69, 78 and 0 after SIGINT.
+final class AgentExitStatusTests: XCTestCase {
+    var h: AgentHarness!
+    static let user = "ferrytest"
+
+    override func setUpWithError() throws {
+        h = try AgentHarness(config: "api:\n  max_connections_per_user: 1\n  request_header_timeout_sec: 30\n")
+        try h.start()
+    }
+
+    override func tearDown() { h?.tearDown() }
+
+    /// `ferry` run as the second user (a copy it can reach), against this agent.
+    private func ferryAsUser(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        if getpwnam(Self.user) == nil {
+            let made = try PluginBuilder.run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/usr/sbin/nologin", Self.user])
+            XCTAssertEqual(made.status, 0, made.output)
+        }
+        let program = h.directory.file("ferry")
+        if !FileManager.default.fileExists(atPath: program) {
+            try FileManager.default.copyItem(atPath: productsDirectory() + "/ferry", toPath: program)
+            chmod(program, 0o755)
+        }
+        return try ChildProcess.run("/usr/sbin/runuser", ["-u", Self.user, "--", program] + arguments + ["--socket", h.socket],
+                                    workingDirectory: h.downloads, timeout: 30)
+    }
+
+    func testACallerTheAgentRefusesExits77() throws {
+        try XCTSkipUnless(getuid() == 0, "needs root to play a second user")
+        let all = try ferryAsUser(["list", "--all-users"])
+        XCTAssertEqual(all.status, 77, all.stderr)
+        XCTAssertTrue(all.stderr.contains("ACCESS_DENIED"), all.stderr)
+        let protected = try h.directory.subdirectory("root-only")
+        chmod(protected, 0o755)
+        let created = try ferryAsUser(["create", "refused"])
+        XCTAssertEqual(created.status, 0, created.stderr)
+        let job = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let added = try ferryAsUser(["addfile", job, h.url("/f"), protected + "/f"])
+        XCTAssertEqual(added.status, 77, added.stderr)
+        XCTAssertTrue(added.stderr.contains("may not create files in"), added.stderr)
+    }
+
+    func testABusyAgentExits75() throws {
+        try XCTSkipUnless(getuid() == 0, "needs root to play a second user")
+        _ = try ferryAsUser(["list"])  // creates the account and the copy first
+        // The user's one allowed connection is held open by another of its processes.
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
+        let script = h.directory.file("hostile_client.py")
+        try FileManager.default.copyItem(atPath: PluginBuilder.packageRoot + "/Tests/Fixtures/hostile_client.py", toPath: script)
+        holder.arguments = ["-u", Self.user, "--", "python3", script, h.socket, "slow-headers", "1", "15"]
+        let report = h.directory.file("holder.out")
+        FileManager.default.createFile(atPath: report, contents: nil)
+        holder.standardOutput = FileHandle(forWritingAtPath: report)
+        holder.standardError = FileHandle(forWritingAtPath: report)
+        try holder.run()
+        defer { holder.terminate() }
+        XCTAssertTrue(waitUntil(timeout: 10) { (try? self.ferryAsUser(["list"]).status) == 75 },
+                      "a second connection of the user is refused as busy; the holder said: \((try? String(contentsOfFile: report, encoding: .utf8)) ?? "")")
+        let busy = try ferryAsUser(["list"])
+        XCTAssertEqual(busy.status, 75, busy.stderr)
+        XCTAssertTrue(busy.stderr.contains("api.max_connections_per_user = 1"), busy.stderr)
+        XCTAssertEqual(try h.client.health().version.isEmpty, false, "root is still served")
+    }
+
+    func testFerrydExitStatuses() throws {
+        let usage = try ChildProcess.run("ferryd", ["--no-such-option"], timeout: 30)
+        XCTAssertEqual(usage.status, 64, usage.stderr)
+
+        let bad = h.directory.file("bad.yaml")
+        try "transfers:\n  max_connections: lots\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let wrong = try ChildProcess.run("ferryd", ["--config", bad, "--state-dir", h.directory.file("s2"), "--socket", h.directory.file("s2.sock")], timeout: 30)
+        XCTAssertEqual(wrong.status, 78, wrong.stderr)
+        XCTAssertTrue(wrong.stderr.contains("transfers.max_connections"), wrong.stderr)
+
+        // A socket another ferryd serves: this one cannot run.
+        let second = try ChildProcess.run("ferryd", ["--state-dir", h.directory.file("s3"), "--socket", h.socket], timeout: 30)
+        XCTAssertEqual(second.status, 69, second.stderr)
+        XCTAssertNotNil(try? h.client.health(), "the first keeps serving")
+
+        // SIGINT stops it cleanly: 0.
+        XCTAssertEqual(h.stop(SIGINT), 0, h.previousLog)
+    }
+}
