@@ -442,7 +442,9 @@ public final class Engine: @unchecked Sendable {
         }
         jobs[id] = job
         pendingRecords[id, default: []].formUnion(files ?? previous.map { job.files.changedIndices(since: $0.files) } ?? [])
-        if durable { writeBatch(wait: true) }
+        // A job that reaches TRANSFERRED says so only once that is in the store: a caller
+        // that completes it on seeing the state must find it so after a crash too.
+        if durable || (before != job.state && job.state == .transferred) { writeBatch(wait: true) }
         if before != job.state {
             logger.info("job state", metadata: ["job": "\(id)", "from": "\(before.rawValue)", "to": "\(job.state.rawValue)"])
         }
