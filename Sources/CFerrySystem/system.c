@@ -13,6 +13,26 @@ int ferry_thread_setfsgid(gid_t gid) { return (int)syscall(SYS_setfsgid, (long)g
 
 int ferry_syncfs(int fd) { return syncfs(fd); }
 
+#include <linux/capability.h>
+
+int ferry_thread_get_effective_caps(unsigned int *words) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) != 0) return -1;
+    words[0] = data[0].effective;
+    words[1] = data[1].effective;
+    return 0;
+}
+
+int ferry_thread_set_effective_caps(const unsigned int *words) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) != 0) return -1;
+    data[0].effective = words[0];
+    data[1].effective = words[1];
+    return (int)syscall(SYS_capset, &header, data);
+}
+
 #include <malloc.h>
 int ferry_limit_malloc_arenas(int count) { return mallopt(M_ARENA_MAX, count); }
 
@@ -42,6 +62,8 @@ pid_t ferry_spawn_fd_as(uid_t uid, gid_t gid, int group_count, const gid_t *grou
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    /* Its own process group, so that a time limit kills what it starts too. */
+    setpgid(0, 0);
     int null_fd = open("/dev/null", O_RDWR);
     if (null_fd >= 0) dup2(null_fd, 0);
     int out = output_fd >= 0 ? output_fd : null_fd;

@@ -51,20 +51,36 @@ public enum OwnerIdentity {
     /// agent runs as root and the identity is not root's; as itself otherwise).
     static func run<T>(as credentials: Credentials, _ body: () throws(FerryError) -> T) throws(FerryError) -> T {
         guard switchesIdentity, credentials.uid != 0 else { return try body() }
-        // Already acting as this user (a nested call): keep the identity the outer call set.
+        // Calls do not nest: a nested call would end the outer one's identity on its way out.
         // setfsuid with an invalid id changes nothing and answers the current one.
-        if UInt32(bitPattern: ferry_thread_setfsuid(UInt32.max)) == credentials.uid { return try body() }
+        let current = UInt32(bitPattern: ferry_thread_setfsuid(UInt32.max))
+        guard current == 0 else {
+            assertionFailure("OwnerIdentity.run nested inside another (fsuid \(current))")
+            throw FerryError(code: .localFileError, context: .localFile, message: "internal: an identity switch inside another (fsuid \(current))")
+        }
+        var capabilities: [UInt32] = [0, 0]
+        guard ferry_thread_get_effective_caps(&capabilities) == 0 else {
+            throw FerryError(code: .localFileError, context: .localFile, message: "cannot read the thread's capabilities: \(errnoText())")
+        }
         var groups = credentials.groups.isEmpty ? [credentials.gid] : credentials.groups
         guard ferry_thread_setgroups(Int32(groups.count), &groups) == 0 else {
             throw FerryError(code: .localFileError, context: .localFile, message: "cannot take the groups of uid \(credentials.uid): \(errnoText())")
         }
         _ = ferry_thread_setfsgid(credentials.gid)
         _ = ferry_thread_setfsuid(credentials.uid)
+        // No capability stays in effect: a check on CAP_SYS_ADMIN or CAP_SYS_PTRACE (a
+        // driver's, /proc's) must see the owner, not root. Permitted ones are restored after.
+        var none: [UInt32] = [0, 0]
+        let dropped = ferry_thread_set_effective_caps(&none) == 0
         defer {
+            _ = ferry_thread_set_effective_caps(&capabilities)
             _ = ferry_thread_setfsuid(0)
             _ = ferry_thread_setfsgid(0)
-            var none: [gid_t] = [0]
-            _ = ferry_thread_setgroups(1, &none)
+            var root: [gid_t] = [0]
+            _ = ferry_thread_setgroups(1, &root)
+        }
+        guard dropped else {
+            throw FerryError(code: .localFileError, context: .localFile, message: "cannot drop the thread's capabilities: \(errnoText())")
         }
         return try body()
     }

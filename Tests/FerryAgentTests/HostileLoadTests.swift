@@ -180,6 +180,7 @@ final class HostileLoadTests: XCTestCase {
         chown(script, uid, gid)
         chmod(script, 0o755)
         h.server.setFile("/n", data: Array("n".utf8))
+        ignoredSleepers = Set(sleepingCommandPIDs())  // anything the user ran before this test
         let jobs = 6
         for index in 0..<jobs {
             let id = try createJob(#"{"displayName": "n\#(index)", "files": [{"url": "\#(h.url("/n"))", "path": "\#(home)/n\#(index)"}], "settings": {"notifyCommand": ["\#(script)"]}}"#)
@@ -206,15 +207,39 @@ final class HostileLoadTests: XCTestCase {
         XCTAssertLessThan(threads, 40, "no thread waits for a child (\(threads) threads at most)")
     }
 
-    /// The user's processes running `sleep`.
+    func testManyNotifyCommandsThatCannotStartNeverBringTheAgentDown() throws {
+        // Two commands hold the user's places; thirty more wait, each naming a program that
+        // does not exist. When the places free up, the waiting ones fail one after another.
+        let script = home + "/brief.sh"
+        try "#!/bin/sh\nexec sleep 2\n".write(toFile: script, atomically: true, encoding: .utf8)
+        chown(script, uid, gid)
+        chmod(script, 0o755)
+        h.server.setFile("/m", data: Array("m".utf8))
+        for index in 0..<32 {
+            let program = index < 2 ? script : "/nonexistent/notify-\(index)"
+            let id = try createJob(#"{"displayName": "m\#(index)", "files": [{"url": "\#(h.url("/m"))", "path": "\#(home)/m\#(index)"}], "settings": {"notifyCommand": ["\#(program)"]}}"#)
+            XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume").status, 200)
+        }
+        XCTAssertTrue(waitUntil(timeout: 30) { self.h.log.components(separatedBy: "notify command could not start").count - 1 >= 30 }, h.log)
+        XCTAssertTrue(h.process?.process.isRunning ?? false, "the agent is up")
+        assertHealthStaysPrompt(for: 1)
+    }
+
+    private var ignoredSleepers: Set<String> = []
+
+    /// The user's processes running `sleep`, but those that ran before the test.
     private func sleepingCommands() -> Int {
+        sleepingCommandPIDs().filter { !ignoredSleepers.contains($0) }.count
+    }
+
+    private func sleepingCommandPIDs() -> [String] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.filter { Int($0) != nil }.filter { pid in
             guard let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8), comm.hasPrefix("sleep"),
                   let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
                   let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }) else { return false }
             return line.split(separator: "\t").dropFirst().first.map(String.init) == "\(uid)"
-        }.count
+        }
     }
 
     // MARK: - Local sources

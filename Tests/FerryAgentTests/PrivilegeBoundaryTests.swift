@@ -193,6 +193,27 @@ final class PrivilegeBoundaryTests: XCTestCase {
         XCTAssertEqual(h.stop(SIGTERM, timeout: 20), 0)
     }
 
+    func testNoCapabilityOfRootActsForTheUser() throws {
+        // A PCI device's configuration space: a user reads its first 64 bytes, root (with
+        // CAP_SYS_ADMIN) all of them. The driver decides by the opener's capabilities.
+        let devices = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/bus/pci/devices")) ?? []
+        let config = devices.sorted().map { "/sys/bus/pci/devices/\($0)/config" }.first { FileManager.default.isReadableFile(atPath: $0) }
+        let path = try XCTUnwrap(config, "no PCI device here to read")
+        let userRead = try PluginBuilder.run("/usr/bin/env", ["runuser", "-u", Self.user, "--", "sh", "-c", "cat \(path) | wc -c"])
+        let asRoot = try PluginBuilder.run("/bin/sh", ["-c", "cat \(path) | wc -c"])
+        let userBytes = Int(userRead.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let rootBytes = Int(asRoot.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        try XCTSkipIf(userBytes == rootBytes, "this device shows the user and root the same bytes (\(userBytes))")
+        let created = try createJob([("file://\(path)", h.downloads + "/pci-config")])
+        let id = try XCTUnwrap(created.id, created.body)
+        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
+        // Whatever the job ends as, nothing of the agent's holds more than the user could read.
+        _ = waitUntil(timeout: 10) { ["TRANSFERRED", "ERROR", "TRANSIENT_ERROR"].contains((try? self.h.client.job(id))?.state.rawValue ?? "") }
+        let held = (try? FileManager.default.contentsOfDirectory(atPath: h.downloads))?.filter { $0.contains("pci-config") }
+            .compactMap { contentsOf(h.downloads + "/" + $0)?.count } ?? []
+        XCTAssertTrue(held.allSatisfy { $0 <= userBytes }, "the user reads \(userBytes) bytes alone, root \(rootBytes); the agent wrote \(held)")
+    }
+
     // MARK: - The caller's real identity
 
     func testGroupsAreTheOnesTheCallerHoldsNotTheAccountDatabases() throws {

@@ -16,6 +16,14 @@ int ferry_thread_setgroups(int count, const gid_t *_Nullable groups);
 int ferry_thread_setfsuid(uid_t uid);
 int ferry_thread_setfsgid(gid_t gid);
 
+/* The calling thread's effective capability sets (capget(2)/capset(2) on this thread
+   only; two 32-bit words). Acting as a job's owner, the engine's thread drops every
+   effective capability, not only the filesystem ones setfsuid clears, so that no check
+   the kernel makes on capabilities (a driver's CAP_SYS_ADMIN, /proc's CAP_SYS_PTRACE)
+   sees root. Return 0 or -1 with errno set. */
+int ferry_thread_get_effective_caps(unsigned int *_Nonnull words);
+int ferry_thread_set_effective_caps(const unsigned int *_Nonnull words);
+
 /* syncfs(2): flushes the whole file system holding fd (glibc declares it only
    under _GNU_SOURCE). Returns 0 or -1 with errno set. */
 int ferry_syncfs(int fd);

@@ -54,16 +54,27 @@ public final class NotifyCommandRunner: Sendable {
 
     func run(for job: Job) {
         guard !job.notifyCommand.isEmpty else { return }
-        let startNow = state.withLock { state -> Bool in
+        let queued = state.withLock { state -> Bool in
             guard state.running[job.id] == nil, !state.waiting.contains(where: { $0.id == job.id }) else { return false }
-            if fits(job.owner, in: state) {
-                take(job, in: &state)
-                return true
-            }
             state.waiting.append(job)
-            return false
+            return true
         }
-        if startNow { start(job) } else { logger.debug("notify command waits for a free place", metadata: ["job": "\(job.id)"]) }
+        if queued { pump() }
+    }
+
+    /// Starts waiting commands while there is room, in order. Iterative: a command that
+    /// cannot start frees its place at once and the loop goes on, however many wait.
+    private func pump() {
+        while true {
+            let next = state.withLock { state -> Job? in
+                guard let index = state.waiting.firstIndex(where: { fits($0.owner, in: state) }) else { return nil }
+                let job = state.waiting.remove(at: index)
+                take(job, in: &state)
+                return job
+            }
+            guard let job = next else { return }
+            if !start(job) { release(job) ; scheduleRetry(job, program: job.notifyCommand[0], status: -1, timedOut: false) }
+        }
     }
 
     private func fits(_ owner: UInt32, in state: State) -> Bool {
@@ -75,7 +86,8 @@ public final class NotifyCommandRunner: Sendable {
         state.runningByUser[job.owner, default: 0] += 1
     }
 
-    private func start(_ job: Job) {
+    /// Starts a job's command; `false` when it could not start.
+    private func start(_ job: Job) -> Bool {
         let program = job.notifyCommand[0]
         let arguments = Array(job.notifyCommand.dropFirst()) + [job.id.description, job.state.rawValue]
         let environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "FERRY_JOB_ID": job.id.description,
@@ -83,39 +95,33 @@ public final class NotifyCommandRunner: Sendable {
         do {
             let pid = try OwnerIdentity.spawn(program, arguments: arguments, environment: environment, as: OwnerIdentity.credentials(of: job))
             try supervisor.watch(pid, timeout: limits.timeout) { [self] status, timedOut in
-                finished(job, program: program, status: status, timedOut: timedOut)
+                release(job)
+                scheduleRetry(job, program: program, status: status, timedOut: timedOut)
+                pump()
             }
+            return true
         } catch {
             logger.error("notify command could not start", metadata: ["job": "\(job.id)", "error": "\(error)"])
-            finished(job, program: program, status: -1, timedOut: false)
+            return false
         }
     }
 
-    private func finished(_ job: Job, program: String, status: Int32, timedOut: Bool) {
-        let next = state.withLock { state -> [Job] in
+    private func release(_ job: Job) {
+        state.withLock { state in
             state.running[job.id] = nil
             state.runningByUser[job.owner, default: 1] -= 1
             if state.runningByUser[job.owner] == 0 { state.runningByUser[job.owner] = nil }
-            var started: [Job] = []
-            var index = 0
-            while index < state.waiting.count {
-                let candidate = state.waiting[index]
-                if fits(candidate.owner, in: state) {
-                    state.waiting.remove(at: index)
-                    take(candidate, in: &state)
-                    started.append(candidate)
-                } else {
-                    index += 1
-                }
-            }
-            return started
         }
-        for waiting in next { start(waiting) }
+    }
+
+    /// After a run: nothing more when it succeeded; otherwise the job's command runs again
+    /// after its minimum retry delay (at least 1 s), if the job is still in that state.
+    private func scheduleRetry(_ job: Job, program: String, status: Int32, timedOut: Bool) {
         guard status != 0 else {
             logger.info("notify command ran", metadata: ["job": "\(job.id)", "program": "\(program)"])
             return
         }
-        let delay = job.minimumRetryDelay
+        let delay = max(1, job.minimumRetryDelay)
         let why = timedOut ? "ran longer than \(Int(limits.timeout)) s and was killed" : "failed"
         logger.warning("notify command \(why); it runs again after the retry delay",
                        metadata: ["job": "\(job.id)", "program": "\(program)", "status": "\(status)", "in": "\(Int(delay)) s"])
@@ -160,7 +166,7 @@ final class ProcessSupervisor: @unchecked Sendable {
         wakeWrite = ends[1]
         let thread = Thread { [self] in loop() }
         thread.name = "ferry-notify-supervisor"
-        thread.stackSize = 256 << 10
+        thread.stackSize = 1 << 20
         thread.start()
     }
 
@@ -216,6 +222,8 @@ final class ProcessSupervisor: @unchecked Sendable {
             }
             for pid in overdue {
                 logger.warning("notify command ran out of time; killing it", metadata: ["pid": "\(pid)"])
+                // Its process group: what it started goes too (the child leads its own group).
+                kill(-pid, SIGKILL)
                 kill(pid, SIGKILL)
             }
         }
@@ -224,7 +232,10 @@ final class ProcessSupervisor: @unchecked Sendable {
     private func reap(_ pid: pid_t) {
         var raw: Int32 = 0
         let result = waitpid(pid, &raw, WNOHANG)
-        guard result == pid else { return }
+        // ECHILD: something else reaped it; the pidfd stays readable, so forget the child now
+        // (its status is unknown: counted as a failure) rather than poll it forever.
+        if result < 0 && errno == ECHILD { raw = 0x7f00 }
+        else if result != pid { return }
         guard let child = children.withLock({ $0.removeValue(forKey: pid) }) else { return }
         close(child.pidfd)
         let status = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
