@@ -1423,7 +1423,9 @@ public final class Engine: @unchecked Sendable {
             if let existing = handle.status(of: name), (existing.st_mode & S_IFMT) == S_IFDIR {
                 throw FerryError(code: .invalidArgument, context: .localFile, message: "the destination \(file.localPath) is a directory")
             }
-            verifiedDirectories[directory] = handle
+            // A few directories are kept open for the files that follow; a request naming many
+            // directories opens each again rather than hold a descriptor per directory.
+            if known == nil, verifiedDirectories.count < 64 { verifiedDirectories[directory] = handle }
         }
         return JobFile(remoteURL: file.remoteURL, localPath: file.localPath, properties: file.properties)
     }

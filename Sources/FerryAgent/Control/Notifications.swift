@@ -189,6 +189,9 @@ public final class NotificationCenter: Sendable {
                           var line = try? ControlJSON.encoder.encode(EventDocument(sequence: stored.sequence, kind: stored.kind, time: stored.time,
                                                                                    job: document, file: stored.file)) else { continue }
                     line.append(0x0A)
+                    // Counted like any line waiting for the reader (the writer subtracts it
+                    // once written): a reader that never reads them is dropped at the next event.
+                    subscriber.waitingBytes.add(line.count, ordering: .relaxed)
                     continuation.yield(line)
                 }
             } catch {

@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdCore
 import FerryControl
 import FerryCore
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTPTypes
@@ -71,7 +72,10 @@ struct PeerCredentialsChildChannel<Base: ServerChildChannel>: ServerChildChannel
                 if let refusal = budget.admit(caller) {
                     // Refused before a request is read: the answer is written raw, first in the
                     // pipeline, as soon as the connection is active; then it closes.
-                    logger.warning("control connection refused", metadata: ["caller": "\(caller.map(\.description) ?? "unknown")", "reason": "\(refusal)"])
+                    if budget.shouldLogRefusal(of: caller) {
+                        logger.warning("control connection refused (logged once per user every 10 s)",
+                                       metadata: ["caller": "\(caller.map(\.description) ?? "unknown")", "reason": "\(refusal)"])
+                    }
                     do { try channel.pipeline.syncOperations.addHandler(ConnectionRefusal(ConnectionBudget.refusal(refusal)), position: .first) } catch {
                         return channel.eventLoop.makeFailedFuture(error)
                     }
@@ -116,29 +120,50 @@ final class ConnectionBudget: Sendable {
         self.total = total
     }
 
+    /// Connections whose caller could not be told are counted under this id (they are
+    /// refused request by request, but still hold a descriptor).
+    static let unknownCaller = UInt32.max
+
     /// Counts a new connection; `nil` when admitted, else why it is refused.
     func admit(_ caller: Caller?) -> String? {
-        guard let caller, !caller.isAdministrator else { return nil }
+        if caller?.isAdministrator ?? false { return nil }
+        let uid = caller?.uid ?? Self.unknownCaller
         return counts.withLock { counts -> String? in
-            let mine = counts.byUser[caller.uid, default: 0]
+            let mine = counts.byUser[uid, default: 0]
             if mine >= perUser {
-                return "uid \(caller.uid) already has \(mine) connections open, the most allowed (api.max_connections_per_user = \(perUser)); close some first"
+                return "uid \(caller.map { "\($0.uid)" } ?? "unknown") already has \(mine) connections open, the most allowed (api.max_connections_per_user = \(perUser)); close some first"
             }
             if counts.total >= total {
                 return "the agent has \(counts.total) connections open, the most allowed (api.max_connections = \(total)); try again later"
             }
-            counts.byUser[caller.uid] = mine + 1
+            counts.byUser[uid] = mine + 1
             counts.total += 1
             return nil
         }
     }
 
     func release(_ caller: Caller?) {
-        guard let caller, !caller.isAdministrator else { return }
+        if caller?.isAdministrator ?? false { return }
+        let uid = caller?.uid ?? Self.unknownCaller
         counts.withLock { counts in
-            let mine = counts.byUser[caller.uid, default: 1] - 1
-            counts.byUser[caller.uid] = mine > 0 ? mine : nil
+            let mine = counts.byUser[uid, default: 1] - 1
+            counts.byUser[uid] = mine > 0 ? mine : nil
             counts.total -= 1
+        }
+    }
+
+    private let lastLogged = Mutex<[UInt32: Date]>([:])
+
+    /// Whether a refusal of `caller` should be logged: once per user every 10 seconds, so
+    /// that a flood of connections cannot fill the log.
+    func shouldLogRefusal(of caller: Caller?) -> Bool {
+        let uid = caller?.uid ?? Self.unknownCaller
+        let now = Date()
+        return lastLogged.withLock { last in
+            guard now.timeIntervalSince(last[uid] ?? .distantPast) >= 10 else { return false }
+            if last.count > 4096 { last.removeAll() }
+            last[uid] = now
+            return true
         }
     }
 
