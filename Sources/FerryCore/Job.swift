@@ -118,7 +118,7 @@ public struct Job: Codable, Equatable, Sendable {
     /// (uid, primary group and supplementary groups): every file of the job is read and
     /// written with it. `nil` for jobs recorded before it was kept, and for jobs run in the
     /// caller's own process; the agent then uses the account database.
-    public let ownerCredentials: Credentials?
+    public internal(set) var ownerCredentials: Credentials?
     public var priority: JobPriority
     public internal(set) var state: JobState
     /// The job's files, in the order they were added. Stored apart from the job header.

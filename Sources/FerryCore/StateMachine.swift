@@ -27,6 +27,9 @@ public enum JobEvent: Equatable, Sendable {
     case addMirrors(file: Int, urls: [String])
     /// BITS' `DYNAMIC_CONTENT`, and the most bytes a file of the job may have (`nil`: no job limit).
     case setDynamicContent(Bool, maxFileBytes: UInt64?)
+    /// The identity the job acts with from now on: the owner's, as the process that is naming
+    /// a path or a program for the job holds it now. Refused for another uid.
+    case setOwnerCredentials(Credentials)
     /// A CA file trusted in addition to the system's, and a public key pin, for `https` (`nil`: none).
     /// `caData` is the file's PEM text, read by the engine as the owner.
     case setTLSOptions(caFile: String?, pinnedPublicKey: String?, caData: String? = nil)
@@ -306,6 +309,14 @@ extension Job {
                 return []
             }
             throw FerryError(code: .invalidArgument, context: .queueManager, message: "a mirror URL may not be empty or contain spaces: '\(bad)'")
+
+        case .setOwnerCredentials(let credentials):
+            try requireNotFinal("change the identity of")
+            guard credentials.uid == owner else {
+                throw FerryError(code: .accessDenied, context: .queueManager, message: "a job acts only as its owner, uid \(owner)")
+            }
+            ownerCredentials = credentials
+            return []
 
         case .setDynamicContent(let enabled, let limit):
             try requireNotFinal("change dynamic content of")

@@ -196,6 +196,11 @@ public final class Engine: @unchecked Sendable {
     public func setDescription(_ id: JobID, _ text: String) throws(FerryError) -> Job { try call(.setDescription(text), id) }
     public func setNotifyFlags(_ id: JobID, _ flags: NotifyFlags) throws(FerryError) -> Job { try call(.setNotifyFlags(flags), id) }
     public func setNotifyCommand(_ id: JobID, _ command: [String]) throws(FerryError) -> Job { try call(.setNotifyCommand(command), id) }
+    /// Makes the job act, from now on, with `credentials` (its owner's, as the process naming
+    /// a path or program for it holds them now): groups a process dropped are not used for it.
+    public func setOwnerCredentials(_ id: JobID, _ credentials: Credentials) throws(FerryError) -> Job {
+        try call(.setOwnerCredentials(credentials), id)
+    }
 
     /// Swaps a URL prefix on every file not yet transferred (BITS' `ReplaceRemotePrefix`).
     public func replaceRemotePrefix(_ id: JobID, old: String, new: String) throws(FerryError) -> Job {

@@ -246,6 +246,23 @@ final class PrivilegeBoundaryTests: XCTestCase {
         XCTAssertEqual(waitForEnd(id)?.state.rawValue, "TRANSFERRED")
     }
 
+    func testAJobActsWithTheGroupsOfTheProcessThatNamesItsPaths() throws {
+        // A job created by a process in the group; files added later by a process of the same
+        // user that dropped the group: they are read without it.
+        let groupFile = h.directory.file("group-only")
+        let groupBytes = Array("the group's own\n".utf8)
+        try Data(groupBytes).write(to: URL(fileURLWithPath: groupFile))
+        chown(groupFile, 0, getgrnam(Self.group)!.pointee.gr_gid)
+        chmod(groupFile, 0o640)
+        let empty = try request("POST", "/v1/jobs", body: #"{"displayName": "with the group"}"#, via: asUser)
+        XCTAssertEqual(empty.status, 201, empty.body)
+        let id = try XCTUnwrap(try? ControlJSON.decoder.decode(JobDocument.self, from: Data(empty.body.utf8)).id)
+        let dropped = ["setpriv", "--reuid", Self.user, "--regid", Self.user, "--clear-groups", "--"]
+        let added = try request("POST", "/v1/jobs/\(id)/files", body: #"{"files": [{"url": "file://\#(groupFile)", "path": "\#(h.downloads)/group-copy"}]}"#, via: dropped)
+        XCTAssertEqual(added.status, 403, "checked with the identity the adding process holds: \(added.body)")
+        XCTAssertEqual(filesHolding(groupBytes, under: h.downloads), [])
+    }
+
     func testAUidWithoutAnAccountGetsNoGroupsBeyondItsOwn() throws {
         // A file of group 54321, readable by that group. The caller is uid 54321 with gid 54322
         // and no supplementary groups: the old fallback made its uid a group and let it read.

@@ -88,6 +88,7 @@ public final class AgentService: Sendable {
             throw FerryError(code: .invalidArgument, context: .queueManager, message: "files is empty")
         }
         try checkFileQuota(adding: files.count, to: job.files.count, caller: caller, limits: settings.withLock { $0 })
+        try actAsCaller(job, caller)
         return try engine.addFiles(job.id, try Self.newFiles(files))
     }
 
@@ -95,6 +96,7 @@ public final class AgentService: Sendable {
     public func addMirrors(_ id: String, file: Int, urls: [String], for caller: Caller) throws(FerryError) -> Job {
         let job = try job(id, for: caller)
         for url in urls { try Self.checkMirrorURL(url) }
+        try actAsCaller(job, caller)
         return try engine.addMirrors(job.id, file: file, urls: urls)
     }
 
@@ -112,16 +114,19 @@ public final class AgentService: Sendable {
 
     public func update(_ id: String, _ settings: JobSettings, for caller: Caller) throws(FerryError) -> Job {
         let job = try job(id, for: caller)
+        if settings.tlsCAFile != nil || settings.notifyCommand != nil { try actAsCaller(job, caller) }
         return try apply(settings, to: job.id)
     }
 
     public func setRemoteURL(_ id: String, file: Int, url: String, for caller: Caller) throws(FerryError) -> Job {
         let job = try job(id, for: caller)
+        try actAsCaller(job, caller)
         return try engine.setRemoteURL(job.id, file: file, url: url)
     }
 
     public func replaceRemotePrefix(_ id: String, old: String, new: String, for caller: Caller) throws(FerryError) -> Job {
         let job = try job(id, for: caller)
+        try actAsCaller(job, caller)
         return try engine.replaceRemotePrefix(job.id, old: old, new: new)
     }
 
@@ -150,6 +155,14 @@ public final class AgentService: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// A request from the job's owner that names a path or a program: the job acts from now
+    /// on with the identity the calling process holds (a group it dropped is dropped for the
+    /// job too). Root acting on another user's job changes nothing: the job keeps its owner's.
+    private func actAsCaller(_ job: Job, _ caller: Caller) throws(FerryError) {
+        guard caller.uid == job.owner, job.ownerCredentials != caller.credentials else { return }
+        _ = try engine.setOwnerCredentials(job.id, caller.credentials)
+    }
 
     private func apply(_ settings: JobSettings, to id: JobID) throws(FerryError) -> Job {
         var job = try engine.job(id)
