@@ -28,13 +28,19 @@ extension Decoder {
 }
 
 extension KeyedDecodingContainer {
-    /// A byte count. JSONDecoder refuses a negative or fractional number for `UInt64` as
-    /// "not valid JSON", without the field's name; the refusal names the field here instead.
+    /// A byte count, from 0 to `Int64.max` (what the store and every file size can hold).
+    /// JSONDecoder refuses a negative or fractional number for `UInt64` as "not valid JSON",
+    /// without the field's name; the refusal names the field here instead.
     func decodeByteCountIfPresent(forKey key: Key) throws -> UInt64? {
         guard contains(key), try !decodeNil(forKey: key) else { return nil }
-        do { return try decode(UInt64.self, forKey: key) } catch {
+        let value: UInt64
+        do { value = try decode(UInt64.self, forKey: key) } catch {
             throw DecodingError.dataCorrupted(.init(codingPath: codingPath + [key], debugDescription: "expected a whole number of bytes ≥ 0"))
         }
+        guard value <= UInt64(Int64.max) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: codingPath + [key], debugDescription: "expected a whole number of bytes from 0 to \(Int64.max)"))
+        }
+        return value
     }
 }
 
