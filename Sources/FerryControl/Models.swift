@@ -234,6 +234,10 @@ public struct AddFilesRequest: Codable, Sendable, Equatable {
 
 /// `PATCH /v1/jobs/{id}`: every field optional; those present are applied in this order.
 public struct JobSettings: Codable, Sendable, Equatable {
+    /// The longest `minRetryDelaySec` and `noProgressTimeoutSec` accepted: 2^32-1 seconds
+    /// (about 136 years), BITS' own bound for both (a ULONG of seconds).
+    public static let maxSeconds: Double = 4_294_967_295
+
     public var displayName: String?
     public var description: String?
     public var priority: JobPriority?

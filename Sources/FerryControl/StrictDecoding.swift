@@ -44,6 +44,20 @@ extension KeyedDecodingContainer {
     }
 }
 
+extension KeyedDecodingContainer {
+    /// A duration in seconds, at most ``JobSettings/maxSeconds``: a larger one could not be
+    /// turned into a timer or a whole number of seconds when the job waits. A negative one is
+    /// left to the engine, which refuses it with its own message.
+    func decodeSecondsIfPresent(forKey key: Key) throws -> Double? {
+        guard let seconds = try decodeIfPresent(Double.self, forKey: key) else { return nil }
+        guard !(seconds > JobSettings.maxSeconds) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: codingPath + [key],
+                                                    debugDescription: "expected a number of seconds from 0 to \(Int(JobSettings.maxSeconds))"))
+        }
+        return seconds
+    }
+}
+
 extension NewFileDocument {
     enum CodingKeys: String, CodingKey, CaseIterable { case url, path, properties, mirrors }
     public init(from decoder: any Decoder) throws {
@@ -89,8 +103,8 @@ extension JobSettings {
         displayName = try c.decodeIfPresent(String.self, forKey: .displayName)
         description = try c.decodeIfPresent(String.self, forKey: .description)
         priority = try c.decodeIfPresent(JobPriority.self, forKey: .priority)
-        minRetryDelaySec = try c.decodeIfPresent(Double.self, forKey: .minRetryDelaySec)
-        noProgressTimeoutSec = try c.decodeIfPresent(Double.self, forKey: .noProgressTimeoutSec)
+        minRetryDelaySec = try c.decodeSecondsIfPresent(forKey: .minRetryDelaySec)
+        noProgressTimeoutSec = try c.decodeSecondsIfPresent(forKey: .noProgressTimeoutSec)
         customHeaders = try c.decodeIfPresent([String].self, forKey: .customHeaders)
         notifyFlags = try c.decodeIfPresent(UInt32.self, forKey: .notifyFlags)
         notifyCommand = try c.decodeIfPresent([String].self, forKey: .notifyCommand)

@@ -46,3 +46,23 @@ struct APIConformanceTests {
         }
     }
 }
+
+extension APIConformanceTests {
+    @Test("a retry delay or no-progress timeout past 2^32-1 seconds is refused before it reaches a job")
+    func secondsBound() throws {
+        let largest = try ControlJSON.decoder.decode(JobSettings.self, from: Data(#"{"minRetryDelaySec": 4294967295, "noProgressTimeoutSec": 4294967295}"#.utf8))
+        #expect(largest.minRetryDelaySec == 4_294_967_295)
+        for field in ["minRetryDelaySec", "noProgressTimeoutSec"] {
+            for value in ["4294967296", "1e300", "1.7976931348623157e308"] {
+                do {
+                    _ = try ControlJSON.decoder.decode(JobSettings.self, from: Data(#"{"\#(field)": \#(value)}"#.utf8))
+                    Issue.record("\(field) \(value) was accepted")
+                } catch {
+                    #expect(describeDecodingError(error) == "\(field): expected a number of seconds from 0 to 4294967295")
+                }
+            }
+        }
+        // A negative value still reaches the engine, which names the setting in its refusal.
+        #expect(try ControlJSON.decoder.decode(JobSettings.self, from: Data(#"{"minRetryDelaySec": -1}"#.utf8)).minRetryDelaySec == -1)
+    }
+}
