@@ -57,45 +57,56 @@ struct ControlRoutes: Sendable {
             return try json(JobList(jobs: page.map { JobDocument($0, includingFiles: withFiles, fileRange: range) },
                                     next: jobs.count > limit ? page.last.map(Paging.cursor(after:)) : nil))
         }
+        // Each endpoint that answers a job reads how to show it first: a malformed files,
+        // fileOffset or fileLimit refuses the request before anything is changed.
         v1.post("jobs") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let body = try await decode(CreateJobRequest.self, request)
-            return try json(try document(try service.create(body, for: who), request), status: .created)
+            return try json(view(try service.create(body, for: who)), status: .created)
         }
         v1.get("jobs/:id") { request, context in
-            try json(try document(try service.job(try context.parameters.require("id"), for: try caller(context)), request))
+            let view = try jobView(request)
+            return try json(view(try service.job(try context.parameters.require("id"), for: try caller(context))))
         }
         v1.patch("jobs/:id") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let body = try await decode(JobSettings.self, request)
-            return try json(try document(try service.update(try context.parameters.require("id"), body, for: who), request))
+            return try json(view(try service.update(try context.parameters.require("id"), body, for: who)))
         }
         v1.post("jobs/:id/files") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let body = try await decode(AddFilesRequest.self, request)
-            return try json(try document(try service.addFiles(try context.parameters.require("id"), body.files, for: who), request))
+            return try json(view(try service.addFiles(try context.parameters.require("id"), body.files, for: who)))
         }
         for action in ["resume", "suspend", "cancel", "complete"] {
             v1.post("jobs/:id/\(action)") { request, context in
-                try json(try document(try service.perform(action, on: try context.parameters.require("id"), for: try caller(context)), request))
+                let who = try caller(context)
+                let view = try jobView(request)
+                return try json(view(try service.perform(action, on: try context.parameters.require("id"), for: who)))
             }
         }
         v1.put("jobs/:id/files/:index/url") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let index = try fileIndex(context)
             let body = try await decode(RemoteURLRequest.self, request)
-            return try json(try document(try service.setRemoteURL(try context.parameters.require("id"), file: index, url: body.url, for: who), request))
+            return try json(view(try service.setRemoteURL(try context.parameters.require("id"), file: index, url: body.url, for: who)))
         }
         v1.post("jobs/:id/files/:index/mirrors") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let index = try fileIndex(context)
             let body = try await decode(AddMirrorsRequest.self, request)
-            return try json(try document(try service.addMirrors(try context.parameters.require("id"), file: index, urls: body.urls, for: who), request))
+            return try json(view(try service.addMirrors(try context.parameters.require("id"), file: index, urls: body.urls, for: who)))
         }
         v1.post("jobs/:id/replace-remote-prefix") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let body = try await decode(ReplacePrefixRequest.self, request)
-            return try json(try document(try service.replaceRemotePrefix(try context.parameters.require("id"), old: body.old, new: body.new, for: who), request))
+            return try json(view(try service.replaceRemotePrefix(try context.parameters.require("id"), old: body.old, new: body.new, for: who)))
         }
         v1.get("jobs/:id/error") { _, context in
             try json(ErrorDocument(try service.error(try context.parameters.require("id"), for: try caller(context))))
@@ -132,11 +143,12 @@ struct ControlRoutes: Sendable {
 
     // MARK: - Helpers
 
-    /// The job as the API answers it; `?files=false` leaves the file list out, and
+    /// How the request wants its job shown: `?files=false` leaves the file list out, and
     /// `?fileOffset=&fileLimit=` choose the page of files (the first 1,000 by default).
-    private func document(_ job: Job, _ request: Request) throws -> JobDocument {
+    private func jobView(_ request: Request) throws -> @Sendable (Job) -> JobDocument {
         let withFiles = try flag(request.uri.queryParameters.get("files"), named: "files") ?? true
-        return JobDocument(job, includingFiles: withFiles, fileRange: try fileRange(request))
+        let range = try fileRange(request)
+        return { job in JobDocument(job, includingFiles: withFiles, fileRange: range) }
     }
 
     /// The page of files asked for: `fileOffset` (default 0) and `fileLimit` (default 1,000, at most 10,000).
