@@ -175,12 +175,20 @@ public enum Paging {
         "\(job.creationTime.timeIntervalSince1970)_\(job.id)"
     }
 
+    /// Whether `cursor` has the form of one ``cursor(after:)`` gives.
+    public static func isCursor(_ cursor: String) -> Bool { parse(cursor) != nil }
+
     /// Whether `job` comes after `cursor` in the listing order; `nil` when the cursor is not one.
     public static func job(_ job: Job, follows cursor: String) -> Bool? {
+        guard let (time, id) = parse(cursor) else { return nil }
+        let created = job.creationTime.timeIntervalSince1970
+        return created > time || (created == time && job.id.description > id)
+    }
+
+    private static func parse(_ cursor: String) -> (time: Double, id: String)? {
         let parts = cursor.split(separator: "_", maxSplits: 1)
         guard parts.count == 2, let time = Double(parts[0]), time.isFinite, JobID(String(parts[1])) != nil else { return nil }
-        let created = job.creationTime.timeIntervalSince1970
-        return created > time || (created == time && job.id.description > String(parts[1]))
+        return (time, String(parts[1]))
     }
 }
 
@@ -226,6 +234,10 @@ public struct AddFilesRequest: Codable, Sendable, Equatable {
 
 /// `PATCH /v1/jobs/{id}`: every field optional; those present are applied in this order.
 public struct JobSettings: Codable, Sendable, Equatable {
+    /// The longest `minRetryDelaySec` and `noProgressTimeoutSec` accepted: 2^32-1 seconds
+    /// (about 136 years), BITS' own bound for both (a ULONG of seconds).
+    public static let maxSeconds: Double = 4_294_967_295
+
     public var displayName: String?
     public var description: String?
     public var priority: JobPriority?

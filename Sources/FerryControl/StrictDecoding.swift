@@ -28,13 +28,33 @@ extension Decoder {
 }
 
 extension KeyedDecodingContainer {
-    /// A byte count. JSONDecoder refuses a negative or fractional number for `UInt64` as
-    /// "not valid JSON", without the field's name; the refusal names the field here instead.
+    /// A byte count, from 0 to `Int64.max` (what the store and every file size can hold).
+    /// JSONDecoder refuses a negative or fractional number for `UInt64` as "not valid JSON",
+    /// without the field's name; the refusal names the field here instead.
     func decodeByteCountIfPresent(forKey key: Key) throws -> UInt64? {
         guard contains(key), try !decodeNil(forKey: key) else { return nil }
-        do { return try decode(UInt64.self, forKey: key) } catch {
+        let value: UInt64
+        do { value = try decode(UInt64.self, forKey: key) } catch {
             throw DecodingError.dataCorrupted(.init(codingPath: codingPath + [key], debugDescription: "expected a whole number of bytes ≥ 0"))
         }
+        guard value <= UInt64(Int64.max) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: codingPath + [key], debugDescription: "expected a whole number of bytes from 0 to \(Int64.max)"))
+        }
+        return value
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// A duration in seconds, at most ``JobSettings/maxSeconds``: a larger one could not be
+    /// turned into a timer or a whole number of seconds when the job waits. A negative one is
+    /// left to the engine, which refuses it with its own message.
+    func decodeSecondsIfPresent(forKey key: Key) throws -> Double? {
+        guard let seconds = try decodeIfPresent(Double.self, forKey: key) else { return nil }
+        guard !(seconds > JobSettings.maxSeconds) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: codingPath + [key],
+                                                    debugDescription: "expected a number of seconds from 0 to \(Int(JobSettings.maxSeconds))"))
+        }
+        return seconds
     }
 }
 
@@ -83,8 +103,8 @@ extension JobSettings {
         displayName = try c.decodeIfPresent(String.self, forKey: .displayName)
         description = try c.decodeIfPresent(String.self, forKey: .description)
         priority = try c.decodeIfPresent(JobPriority.self, forKey: .priority)
-        minRetryDelaySec = try c.decodeIfPresent(Double.self, forKey: .minRetryDelaySec)
-        noProgressTimeoutSec = try c.decodeIfPresent(Double.self, forKey: .noProgressTimeoutSec)
+        minRetryDelaySec = try c.decodeSecondsIfPresent(forKey: .minRetryDelaySec)
+        noProgressTimeoutSec = try c.decodeSecondsIfPresent(forKey: .noProgressTimeoutSec)
         customHeaders = try c.decodeIfPresent([String].self, forKey: .customHeaders)
         notifyFlags = try c.decodeIfPresent(UInt32.self, forKey: .notifyFlags)
         notifyCommand = try c.decodeIfPresent([String].self, forKey: .notifyCommand)

@@ -34,67 +34,79 @@ struct ControlRoutes: Sendable {
         v1.get("jobs") { request, context in
             let who = try caller(context)
             let query = request.uri.queryParameters
-            let all = query.get("allUsers").map { $0 == "true" || $0 == "1" } ?? false
+            // Every parameter is checked before anything is looked up, so a bad one is refused
+            // whatever the listing holds.
+            let all = try flag(query.get("allUsers"), named: "allUsers") ?? false
             let limit = try integer(query.get("limit"), named: "limit", in: 1...Paging.maxJobs) ?? Paging.defaultJobs
+            let after = query.get("after")
+            if let after, !Paging.isCursor(after) {
+                throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager,
+                                                       message: "after must be the next cursor of an earlier page, got '\(after)'"))
+            }
+            // Files are left out of listings unless asked for, and then paged as for one job.
+            let withFiles = try flag(query.get("files"), named: "files") ?? false
+            let range = try fileRange(request)
             var jobs = try service.jobs(for: who, allUsers: all)
-            if let after = query.get("after") {
-                guard let first = try jobs.firstIndex(where: { job in
-                    guard let follows = Paging.job(job, follows: after) else {
-                        throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager,
-                                                               message: "after must be the next cursor of an earlier page, got '\(after)'"))
-                    }
-                    return follows
-                }) else {
+            if let after {
+                guard let first = jobs.firstIndex(where: { Paging.job($0, follows: after) == true }) else {
                     return try json(JobList(jobs: []))
                 }
                 jobs = Array(jobs[first...])
             }
             let page = jobs.prefix(limit)
-            // Files are left out of listings unless asked for, and then paged as for one job.
-            let withFiles = try flag(query.get("files"), named: "files") ?? false
-            let range = try fileRange(request)
             return try json(JobList(jobs: page.map { JobDocument($0, includingFiles: withFiles, fileRange: range) },
                                     next: jobs.count > limit ? page.last.map(Paging.cursor(after:)) : nil))
         }
+        // Each endpoint that answers a job reads how to show it first: a malformed files,
+        // fileOffset or fileLimit refuses the request before anything is changed.
         v1.post("jobs") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let body = try await decode(CreateJobRequest.self, request)
-            return try json(try document(try service.create(body, for: who), request), status: .created)
+            return try json(view(try service.create(body, for: who)), status: .created)
         }
         v1.get("jobs/:id") { request, context in
-            try json(try document(try service.job(try context.parameters.require("id"), for: try caller(context)), request))
+            let view = try jobView(request)
+            return try json(view(try service.job(try context.parameters.require("id"), for: try caller(context))))
         }
         v1.patch("jobs/:id") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let body = try await decode(JobSettings.self, request)
-            return try json(try document(try service.update(try context.parameters.require("id"), body, for: who), request))
+            return try json(view(try service.update(try context.parameters.require("id"), body, for: who)))
         }
         v1.post("jobs/:id/files") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let body = try await decode(AddFilesRequest.self, request)
-            return try json(try document(try service.addFiles(try context.parameters.require("id"), body.files, for: who), request))
+            return try json(view(try service.addFiles(try context.parameters.require("id"), body.files, for: who)))
         }
         for action in ["resume", "suspend", "cancel", "complete"] {
             v1.post("jobs/:id/\(action)") { request, context in
-                try json(try document(try service.perform(action, on: try context.parameters.require("id"), for: try caller(context)), request))
+                let who = try caller(context)
+                let view = try jobView(request)
+                return try json(view(try service.perform(action, on: try context.parameters.require("id"), for: who)))
             }
         }
         v1.put("jobs/:id/files/:index/url") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let index = try fileIndex(context)
             let body = try await decode(RemoteURLRequest.self, request)
-            return try json(try document(try service.setRemoteURL(try context.parameters.require("id"), file: index, url: body.url, for: who), request))
+            return try json(view(try service.setRemoteURL(try context.parameters.require("id"), file: index, url: body.url, for: who)))
         }
         v1.post("jobs/:id/files/:index/mirrors") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let index = try fileIndex(context)
             let body = try await decode(AddMirrorsRequest.self, request)
-            return try json(try document(try service.addMirrors(try context.parameters.require("id"), file: index, urls: body.urls, for: who), request))
+            return try json(view(try service.addMirrors(try context.parameters.require("id"), file: index, urls: body.urls, for: who)))
         }
         v1.post("jobs/:id/replace-remote-prefix") { request, context in
             let who = try caller(context)
+            let view = try jobView(request)
             let body = try await decode(ReplacePrefixRequest.self, request)
-            return try json(try document(try service.replaceRemotePrefix(try context.parameters.require("id"), old: body.old, new: body.new, for: who), request))
+            return try json(view(try service.replaceRemotePrefix(try context.parameters.require("id"), old: body.old, new: body.new, for: who)))
         }
         v1.get("jobs/:id/error") { _, context in
             try json(ErrorDocument(try service.error(try context.parameters.require("id"), for: try caller(context))))
@@ -105,8 +117,8 @@ struct ControlRoutes: Sendable {
         v1.get("events") { request, context in
             let who = try caller(context)
             var job: JobID?
+            let pending = try flag(request.uri.queryParameters.get("pending"), named: "pending") ?? false
             if let id = request.uri.queryParameters.get("job") { job = try service.job(id, for: who).id }
-            let pending = request.uri.queryParameters.get("pending").map { $0 == "true" || $0 == "1" } ?? false
             let subscription = try notifications.subscribe(who, job: job, pending: pending)
             return Response(
                 status: .ok,
@@ -131,11 +143,12 @@ struct ControlRoutes: Sendable {
 
     // MARK: - Helpers
 
-    /// The job as the API answers it; `?files=false` leaves the file list out, and
+    /// How the request wants its job shown: `?files=false` leaves the file list out, and
     /// `?fileOffset=&fileLimit=` choose the page of files (the first 1,000 by default).
-    private func document(_ job: Job, _ request: Request) throws -> JobDocument {
+    private func jobView(_ request: Request) throws -> @Sendable (Job) -> JobDocument {
         let withFiles = try flag(request.uri.queryParameters.get("files"), named: "files") ?? true
-        return JobDocument(job, includingFiles: withFiles, fileRange: try fileRange(request))
+        let range = try fileRange(request)
+        return { job in JobDocument(job, includingFiles: withFiles, fileRange: range) }
     }
 
     /// The page of files asked for: `fileOffset` (default 0) and `fileLimit` (default 1,000, at most 10,000).
@@ -225,6 +238,15 @@ struct ErrorMiddleware: RouterMiddleware {
         } catch let error as FerryError {
             return try errorResponse(Self.status(for: error.code), error)
         } catch let error as HTTPError {
+            if error.status == .notFound, let allowed = Self.methods(forPath: request.uri.path), !allowed.contains(request.method) {
+                // A known path asked with a method it does not answer: 405, and which ones it does.
+                let allow = allowed.map(\.rawValue).joined(separator: ", ")
+                var response = try json(ErrorEnvelope(error: ErrorDocument(
+                    code: "METHOD_NOT_ALLOWED", context: "api",
+                    message: "\(request.method) is not allowed on \(request.uri.path); use \(allow)")), status: .methodNotAllowed)
+                response.headers[.allow] = allow
+                return response
+            }
             let code = error.status == .notFound ? "NO_SUCH_ENDPOINT" : "HTTP_\(error.status.code)"
             let message = error.status == .notFound ? "no endpoint \(request.method) \(request.uri.path); see docs/api.md" : (error.body ?? error.status.reasonPhrase)
             return try json(ErrorEnvelope(error: ErrorDocument(code: code, context: "api", message: message)), status: error.status)
@@ -232,6 +254,45 @@ struct ErrorMiddleware: RouterMiddleware {
             context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             return try json(ErrorEnvelope(error: ErrorDocument(code: "INTERNAL", context: "api", message: "\(error)")), status: .internalServerError)
         }
+    }
+
+    /// Every path of the API, `:name` for a parameter, and the methods it answers, as
+    /// ``ControlRoutes/router()`` registers them.
+    static let endpoints: [(path: String, methods: [HTTPRequest.Method])] = [
+        ("/v1/health", [.get]),
+        ("/v1/jobs", [.get, .post]),
+        ("/v1/jobs/:id", [.get, .patch]),
+        ("/v1/jobs/:id/files", [.post]),
+        ("/v1/jobs/:id/resume", [.post]),
+        ("/v1/jobs/:id/suspend", [.post]),
+        ("/v1/jobs/:id/cancel", [.post]),
+        ("/v1/jobs/:id/complete", [.post]),
+        ("/v1/jobs/:id/files/:index/url", [.put]),
+        ("/v1/jobs/:id/files/:index/mirrors", [.post]),
+        ("/v1/jobs/:id/replace-remote-prefix", [.post]),
+        ("/v1/jobs/:id/error", [.get]),
+        ("/v1/sources", [.get]),
+        ("/v1/events", [.get]),
+        ("/v1/events/ack", [.post]),
+    ]
+
+    /// The methods `path` answers, or `nil` when no endpoint has that path. Components are
+    /// compared as the router does: empty ones are skipped, a literal wins over a parameter.
+    static func methods(forPath path: String) -> [HTTPRequest.Method]? {
+        let asked = path.split(separator: "/")
+        func matches(_ template: String, literalsOnly: Bool) -> Bool {
+            let parts = template.split(separator: "/")
+            return parts.count == asked.count && zip(parts, asked).allSatisfy { part, given in
+                part == given || (!literalsOnly && part.hasPrefix(":"))
+            }
+        }
+        // A path that a literal route names exactly (such as /v1/events/ack) is that route.
+        if let exact = endpoints.first(where: { matches($0.path, literalsOnly: true) }) { return exact.methods }
+        let candidates = endpoints.filter { matches($0.path, literalsOnly: false) }
+        guard !candidates.isEmpty else { return nil }
+        var methods: [HTTPRequest.Method] = []
+        for method in candidates.flatMap(\.methods) where !methods.contains(method) { methods.append(method) }
+        return methods
     }
 
     private func errorResponse(_ status: HTTPResponse.Status, _ error: FerryError) throws -> Response {
