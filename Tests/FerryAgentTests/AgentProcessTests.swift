@@ -211,7 +211,7 @@ final class AgentProcessTests: XCTestCase {
             ("PUT", "/v1/jobs/\(job.id)/files/x/url", #"{"url": "http://h/y"}"#, 400, "whole number"),
             ("POST", "/v1/events/ack", nil, 400, "upTo"),
             ("GET", "/v1/nowhere", nil, 404, "no endpoint GET /v1/nowhere"),
-            ("DELETE", "/v1/jobs", nil, 404, "no endpoint DELETE /v1/jobs"),
+            ("DELETE", "/v1/jobs", nil, 405, "DELETE is not allowed on /v1/jobs; use GET, POST"),
         ]
         for (method, path, body, status, fragment) in cases {
             let answer = try h.curl(method, path, body: body)
