@@ -77,3 +77,33 @@ final class PolicyScenarioAgentTests: XCTestCase {
         XCTAssertEqual(try h.client.listJobs().filter { !$0.state.isFinal }.count, 0, "the failed job was cancelled in the agent")
     }
 }
+
+/// A policy that takes its time (it answers RETRY_LATER first, then acts) must still get its
+/// turn: `ferry transfer` waits for the verdict instead of taking ERROR for the end.
+final class SlowPolicyAgentTests: XCTestCase {
+    var h: AgentHarness!
+
+    override func setUpWithError() throws {
+        h = try AgentHarness()
+        let plugin = try PluginBuilder.build("Tests/Fixtures/plugins/always_resume.c", name: "retry-first", in: h.directory.path,
+                                             defines: ["RETRY_FIRST"])
+        try h.writeConfig("""
+            plugins:
+              - { path: \(plugin), role: error-policy }
+            """)
+        try h.start()
+    }
+
+    override func tearDown() { h.tearDown() }
+
+    func testTransferWaitsForAPolicyThatAsksToBeCalledAgain() throws {
+        let data = testBytes(50_000, seed: 906)
+        h.server.setFile("/late.bin", data: data)
+        h.server.addFault("/late.bin", .status(404), times: 1)
+        let result = try ChildProcess.run("ferry", ["transfer", "--agent", "--socket", h.socket, h.url("/late.bin"), "late.bin"],
+                                          workingDirectory: h.downloads, timeout: 60)
+        XCTAssertEqual(result.status, 0, result.stderr + h.log)
+        XCTAssertTrue(fileHolds(h.destination("late.bin"), data), "the policy resumed the job after its second call")
+        XCTAssertEqual(h.server.requests(for: "/late.bin").count, 2)
+    }
+}
