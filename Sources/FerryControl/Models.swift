@@ -27,6 +27,9 @@ public struct JobDocument: Codable, Sendable, Equatable {
     public var customHeaders: [String]
     /// What error policies decided about the job, oldest first.
     public var history: [String]
+    /// The job is in ERROR or TRANSIENT_ERROR and its error policies have not answered yet:
+    /// the error may still be handled (a mirror, a retry, a fallback) and is not the end.
+    public var deciding: Bool
     /// BITS' `DYNAMIC_CONTENT`: no size or ranges needed; an interrupted file starts again from zero.
     public var dynamicContent: Bool
     /// The most bytes any one file of the job may have; absent when only the agent's limit applies.
@@ -60,6 +63,7 @@ public struct JobDocument: Codable, Sendable, Equatable {
         notifyCommand = job.notifyCommand
         customHeaders = job.customHeaders
         history = job.history
+        deciding = job.deciding
         dynamicContent = job.dynamicContent
         maxFileBytes = job.maxFileBytes
         tlsCAFile = job.tlsCAFile

@@ -116,6 +116,10 @@ public final class Engine: @unchecked Sendable {
         thread.stackSize = 1 << 20
         loopThread = thread
         thread.start()
+        // A job that was deciding when the engine stopped asks its policies again.
+        post { [self] in
+            for job in jobs.values where job.deciding { consultErrorPolicies(about: job) }
+        }
     }
 
     /// Stops every transfer, flushes and records its progress, and ends the engine's thread.
@@ -483,7 +487,9 @@ public final class Engine: @unchecked Sendable {
             }
             needsScheduling = true
         case .scheduleRetry:
-            // fireTimers() reads the job's retryAt and deadline; policies may see transient errors.
+            // fireTimers() reads the job's retryAt and deadline.
+            break
+        case .consultErrorPolicies:
             if let job = jobs[id] { consultErrorPolicies(about: job) }
         case .notifyFileTransferred(let index):
             if let job = jobs[id] { emit(.fileTransferred(job, file: index)) }
@@ -498,9 +504,9 @@ public final class Engine: @unchecked Sendable {
             }
         case .notifyJobError:
             if let job = jobs[id] {
+                // The policies have answered and the error stands.
                 logger.warning("job error", metadata: ["job": "\(id)", "error": "\(job.lastError.map { "\($0)" } ?? "-")"])
                 emit(.jobError(job))
-                consultErrorPolicies(about: job)
             }
         }
     }
@@ -563,7 +569,7 @@ public final class Engine: @unchecked Sendable {
     // MARK: - Scheduling
 
     private func fireTimers(now: Date) {
-        for (id, job) in jobs where job.state == .transientError {
+        for (id, job) in jobs where job.state == .transientError && !job.deciding {
             let due = [job.retryAt, job.noProgressDeadline].compactMap { $0 }.min()
             if let due, due <= now { _ = try? apply(.retryTimerFired, to: id, durable: false) }
         }
@@ -933,11 +939,19 @@ public final class Engine: @unchecked Sendable {
     // MARK: - Error policies
 
     /// Calls the error policies that apply, off the engine's thread, then carries out what the
-    /// first one that acted asked for, within the per-job bound on automatic resumes.
+    /// first one that acted asked for, within the per-job bound on automatic resumes. The job
+    /// stays ``Job/deciding`` until they answered (``JobEvent/errorPoliciesAnswered``).
     private func consultErrorPolicies(about job: Job) {
-        guard let error = job.lastError else { return }
+        guard job.deciding else { return }
+        guard let error = job.lastError else {
+            _ = try? apply(.errorPoliciesAnswered, to: job.id, durable: false)
+            return
+        }
         let policies = plugins.errorPolicies(for: job, transient: job.state == .transientError)
-        guard !policies.isEmpty else { return }
+        guard !policies.isEmpty else {
+            _ = try? apply(.errorPoliciesAnswered, to: job.id, durable: false)
+            return
+        }
         let view = PluginJobView(job: job, sourceHealth: sourceHealth(for: job, file: error.fileIndex))
         let plugins = self.plugins
         let state = job.state
@@ -952,7 +966,11 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func carryOut(_ decisions: [PolicyDecision], for id: JobID, error: FerryError, expectedState: JobState) {
-        guard let job = jobs[id], job.state == expectedState else { return }
+        // A job that left the error meanwhile (resumed, suspended, cancelled) is no longer deciding.
+        guard let job = jobs[id], job.state == expectedState, job.deciding else { return }
+        // However the round ends (unless a policy asked to be called again), the policies have answered.
+        var answered = true
+        defer { if answered { _ = try? apply(.errorPoliciesAnswered, to: id, durable: false) } }
         for decision in decisions where decision.status != 0 && decision.status != 1 {
             logger.error("error policy failed", metadata: ["job": "\(id)", "plugin": "\(decision.plugin)", "status": "\(decision.status)", "error": "\(decision.message)"])
         }
@@ -961,6 +979,7 @@ public final class Engine: @unchecked Sendable {
             // RETRY_LATER (1): BITS calls a callback again until it answers; here after 5 s, while the error lasts.
             if let waiting = decisions.first(where: { $0.status == 1 }) {
                 logger.info("error policy asked to be called again", metadata: ["job": "\(id)", "plugin": "\(waiting.plugin)"])
+                answered = false
                 let again = UncheckedSendable { [unowned self] in
                     if let current = self.jobs[id], current.state == expectedState { self.consultErrorPolicies(about: current) }
                 }

@@ -201,7 +201,7 @@ public final class OneShotTransfer: @unchecked Sendable {
                     output.error("ferry: job \(id) could not be completed: \(error)\n  fix that and run the same command again: the files are kept")
                     return .keptForRerun(1)
                 }
-            case .error:
+            case .error where !job.deciding:
                 output.finishLine()
                 let failure = job.lastError
                 var text = "ferry: job \(id) failed: \(failure.map { "\($0.code) (\($0.context.rawValue))" } ?? "ERROR")"

@@ -97,7 +97,7 @@ struct AgentTransfer {
                 output.finishLine()
                 say("Transferred \(done.progress.filesTotal) file\(done.progress.filesTotal == 1 ? "" : "s"), \(Format.bytes(done.progress.bytesTransferred)) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
                 return ExitStatus.success
-            case .error:
+            case .error where !job.deciding:
                 output.finishLine()
                 printError(Self.failure(job))
                 _ = try? link.client.perform("cancel", on: id)
