@@ -87,7 +87,7 @@ let package = Package(
         .executableTarget(
             name: "ferry",
             dependencies: [
-                "FerryEngine", "FerryControl", "FerryCore",
+                "FerryEngine", "FerryControl", "FerryCore", "FerryStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
