@@ -32,6 +32,8 @@ let package = Package(
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CFerrySystem"),
+        // Marks a plugin call's record when a fatal signal ends the process during it.
+        .target(name: "CPluginGuard"),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // The public plugin ABI: one C header, nothing else.
         .target(name: "FerryPluginABI"),
@@ -47,7 +49,7 @@ let package = Package(
         .target(name: "FerryPluginKit", dependencies: ["FerryPluginABI"]),
         .target(
             name: "FerryPluginHost",
-            dependencies: ["FerryCore", "FerryPluginABI", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["FerryCore", "FerryPluginABI", "CPluginGuard", .product(name: "Logging", package: "swift-log")]
         ),
 
         // ---- the engine -------------------------------------------------------------

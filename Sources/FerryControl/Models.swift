@@ -284,12 +284,27 @@ public struct HealthDocument: Codable, Sendable, Equatable {
     public var uptimeSec: Double
     public var jobs: Int
     public var plugins: [String]
+    /// Plugins disabled after crashing the agent `crashes` times; absent when none is.
+    public var disabledPlugins: [DisabledPluginDocument]?
 
-    public init(version: String, uptimeSec: Double, jobs: Int, plugins: [String]) {
+    public init(version: String, uptimeSec: Double, jobs: Int, plugins: [String], disabledPlugins: [DisabledPluginDocument]? = nil) {
         self.version = version
         self.uptimeSec = uptimeSec
         self.jobs = jobs
         self.plugins = plugins
+        self.disabledPlugins = disabledPlugins
+    }
+}
+
+/// A plugin the agent no longer calls, after it crashed the agent too often
+/// (until the plugin configuration changes).
+public struct DisabledPluginDocument: Codable, Sendable, Equatable {
+    public var plugin: String
+    public var crashes: Int
+
+    public init(plugin: String, crashes: Int) {
+        self.plugin = plugin
+        self.crashes = crashes
     }
 }
 

@@ -47,6 +47,9 @@ public struct ErrorCode: RawRepresentable, Hashable, Codable, Sendable, CustomSt
     public static let accessDenied = ErrorCode(rawValue: "ACCESS_DENIED")
     /// The user has too many jobs, or the job too many files (`BG_E_TOO_MANY_JOBS_PER_USER`, `BG_E_TOO_MANY_FILES_IN_JOB`).
     public static let quotaExceeded = ErrorCode(rawValue: "QUOTA_EXCEEDED")
+    /// A plugin crashed the process while it handled this file (or it is disabled after
+    /// crashing too often): the file fails, the agent goes on.
+    public static let pluginCrashed = ErrorCode(rawValue: "PLUGIN_CRASHED")
 
     /// `HTTP_ERROR_<status>`, as BITS' `BG_E_HTTP_ERROR_nnn`.
     public static func httpError(_ status: Int) -> ErrorCode { ErrorCode(rawValue: "HTTP_ERROR_\(status)") }

@@ -98,6 +98,10 @@ public final class Engine: @unchecked Sendable {
         } catch {
             throw FerryError(code: .invalidArgument, context: .queueManager, message: "\(error)")
         }
+        if let directory = configuration.pluginCallRecordsDirectory {
+            plugins.crashRecords = try PluginCrashRecords(directory: directory, limit: configuration.pluginCrashLimit,
+                                                          configuration: PluginSpec.describe(configuration.plugins), logger: logger)
+        }
     }
 
     // MARK: - Lifecycle
@@ -461,6 +465,7 @@ public final class Engine: @unchecked Sendable {
         activeSince[id] = nil
         pendingRecords[id] = nil
         pendingDeletes.append(id)
+        plugins.crashRecords?.forget(job: id)
     }
 
     private func emit(_ event: EngineEvent) {
@@ -1074,7 +1079,54 @@ public final class Engine: @unchecked Sendable {
                 self.validate(transfer, attempt: attempt + 1, digests: digests)
             }
             validationQueue(for: id).asyncAfter(deadline: .now() + delay) { [weak self] in self?.post { retry.value() } }
+        case .pluginCrashed(let verdict):
+            // Not the source's fault: its health is left alone.
+            release(transfer)
+            logger.error("file failed: its validator cannot be called", metadata: ["job": "\(id)", "file": "\(index)", "plugin": "\(verdict.plugin)", "reason": "\(verdict.reason)"])
+            let error = FerryError(code: .pluginCrashed, context: .validation, fileIndex: index, message: verdict.reason)
+            _ = try? apply(.validationFailed(error), to: id, files: [index], durable: false)
         }
+    }
+
+    /// What a stopped agent left of its plugin calls (recovery, before the engine's thread runs).
+    /// A call the process died in of a plugin's fatal signal fails its file with PLUGIN_CRASHED
+    /// (a validator), or is kept in the job's history as a policy that did not act (an error
+    /// policy, whose job is asked again without it). A call cut short by something else is
+    /// simply made again.
+    /// - Returns: the jobs this changed, to be written back.
+    private func settleUnfinishedPluginCalls() -> [Job] {
+        guard let records = plugins.crashRecords else { return [] }
+        var changed: [JobID: Job] = [:]
+        let stamp = ISO8601DateFormatter().string(from: Date())
+        for call in records.collectUnfinishedCalls() {
+            let target = "job \(call.job)" + (call.file.map { " file \($0)" } ?? "")
+            guard let signal = call.signal else {
+                logger.notice("the agent stopped during a plugin call; it is made again", metadata: ["plugin": "\(call.plugin)", "callback": "\(call.callback)", "on": "\(target)"])
+                continue
+            }
+            let cause = "plugin \(call.plugin) crashed (\(Engine.signalName(signal))) in \(call.callback)"
+            logger.error("\(cause); it is not called about this file again", metadata: ["plugin": "\(call.plugin)", "path": "\(call.path)", "on": "\(target)"])
+            guard let id = JobID(call.job), var job = jobs[id] else { continue }
+            if call.callback == "file_transferred", let index = call.file, job.files.indices.contains(index), !job.files[index].isTransferred {
+                let error = FerryError(code: .pluginCrashed, context: .validation, fileIndex: index,
+                                       message: "\(cause) while checking file \(index); it is not called about this file again")
+                _ = try? job.apply(.validationFailed(error), at: Date())
+                let temporary = job.temporaryPath(ofFile: index)
+                try? OwnerIdentity.run(as: job.owner) { () throws(FerryError) in _ = unlink(temporary) }
+            } else if call.callback == "job_error" {
+                let code = job.lastError?.code.rawValue ?? "error"
+                _ = try? job.apply(.recordPolicyDecision("\(stamp) \(code): \(cause); no policy acted for it", resumes: false), at: Date())
+            }
+            jobs[id] = job
+            changed[id] = job
+        }
+        return Array(changed.values)
+    }
+
+    static func signalName(_ number: Int32) -> String {
+        let names: [Int32: String] = [SIGSEGV: "SIGSEGV", SIGBUS: "SIGBUS", SIGILL: "SIGILL", SIGFPE: "SIGFPE",
+                                      SIGABRT: "SIGABRT", SIGSYS: "SIGSYS", SIGTRAP: "SIGTRAP"]
+        return names[number].map { "\($0), signal \(number)" } ?? "signal \(number)"
     }
 
     private func validationQueue(for id: JobID) -> DispatchQueue {
@@ -1265,6 +1317,7 @@ public final class Engine: @unchecked Sendable {
             // jobs must not pay one commit per job before it serves.
             if job != recorded { changed.append(job) }
         }
+        changed += settleUnfinishedPluginCalls()
         if !changed.isEmpty { try? store.save(changed) }
         do {
             for health in try store.loadSourceHealth() { sourceHealth[health.origin] = health }

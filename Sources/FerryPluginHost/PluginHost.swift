@@ -108,6 +108,9 @@ public enum ValidationOutcome: Equatable, Sendable {
     case invalid(ValidationVerdict)
     /// A validator asked to be called again later.
     case retryLater(plugin: String)
+    /// A validator may not be called about this file: it crashed on it before, or it is
+    /// disabled after crashing too often. The file is not proven.
+    case pluginCrashed(ValidationVerdict)
 }
 
 /// What an error policy did about a job's error.
@@ -122,6 +125,9 @@ public struct PolicyDecision: Equatable, Sendable {
 public final class PluginHost: @unchecked Sendable {
     public let plugins: [LoadedPlugin]
     private let logger: Logger
+    /// Where each call is recorded before it is made, so that a plugin that crashes the process
+    /// is known when it starts again; nil records nothing. Set before the first call.
+    public var crashRecords: PluginCrashRecords?
 
     /// Loads every plugin in order; the first that cannot be loaded stops the whole load.
     /// - Throws: ``PluginLoadError`` naming the file and the reason.
@@ -201,7 +207,11 @@ public final class PluginHost: @unchecked Sendable {
         var verdicts: [ValidationVerdict] = []
         for plugin in validators(for: view.job) {
             guard let callback = plugin.descriptor.pointee.file_transferred else { continue }
-            let (status, text, scope) = invoke(plugin, view) { instance, job, errorBuffer in
+            // Fail closed: a validator that cannot be asked leaves the file unproven.
+            if let refusal = crashRecords?.refusal(of: plugin.name, job: view.job.id, file: index) {
+                return .pluginCrashed(ValidationVerdict(plugin: plugin.name, valid: false, reason: refusal))
+            }
+            let (status, text, scope) = invoke(plugin, view, callback: "file_transferred", file: index) { instance, job, errorBuffer in
                 callback(instance, job, HostTable.fileHandle(job, index), errorBuffer.pointer, errorBuffer.size)
             }
             let verdict = scope.verdicts.last { $0.file == index }
@@ -233,7 +243,12 @@ public final class PluginHost: @unchecked Sendable {
         var decisions: [PolicyDecision] = []
         for plugin in policies {
             guard let callback = plugin.descriptor.pointee.job_error else { continue }
-            let (status, text, scope) = invoke(plugin, view) { instance, job, errorBuffer in
+            // A policy that crashed about this error is not asked again: it did not act.
+            if let refusal = crashRecords?.refusal(of: plugin.name, job: view.job.id, file: error.fileIndex) {
+                decisions.append(PolicyDecision(plugin: plugin.name, actions: [], status: FERRY_ERROR, message: refusal))
+                continue
+            }
+            let (status, text, scope) = invoke(plugin, view, callback: "job_error", file: error.fileIndex) { instance, job, errorBuffer in
                 HostTable.withErrorInfo(error) { info in callback(instance, job, info, errorBuffer.pointer, errorBuffer.size) }
             }
             decisions.append(PolicyDecision(plugin: plugin.name, actions: scope.actions, status: status, message: text))
@@ -253,12 +268,12 @@ public final class PluginHost: @unchecked Sendable {
             switch kind {
             case .jobTransferred:
                 guard let callback = plugin.descriptor.pointee.job_transferred else { continue }
-                (status, text, _) = invoke(plugin, view) { instance, job, errorBuffer in
+                (status, text, _) = invoke(plugin, view, callback: "job_transferred", file: nil) { instance, job, errorBuffer in
                     callback(instance, job, errorBuffer.pointer, errorBuffer.size)
                 }
             case .jobModification:
                 guard let callback = plugin.descriptor.pointee.job_modification else { continue }
-                (status, text, _) = invoke(plugin, view) { instance, job, errorBuffer in
+                (status, text, _) = invoke(plugin, view, callback: "job_modification", file: nil) { instance, job, errorBuffer in
                     callback(instance, job, errorBuffer.pointer, errorBuffer.size)
                 }
             }
@@ -273,17 +288,20 @@ public final class PluginHost: @unchecked Sendable {
     public enum Notification: String, Sendable { case jobTransferred, jobModification }
 
     /// Calls one plugin callback inside a scope that gives it the job's handles.
+    /// The call is recorded first (``crashRecords``) and its record removed once it returned.
     private func invoke(
-        _ plugin: LoadedPlugin, _ view: PluginJobView,
+        _ plugin: LoadedPlugin, _ view: PluginJobView, callback: String, file: Int?,
         _ body: (UnsafeMutableRawPointer?, OpaquePointer, ErrorBuffer) -> Int32
     ) -> (Int32, String, CallbackScope) {
         if plugin.isSingleThreaded { plugin.callLock.lock() }
         defer { if plugin.isSingleThreaded { plugin.callLock.unlock() } }
         let errorBuffer = ErrorBuffer()
         let scope = CallbackScope(view: view, plugin: plugin.name)
+        let record = crashRecords?.begin(plugin: plugin, callback: callback, job: view.job.id, file: file)
         let status = HostTable.withScope(scope) { job in
             HostTable.whileCalling(plugin: plugin.name) { body(plugin.instance, job, errorBuffer) }
         }
+        crashRecords?.end(record)
         let known = (FERRY_OK...FERRY_INVALID_STATE).contains(status)
         if !known {
             logger.error("plugin returned an unknown status; treated as an error",

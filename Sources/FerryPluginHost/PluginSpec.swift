@@ -31,6 +31,14 @@ public struct PluginSpec: Sendable, Equatable {
         self.appliesTo = appliesTo
     }
 
+    /// The plugin configuration as one line per entry, for telling configurations apart
+    /// (crash counts belong to one configuration).
+    public static func describe(_ specs: [PluginSpec]) -> String {
+        specs.map { spec in
+            "\(spec.reference) \(spec.appliesTo) " + spec.settings.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        }.joined(separator: "\n")
+    }
+
     public static func == (lhs: PluginSpec, rhs: PluginSpec) -> Bool {
         lhs.reference == rhs.reference && lhs.appliesTo == rhs.appliesTo
             && lhs.settings.map(\.key) == rhs.settings.map(\.key) && lhs.settings.map(\.value) == rhs.settings.map(\.value)

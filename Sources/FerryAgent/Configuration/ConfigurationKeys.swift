@@ -93,6 +93,7 @@ extension ConfigurationKey {
         .seconds("jobs.max_download_time_sec", 0...Double.greatestFiniteMagnitude, \.engine.maxDownloadTimeSeconds),
         .seconds("jobs.inactivity_timeout_sec", 0...Double.greatestFiniteMagnitude, \.engine.jobInactivityTimeoutSeconds),
         .integer("jobs.max_policy_resumes", 0...1_000_000, \.engine.maxPolicyResumes),
+        .integer("plugin_host.crash_limit", 1...1_000, \.engine.pluginCrashLimit),
         ConfigurationKey(path: "jobs.modification_min_interval_ms", read: { node, key, reader, configuration throws(ConfigurationError) in
             configuration.modificationMinimumInterval = Double(try reader.integer(node, key: key, in: 0...60_000, unit: "milliseconds")) / 1000
         }, show: { "\(Int(($0.modificationMinimumInterval * 1000).rounded()))" }),

@@ -27,7 +27,11 @@ struct ControlRoutes: Sendable {
             _ = try caller(context)
             return try json(HealthDocument(version: version, uptimeSec: Date().timeIntervalSince(started),
                                            jobs: service.engine.allJobs().count,
-                                           plugins: service.engine.plugins.plugins.map { "\($0.name) \($0.version)" }))
+                                           plugins: service.engine.plugins.plugins.map { "\($0.name) \($0.version)" },
+                                           disabledPlugins: service.engine.plugins.crashRecords.flatMap { records in
+                                               let disabled = records.disabled
+                                               return disabled.isEmpty ? nil : disabled.map { DisabledPluginDocument(plugin: $0.plugin, crashes: $0.crashes) }
+                                           }))
         }
         v1.get("jobs") { request, context in
             let who = try caller(context)
