@@ -9,6 +9,7 @@ let package = Package(
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
         .executable(name: "ferryd", targets: ["ferryd"]),
+        .executable(name: "ferry-plugin-helper", targets: ["ferry-plugin-helper"]),
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
         // Built-in plugins: shared objects the agent loads with dlopen (libferry-<name>.so).
         .library(name: "ferry-sha256", type: .dynamic, targets: ["FerrySHA256Plugin"]),
@@ -93,6 +94,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+
+        // Runs one plugin in a process of its own, for `isolation: process`.
+        .executableTarget(
+            name: "ferry-plugin-helper",
+            dependencies: ["FerryPluginHost", .product(name: "Logging", package: "swift-log")]
         ),
 
         .executableTarget(

@@ -146,6 +146,22 @@ public final class PluginCrashRecords: Sendable {
         return calls
     }
 
+    /// A plugin's helper process died during a call (`isolation: process`): counted and kept away
+    /// from that file like a crash of the agent, without the agent stopping.
+    public func recordIsolatedCrash(of plugin: String, job: JobID, file: Int?) {
+        let count = state.withLock { ledger -> Int? in
+            ledger.crashes[plugin, default: 0] += 1
+            ledger.excluded.insert(Self.key(plugin, job, file))
+            let count = ledger.crashes[plugin]!
+            return count >= limit && ledger.disabled.insert(plugin).inserted ? count : nil
+        }
+        if let count {
+            logger.critical("plugin disabled after \(count) crashes; it stays disabled until the plugin configuration changes",
+                            metadata: ["plugin": "\(plugin)", "crashes": "\(count)", "limit": "\(limit)"])
+        }
+        save()
+    }
+
     /// Forgets a job's exclusions (the job ended).
     public func forget(job: JobID) {
         let prefix = "\(job)"

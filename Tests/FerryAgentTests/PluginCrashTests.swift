@@ -127,3 +127,57 @@ final class PolicyCrashTests: XCTestCase {
         XCTAssertTrue(final.history.contains { $0.contains("crash-policy crashed") && $0.contains("no policy acted") }, "\(final.history)")
     }
 }
+
+/// `isolation: process`: the plugins run in helper processes, with the same ABI; a crash costs
+/// only the call, and the agent never stops.
+final class IsolatedPluginTests: XCTestCase {
+    var h: AgentHarness!
+
+    override func setUpWithError() throws {
+        h = try AgentHarness()
+        let crasher = try PluginBuilder.build("Tests/Fixtures/plugins/crash_validator.c", name: "crasher", in: h.directory.path)
+        let guardPlugin = try PluginBuilder.build("Plugins/example-c/html_guard.c", name: "html-guard", in: h.directory.path)
+        try h.writeConfig("""
+            plugins:
+              - { path: \(guardPlugin), role: validator, isolation: process }
+              - { path: \(crasher), role: validator, isolation: process, applies_to: { property: probe, value: crash } }
+            """)
+        try h.start()
+    }
+
+    override func tearDown() { h.tearDown() }
+
+    private func job(_ name: String, _ data: [UInt8], crash: Bool = false) throws -> String {
+        h.server.setFile("/\(name)", data: data)
+        let created = try h.client.createJob(CreateJobRequest(displayName: name, files: [NewFileDocument(url: h.url("/\(name)"), path: h.destination(name))],
+                                                              settings: JobSettings(properties: crash ? ["probe": "crash"] : nil)))
+        _ = try h.client.perform("resume", on: created.id)
+        return created.id
+    }
+
+    func testACrashInAnIsolatedValidatorCostsOnlyThatCall() throws {
+        let pid = h.process?.pid
+        XCTAssertTrue(h.log.contains("isolation=process"), h.log)
+
+        let crashing = try job("crash.bin", testBytes(20_000, seed: 950), crash: true)
+        let failed = try XCTUnwrap(h.wait(crashing, for: "ERROR"))
+        XCTAssertEqual(failed.error?.code, "PLUGIN_CRASHED")
+        XCTAssertTrue(failed.error?.message.contains("crashed (SIGSEGV, signal 11) in its helper process") ?? false, "\(failed.error.map { "\($0)" } ?? "")")
+        XCTAssertEqual(h.process?.pid, pid, "the agent did not stop")
+        XCTAssertTrue(h.process?.process.isRunning ?? false)
+
+        // The same ABI through the helper: html-guard's verdict arrives with its reason.
+        let page = try job("page.bin", Array("<!doctype html><p>mirror error</p>".utf8))
+        let refused = try XCTUnwrap(h.wait(page, for: "ERROR"))
+        XCTAssertEqual(refused.error?.code, "VALIDATION_FAILED")
+        XCTAssertTrue(refused.error?.message.hasPrefix("html-guard:") ?? false, "\(refused.error.map { "\($0)" } ?? "")")
+
+        // And a good file goes through both helpers (the crasher's was started again).
+        let data = testBytes(40_000, seed: 951)
+        let good = try job("good.bin", data)
+        h.wait(good, for: "TRANSFERRED")
+        _ = try h.client.perform("complete", on: good)
+        XCTAssertTrue(fileHolds(h.destination("good.bin"), data))
+        XCTAssertEqual(h.process?.pid, pid)
+    }
+}

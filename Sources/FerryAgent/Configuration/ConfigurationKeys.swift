@@ -228,7 +228,7 @@ extension ConfigurationKey {
 
     /// `plugins`: the list of plugins to load, in order.
     static func plugins(_ node: Node, key: String, reader: ConfigurationReader) throws(ConfigurationError) -> [PluginEntry] {
-        let fieldNames = ["name", "path", "role", "applies_to", "settings"]
+        let fieldNames = ["name", "path", "role", "applies_to", "settings", "isolation"]
         var entries: [PluginEntry] = []
         for (index, item) in try reader.sequence(node, key: key, expected: "a list of plugins (write [] to load none)").enumerated() {
             let itemKey = "\(key)[\(index)]"
@@ -240,6 +240,7 @@ extension ConfigurationKey {
             var role: PluginEntry.Role?
             var appliesTo = PluginSpec.Applicability.allJobs
             var settings: [(key: String, value: String)] = []
+            var isolation = PluginSpec.Isolation.inProcess
             for (fieldNode, value) in fields {
                 let field = try reader.keyName(fieldNode, parent: itemKey)
                 let dotted = "\(itemKey).\(field)"
@@ -263,6 +264,13 @@ extension ConfigurationKey {
                     role = parsed
                 case "applies_to":
                     appliesTo = try applicability(value, key: dotted, reader: reader)
+                case "isolation":
+                    let known = PluginSpec.Isolation.allCases.map(\.rawValue)
+                    let text = try reader.scalarText(value, key: dotted, expected: "one of \(known.joined(separator: ", "))")
+                    guard let parsed = PluginSpec.Isolation(rawValue: text) else {
+                        throw reader.error(at: value, key: dotted, "unknown isolation '\(text)'; known: \(known.joined(separator: ", "))")
+                    }
+                    isolation = parsed
                 case "settings":
                     guard let pairs = try reader.mapping(value, key: dotted, expected: "a mapping of setting names to values") else { continue }
                     settings = []
@@ -279,7 +287,7 @@ extension ConfigurationKey {
                     ? "needs a name (a plugin found as libferry-<name>.so in the plugin directories) or a path (a shared object)"
                     : "give either name or path, not both")
             }
-            entries.append(PluginEntry(spec: PluginSpec(reference: reference, settings: settings, appliesTo: appliesTo), role: role))
+            entries.append(PluginEntry(spec: PluginSpec(reference: reference, settings: settings, appliesTo: appliesTo, isolation: isolation), role: role))
         }
         return entries
     }
@@ -349,6 +357,7 @@ enum ConfigurationFormat {
         case .jobsWithProperty(let property, let value):
             fields.append("applies_to: {property: \(yamlString(property))" + (value.map { ", value: \(quoted($0))" } ?? "") + "}")
         }
+        if spec.isolation != .inProcess { fields.append("isolation: \(spec.isolation.rawValue)") }
         fields.append("settings: {" + spec.settings.map { "\(yamlString($0.key)): \(quoted($0.value))" }.joined(separator: ", ") + "}")
         return "{" + fields.joined(separator: ", ") + "}"
     }
