@@ -7,8 +7,19 @@ import Logging
 enum HelperRequest: Codable {
     /// Load the plugin (trust checks, `dlopen`, `create` with its settings) and say what it is.
     case load(reference: String, settings: [[String]], directories: [String])
-    case validate(file: Int, view: PluginJobView)
-    case handleError(view: PluginJobView, error: FerryError)
+    case validate(file: Int, view: PluginJobView, files: FilesDelta)
+    case handleError(view: PluginJobView, error: FerryError, files: FilesDelta)
+}
+
+/// The job's files as the helper must see them, sent as the changes since the previous call
+/// about the same job: sending every file with every call would cost a job of n files n² work.
+/// The view itself travels without its files.
+struct FilesDelta: Codable {
+    /// The helper drops what it holds and starts from an empty list (another job, a new helper).
+    var reset: Bool
+    var count: Int
+    /// The files that changed (or are new), by index.
+    var changed: [Int: JobFile]
 }
 
 enum HelperAnswer: Codable {
@@ -82,6 +93,8 @@ final class IsolatedPlugin: @unchecked Sendable {
     private let logger: Logger
     private let lock = NSLock()
     private var helper: (process: Process, fd: Int32)?
+    /// The files the helper holds: those of the last job it was called about.
+    private var sent: (job: JobID, files: JobFileList)?
 
     /// What a call came to.
     enum Result<Answer> {
@@ -147,34 +160,50 @@ final class IsolatedPlugin: @unchecked Sendable {
     }
 
     func validate(file: Int, view: PluginJobView) -> Result<ValidationOutcome> {
-        call(.validate(file: file, view: view)) { answer in
+        call(view) { .validate(file: file, view: $0, files: $1) } unwrap: { answer in
             if case .validated(let outcome) = answer { return outcome }
             return nil
         }
     }
 
     func handleError(view: PluginJobView, error: FerryError) -> Result<[PolicyDecision]> {
-        call(.handleError(view: view, error: error)) { answer in
+        call(view) { .handleError(view: $0, error: error, files: $1) } unwrap: { answer in
             if case .decided(let decisions) = answer { return decisions }
             return nil
         }
     }
 
-    private func call<Answer>(_ request: HelperRequest, _ unwrap: (HelperAnswer) -> Answer?) -> Result<Answer> {
+    private func call<Answer>(_ view: PluginJobView, _ request: (PluginJobView, FilesDelta) -> HelperRequest,
+                              unwrap: (HelperAnswer) -> Answer?) -> Result<Answer> {
         lock.lock()
         defer { lock.unlock() }
         if helper == nil {
+            sent = nil
             do { helper = try Self.launch(spec, directories: directories).0 } catch {
                 return .crashed(cause: "its helper could not be started again: \(error)")
             }
         }
         let (process, fd) = helper!
-        if HelperWire.send(request, on: fd), let answer = HelperWire.receive(HelperAnswer.self, on: fd), let value = unwrap(answer) {
+        let files = view.job.files
+        var delta = FilesDelta(reset: true, count: files.count, changed: [:])
+        let indices: [Int]
+        if let sent, sent.job == view.job.id, sent.files.count <= files.count {
+            delta.reset = false
+            indices = files.changedIndices(since: sent.files)
+        } else {
+            indices = Array(files.indices)
+        }
+        for index in indices { delta.changed[index] = files[index] }
+        var bare = view
+        bare.job = Job(persistedHeader: view.job, files: JobFileList())
+        if HelperWire.send(request(bare, delta), on: fd), let answer = HelperWire.receive(HelperAnswer.self, on: fd), let value = unwrap(answer) {
+            sent = (view.job.id, files)
             return .answered(value)
         }
         // The helper died (or spoke nonsense): the call is lost, the next one gets a new helper.
         close(fd)
         helper = nil
+        sent = nil
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         let cause = Self.cause(process)
@@ -208,6 +237,20 @@ public enum PluginHelperServer {
     /// Reads requests from `fd` and answers them; returns when the agent closes the socket.
     public static func serve(on fd: Int32, logger: Logger) {
         var host: PluginHost?
+        var held: (job: JobID, files: JobFileList)?
+        /// The view with the files the helper holds, patched with the call's changes.
+        func complete(_ view: PluginJobView, _ delta: FilesDelta) -> PluginJobView {
+            var files = delta.reset || held?.job != view.job.id ? JobFileList() : held!.files
+            for index in 0..<delta.count {
+                if let file = delta.changed[index] {
+                    if index < files.count { files[index] = file } else { files.append(file) }
+                }
+            }
+            held = (view.job.id, files)
+            var full = view
+            full.job = Job(persistedHeader: view.job, files: files)
+            return full
+        }
         while let request = HelperWire.receive(HelperRequest.self, on: fd) {
             let answer: HelperAnswer
             switch request {
@@ -221,10 +264,11 @@ public enum PluginHelperServer {
                 } catch {
                     answer = .refused(reason: error.reason.rawValue, message: error.message, path: error.path)
                 }
-            case .validate(let file, let view):
-                answer = .validated(host?.validate(file: file, view: view) ?? .valid([]))
-            case .handleError(let view, let error):
-                answer = .decided(host.map { $0.handleError(view: view, error: error, policies: $0.plugins) } ?? [])
+            case .validate(let file, let view, let delta):
+                answer = .validated(host?.validate(file: file, view: complete(view, delta)) ?? .valid([]))
+            case .handleError(let view, let error, let delta):
+                let full = complete(view, delta)
+                answer = .decided(host.map { $0.handleError(view: full, error: error, policies: $0.plugins) } ?? [])
             }
             guard HelperWire.send(answer, on: fd) else { break }
         }

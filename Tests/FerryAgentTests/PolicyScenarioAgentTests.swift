@@ -106,4 +106,42 @@ final class SlowPolicyAgentTests: XCTestCase {
         XCTAssertTrue(fileHolds(h.destination("late.bin"), data), "the policy resumed the job after its second call")
         XCTAssertEqual(h.server.requests(for: "/late.bin").count, 2)
     }
+
+    func testADecidingJobSaysSoInTheAPIAndInInfoAndSendsNoJobError() throws {
+        let data = testBytes(20_000, seed: 907)
+        h.server.setFile("/wait.bin", data: data)
+        h.server.addFault("/wait.bin", .status(404), times: 1)
+        let job = try h.client.createJob(CreateJobRequest(displayName: "deciding", files: [NewFileDocument(url: h.url("/wait.bin"), path: h.destination("wait.bin"))]))
+        _ = try h.client.perform("resume", on: job.id)
+        // The policy asked to be called again in 5 s: the job is in ERROR, deciding.
+        var seen: JobDocument?
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            seen = try? self.h.client.job(job.id)
+            return seen?.state == .error && seen?.deciding == true
+        }, "job is \(seen.map { "\($0.state) deciding=\($0.deciding)" } ?? "gone")")
+        let info = try h.ferry(["info", job.id])
+        XCTAssertTrue(info.stdout.contains("ERROR (error policies deciding)"), info.stdout)
+        h.wait(job.id, for: "TRANSFERRED", timeout: 30)
+        // No jobError was ever kept for it: the error was handled before anyone was told.
+        final class Kinds: @unchecked Sendable {
+            let lock = NSLock()
+            var all: [String] = []
+            func add(_ kind: String) { lock.withLock { all.append(kind) } }
+            var seen: [String] { lock.withLock { all } }
+        }
+        let received = Kinds()
+        let client = h.client
+        let id = job.id
+        let stream = Thread {
+            try? client.events(job: id, pending: true) { event in
+                received.add(event.kind)
+                return event.kind != "jobTransferred"
+            }
+        }
+        stream.start()
+        XCTAssertTrue(waitUntil(timeout: 10) { stream.isFinished })
+        let kinds = received.seen
+        XCTAssertEqual(kinds.filter { $0 == "jobError" }, [], "\(kinds)")
+        XCTAssertTrue(kinds.contains("jobTransferred"), "\(kinds)")
+    }
 }
