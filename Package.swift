@@ -9,6 +9,7 @@ let package = Package(
     products: [
         .executable(name: "ferry", targets: ["ferry"]),
         .executable(name: "ferryd", targets: ["ferryd"]),
+        .executable(name: "ferry-plugin-helper", targets: ["ferry-plugin-helper"]),
         .library(name: "FerryEngine", targets: ["FerryEngine"]),
         // Built-in plugins: shared objects the agent loads with dlopen (libferry-<name>.so).
         .library(name: "ferry-sha256", type: .dynamic, targets: ["FerrySHA256Plugin"]),
@@ -33,6 +34,8 @@ let package = Package(
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CFerrySystem"),
+        // Marks a plugin call's record when a fatal signal ends the process during it.
+        .target(name: "CPluginGuard"),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // The public plugin ABI: one C header, nothing else.
         .target(name: "FerryPluginABI"),
@@ -48,7 +51,7 @@ let package = Package(
         .target(name: "FerryPluginKit", dependencies: ["FerryPluginABI"]),
         .target(
             name: "FerryPluginHost",
-            dependencies: ["FerryCore", "FerryPluginABI", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["FerryCore", "FerryPluginABI", "CPluginGuard", .product(name: "Logging", package: "swift-log")]
         ),
 
         // ---- the engine -------------------------------------------------------------
@@ -89,10 +92,16 @@ let package = Package(
         .executableTarget(
             name: "ferry",
             dependencies: [
-                "FerryEngine", "FerryControl", "FerryCore",
+                "FerryEngine", "FerryControl", "FerryCore", "FerryStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+
+        // Runs one plugin in a process of its own, for `isolation: process`.
+        .executableTarget(
+            name: "ferry-plugin-helper",
+            dependencies: ["FerryPluginHost", .product(name: "Logging", package: "swift-log")]
         ),
 
         .executableTarget(

@@ -27,6 +27,9 @@ public struct JobDocument: Codable, Sendable, Equatable {
     public var customHeaders: [String]
     /// What error policies decided about the job, oldest first.
     public var history: [String]
+    /// The job is in ERROR or TRANSIENT_ERROR and its error policies have not answered yet:
+    /// the error may still be handled (a mirror, a retry, a fallback) and is not the end.
+    public var deciding: Bool
     /// BITS' `DYNAMIC_CONTENT`: no size or ranges needed; an interrupted file starts again from zero.
     public var dynamicContent: Bool
     /// The most bytes any one file of the job may have; absent when only the agent's limit applies.
@@ -62,6 +65,7 @@ public struct JobDocument: Codable, Sendable, Equatable {
         notifyCommand = job.notifyCommand
         customHeaders = job.customHeaders
         history = job.history
+        deciding = job.deciding
         dynamicContent = job.dynamicContent
         maxFileBytes = job.maxFileBytes
         tlsCAFile = job.tlsCAFile
@@ -342,12 +346,27 @@ public struct HealthDocument: Codable, Sendable, Equatable {
     public var uptimeSec: Double
     public var jobs: Int
     public var plugins: [String]
+    /// Plugins disabled after crashing the agent `crashes` times; absent when none is.
+    public var disabledPlugins: [DisabledPluginDocument]?
 
-    public init(version: String, uptimeSec: Double, jobs: Int, plugins: [String]) {
+    public init(version: String, uptimeSec: Double, jobs: Int, plugins: [String], disabledPlugins: [DisabledPluginDocument]? = nil) {
         self.version = version
         self.uptimeSec = uptimeSec
         self.jobs = jobs
         self.plugins = plugins
+        self.disabledPlugins = disabledPlugins
+    }
+}
+
+/// A plugin the agent no longer calls, after it crashed the agent too often
+/// (until the plugin configuration changes).
+public struct DisabledPluginDocument: Codable, Sendable, Equatable {
+    public var plugin: String
+    public var crashes: Int
+
+    public init(plugin: String, crashes: Int) {
+        self.plugin = plugin
+        self.crashes = crashes
     }
 }
 

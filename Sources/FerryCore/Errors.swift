@@ -58,6 +58,10 @@ public struct ErrorCode: RawRepresentable, Hashable, Codable, Sendable, CustomSt
     /// streams, running notify commands): try again later.
     public static let busy = ErrorCode(rawValue: "BUSY")
 
+    /// A plugin crashed the process while it handled this file (or it is disabled after
+    /// crashing too often): the file fails, the agent goes on.
+    public static let pluginCrashed = ErrorCode(rawValue: "PLUGIN_CRASHED")
+
     /// `HTTP_ERROR_<status>`, as BITS' `BG_E_HTTP_ERROR_nnn`.
     public static func httpError(_ status: Int) -> ErrorCode { ErrorCode(rawValue: "HTTP_ERROR_\(status)") }
 }

@@ -153,6 +153,10 @@ public struct Job: Codable, Equatable, Sendable {
     public internal(set) var history: [String] = []
     /// How many times an error policy resumed this job (bounded by the engine).
     public internal(set) var policyResumes: Int = 0
+    /// The job entered `ERROR` or `TRANSIENT_ERROR` and its error policies have not answered
+    /// yet (one may be running, or asked to be called again). While it is set, the error is
+    /// not the end: nobody is told of it, a retry waits, and a waiter keeps waiting.
+    public internal(set) var deciding: Bool = false
     /// BITS' `DYNAMIC_CONTENT`: the files need no size and no ranges; an interrupted file
     /// starts again from zero. Pair it with ``maxFileBytes``.
     public internal(set) var dynamicContent: Bool = false
@@ -205,7 +209,7 @@ public struct Job: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case id, displayName, description, owner, ownerCredentials, priority, state, creationTime, modificationTime
         case transferCompletionTime, minimumRetryDelay, noProgressTimeout, lastError, retryAt, noProgressSince
-        case customHeaders, properties, autoComplete, notifyFlags, notifyCommand, activeSeconds, history, policyResumes
+        case customHeaders, properties, autoComplete, notifyFlags, notifyCommand, activeSeconds, history, policyResumes, deciding
         case dynamicContent, maxFileBytes, tlsCAFile, tlsCAData, tlsPinnedPublicKey
     }
 
@@ -235,6 +239,7 @@ public struct Job: Codable, Equatable, Sendable {
         activeSeconds = try c.decodeIfPresent(Double.self, forKey: .activeSeconds) ?? 0
         history = try c.decodeIfPresent([String].self, forKey: .history) ?? []
         policyResumes = try c.decodeIfPresent(Int.self, forKey: .policyResumes) ?? 0
+        deciding = try c.decodeIfPresent(Bool.self, forKey: .deciding) ?? false
         dynamicContent = try c.decodeIfPresent(Bool.self, forKey: .dynamicContent) ?? false
         maxFileBytes = try c.decodeIfPresent(UInt64.self, forKey: .maxFileBytes)
         tlsCAFile = try c.decodeIfPresent(String.self, forKey: .tlsCAFile)

@@ -68,6 +68,10 @@ public enum JobEvent: Equatable, Sendable {
     case useSource(file: Int, url: String)
     /// The agent started again after a stop: a job that was moving bytes goes back to the queue.
     case restarted
+    /// The error policies answered about the job's current error: none acted, or what the
+    /// acting one asked for was carried out. Ends ``Job/deciding``; an error that still
+    /// stands is now announced (``JobAction/notifyJobError``).
+    case errorPoliciesAnswered
 }
 
 /// What the engine must do after an event. The job itself has already changed.
@@ -85,7 +89,11 @@ public enum JobAction: Equatable, Sendable {
     case scheduleRetry(at: Date)
     case notifyFileTransferred(Int)
     case notifyJobTransferred
+    /// The job is in `ERROR` and its error policies have answered: the error stands.
     case notifyJobError
+    /// Call the error policies that apply about the job's current error, then report
+    /// ``JobEvent/errorPoliciesAnswered`` (at once when none applies).
+    case consultErrorPolicies
 }
 
 extension Job {
@@ -101,6 +109,14 @@ extension Job {
     /// - Throws: ``FerryError`` with ``ErrorCode/invalidState``, ``ErrorCode/empty`` or
     ///   ``ErrorCode/invalidArgument`` when a call is refused; the job is then unchanged.
     public mutating func apply(_ event: JobEvent, at now: Date) throws(FerryError) -> [JobAction] {
+        let actions = try transition(event, at: now)
+        // The policies decide about an error only while the job is in it: a job that left
+        // ERROR or TRANSIENT_ERROR (resumed, suspended, cancelled, retried) is not deciding.
+        if deciding, state != .error, state != .transientError { deciding = false }
+        return actions
+    }
+
+    private mutating func transition(_ event: JobEvent, at now: Date) throws(FerryError) -> [JobAction] {
         switch event {
         case .addFiles(let newFiles):
             try requireNotFinal("add files to")
@@ -184,6 +200,13 @@ extension Job {
             guard !state.isFinal, seconds.isFinite, seconds > 0 else { return [] }
             activeSeconds += seconds
             return []
+
+        case .errorPoliciesAnswered:
+            guard deciding, state == .error || state == .transientError else { return [] }
+            deciding = false
+            touch(now)
+            // TRANSIENT_ERROR: the retry is already due at retryAt (perhaps postponed); nothing to announce.
+            return state == .error ? [.notifyJobError] : []
 
         case .restarted:
             // A TRANSFERRED job whose file was found damaged on restart must fetch it again.
@@ -399,16 +422,17 @@ extension Job {
             lastError = error
             touch(now)
             let stalledFor = now.timeIntervalSince(noProgressSince ?? now)
+            deciding = true
             if !error.isTransient || noProgressTimeout == 0 || stalledFor >= noProgressTimeout {
                 state = .error
                 retryAt = nil
-                return [.stopTransfers, .notifyJobError]
+                return [.stopTransfers, .consultErrorPolicies]
             }
             state = .transientError
             let delay = max(minimumRetryDelay, error.retryAfterSeconds ?? 0)
             let at = now.addingTimeInterval(delay)
             retryAt = at
-            return [.stopTransfers, .scheduleRetry(at: nextTimer(retryAt: at))]
+            return [.stopTransfers, .scheduleRetry(at: nextTimer(retryAt: at)), .consultErrorPolicies]
 
         case .validationFailed(let error):
             // BITS: the job goes to ERROR, that file's progress is reset, and resume fetches it again.
@@ -419,10 +443,12 @@ extension Job {
             state = .error
             lastError = error
             retryAt = nil
-            return [.stopTransfers, .discardTemporaries([index]), .notifyJobError]
+            deciding = true
+            return [.stopTransfers, .discardTemporaries([index]), .consultErrorPolicies]
 
         case .retryTimerFired:
-            guard state == .transientError else { return [] }
+            // A retry waits for the policies' verdict: one may point the file elsewhere or postpone it.
+            guard state == .transientError, !deciding else { return [] }
             if let deadline = noProgressDeadline, now >= deadline {
                 state = .error
                 retryAt = nil
@@ -431,8 +457,9 @@ extension Job {
                     error.message += " (no progress for \(Int(noProgressTimeout)) s, giving up)"
                     lastError = error
                 }
+                deciding = true
                 touch(now)
-                return [.notifyJobError]
+                return [.consultErrorPolicies]
             }
             guard let at = retryAt, now >= at else { return retryAt.map { [.scheduleRetry(at: nextTimer(retryAt: $0))] } ?? [] }
             state = .queued

@@ -98,6 +98,10 @@ public final class Engine: @unchecked Sendable {
         } catch {
             throw FerryError(code: .invalidArgument, context: .queueManager, message: "\(error)")
         }
+        if let directory = configuration.pluginCallRecordsDirectory {
+            plugins.crashRecords = try PluginCrashRecords(directory: directory, limit: configuration.pluginCrashLimit,
+                                                          configuration: PluginSpec.describe(configuration.plugins), logger: logger)
+        }
     }
 
     // MARK: - Lifecycle
@@ -116,6 +120,10 @@ public final class Engine: @unchecked Sendable {
         thread.stackSize = 1 << 20
         loopThread = thread
         thread.start()
+        // A job that was deciding when the engine stopped asks its policies again.
+        post { [self] in
+            for job in jobs.values where job.deciding { consultErrorPolicies(about: job) }
+        }
     }
 
     /// Stops every transfer, flushes and records its progress, and ends the engine's thread.
@@ -486,6 +494,7 @@ public final class Engine: @unchecked Sendable {
         activeSince[id] = nil
         pendingRecords[id] = nil
         pendingDeletes.append(id)
+        plugins.crashRecords?.forget(job: id)
     }
 
     private func emit(_ event: EngineEvent) {
@@ -513,7 +522,9 @@ public final class Engine: @unchecked Sendable {
             }
             needsScheduling = true
         case .scheduleRetry:
-            // fireTimers() reads the job's retryAt and deadline; policies may see transient errors.
+            // fireTimers() reads the job's retryAt and deadline.
+            break
+        case .consultErrorPolicies:
             if let job = jobs[id] { consultErrorPolicies(about: job) }
         case .notifyFileTransferred(let index):
             if let job = jobs[id] { emit(.fileTransferred(job, file: index)) }
@@ -528,9 +539,9 @@ public final class Engine: @unchecked Sendable {
             }
         case .notifyJobError:
             if let job = jobs[id] {
+                // The policies have answered and the error stands.
                 logger.warning("job error", metadata: ["job": "\(id)", "error": "\(job.lastError.map { "\($0)" } ?? "-")"])
                 emit(.jobError(job))
-                consultErrorPolicies(about: job)
             }
         }
     }
@@ -597,7 +608,7 @@ public final class Engine: @unchecked Sendable {
     // MARK: - Scheduling
 
     private func fireTimers(now: Date) {
-        for (id, job) in jobs where job.state == .transientError {
+        for (id, job) in jobs where job.state == .transientError && !job.deciding {
             let due = [job.retryAt, job.noProgressDeadline].compactMap { $0 }.min()
             if let due, due <= now { _ = try? apply(.retryTimerFired, to: id, durable: false) }
         }
@@ -1012,11 +1023,19 @@ public final class Engine: @unchecked Sendable {
     // MARK: - Error policies
 
     /// Calls the error policies that apply, off the engine's thread, then carries out what the
-    /// first one that acted asked for, within the per-job bound on automatic resumes.
+    /// first one that acted asked for, within the per-job bound on automatic resumes. The job
+    /// stays ``Job/deciding`` until they answered (``JobEvent/errorPoliciesAnswered``).
     private func consultErrorPolicies(about job: Job) {
-        guard let error = job.lastError else { return }
+        guard job.deciding else { return }
+        guard let error = job.lastError else {
+            _ = try? apply(.errorPoliciesAnswered, to: job.id, durable: false)
+            return
+        }
         let policies = plugins.errorPolicies(for: job, transient: job.state == .transientError)
-        guard !policies.isEmpty else { return }
+        guard !policies.isEmpty else {
+            _ = try? apply(.errorPoliciesAnswered, to: job.id, durable: false)
+            return
+        }
         let view = PluginJobView(job: job, sourceHealth: sourceHealth(for: job, file: error.fileIndex))
         let plugins = self.plugins
         let state = job.state
@@ -1031,7 +1050,11 @@ public final class Engine: @unchecked Sendable {
     }
 
     private func carryOut(_ decisions: [PolicyDecision], for id: JobID, error: FerryError, expectedState: JobState) {
-        guard let job = jobs[id], job.state == expectedState else { return }
+        // A job that left the error meanwhile (resumed, suspended, cancelled) is no longer deciding.
+        guard let job = jobs[id], job.state == expectedState, job.deciding else { return }
+        // However the round ends (unless a policy asked to be called again), the policies have answered.
+        var answered = true
+        defer { if answered { _ = try? apply(.errorPoliciesAnswered, to: id, durable: false) } }
         for decision in decisions where decision.status != 0 && decision.status != 1 {
             logger.error("error policy failed", metadata: ["job": "\(id)", "plugin": "\(decision.plugin)", "status": "\(decision.status)", "error": "\(decision.message)"])
         }
@@ -1040,6 +1063,7 @@ public final class Engine: @unchecked Sendable {
             // RETRY_LATER (1): BITS calls a callback again until it answers; here after 5 s, while the error lasts.
             if let waiting = decisions.first(where: { $0.status == 1 }) {
                 logger.info("error policy asked to be called again", metadata: ["job": "\(id)", "plugin": "\(waiting.plugin)"])
+                answered = false
                 let again = UncheckedSendable { [unowned self] in
                     if let current = self.jobs[id], current.state == expectedState { self.consultErrorPolicies(about: current) }
                 }
@@ -1135,7 +1159,54 @@ public final class Engine: @unchecked Sendable {
                 self.validate(transfer, attempt: attempt + 1, digests: digests)
             }
             validationQueue(for: id).asyncAfter(deadline: .now() + delay) { [weak self] in self?.post { retry.value() } }
+        case .pluginCrashed(let verdict):
+            // Not the source's fault: its health is left alone.
+            release(transfer)
+            logger.error("file failed: its validator cannot be called", metadata: ["job": "\(id)", "file": "\(index)", "plugin": "\(verdict.plugin)", "reason": "\(verdict.reason)"])
+            let error = FerryError(code: .pluginCrashed, context: .validation, fileIndex: index, message: verdict.reason)
+            _ = try? apply(.validationFailed(error), to: id, files: [index], durable: false)
         }
+    }
+
+    /// What a stopped agent left of its plugin calls (recovery, before the engine's thread runs).
+    /// A call the process died in of a plugin's fatal signal fails its file with PLUGIN_CRASHED
+    /// (a validator), or is kept in the job's history as a policy that did not act (an error
+    /// policy, whose job is asked again without it). A call cut short by something else is
+    /// simply made again.
+    /// - Returns: the jobs this changed, to be written back.
+    private func settleUnfinishedPluginCalls() -> [Job] {
+        guard let records = plugins.crashRecords else { return [] }
+        var changed: [JobID: Job] = [:]
+        let stamp = ISO8601DateFormatter().string(from: Date())
+        for call in records.collectUnfinishedCalls() {
+            let target = "job \(call.job)" + (call.file.map { " file \($0)" } ?? "")
+            guard let signal = call.signal else {
+                logger.notice("the agent stopped during a plugin call; it is made again", metadata: ["plugin": "\(call.plugin)", "callback": "\(call.callback)", "on": "\(target)"])
+                continue
+            }
+            let cause = "plugin \(call.plugin) crashed (\(Engine.signalName(signal))) in \(call.callback)"
+            logger.error("\(cause); it is not called about this file again", metadata: ["plugin": "\(call.plugin)", "path": "\(call.path)", "on": "\(target)"])
+            guard let id = JobID(call.job), var job = jobs[id] else { continue }
+            if call.callback == "file_transferred", let index = call.file, job.files.indices.contains(index), !job.files[index].isTransferred {
+                let error = FerryError(code: .pluginCrashed, context: .validation, fileIndex: index,
+                                       message: "\(cause) while checking file \(index); it is not called about this file again")
+                _ = try? job.apply(.validationFailed(error), at: Date())
+                let temporary = job.temporaryPath(ofFile: index)
+                try? OwnerIdentity.run(as: job.owner) { () throws(FerryError) in _ = unlink(temporary) }
+            } else if call.callback == "job_error" {
+                let code = job.lastError?.code.rawValue ?? "error"
+                _ = try? job.apply(.recordPolicyDecision("\(stamp) \(code): \(cause); no policy acted for it", resumes: false), at: Date())
+            }
+            jobs[id] = job
+            changed[id] = job
+        }
+        return Array(changed.values)
+    }
+
+    static func signalName(_ number: Int32) -> String {
+        let names: [Int32: String] = [SIGSEGV: "SIGSEGV", SIGBUS: "SIGBUS", SIGILL: "SIGILL", SIGFPE: "SIGFPE",
+                                      SIGABRT: "SIGABRT", SIGSYS: "SIGSYS", SIGTRAP: "SIGTRAP"]
+        return names[number].map { "\($0), signal \(number)" } ?? "signal \(number)"
     }
 
     private func validationQueue(for id: JobID) -> DispatchQueue {
@@ -1348,6 +1419,7 @@ public final class Engine: @unchecked Sendable {
             // jobs must not pay one commit per job before it serves.
             if job != recorded { changed.append(job) }
         }
+        changed += settleUnfinishedPluginCalls()
         if !changed.isEmpty { try? store.save(changed) }
         do {
             for health in try store.loadSourceHealth() { sourceHealth[health.origin] = health }

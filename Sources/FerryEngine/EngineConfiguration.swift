@@ -46,6 +46,12 @@ public struct EngineConfiguration: Sendable, Equatable {
 
     /// How many times error policies may resume one job; after that its error stands.
     public var maxPolicyResumes: Int = 10
+    /// Where each call into a plugin is recorded before it is made, so that a plugin that
+    /// crashes the process costs one file, not the agent (see `PluginCrashRecords`); nil
+    /// records nothing.
+    public var pluginCallRecordsDirectory: String?
+    /// Crashes after which a plugin is disabled until the plugin configuration changes.
+    public var pluginCrashLimit: Int = 3
     /// The shortest time between two ``EngineEvent/jobProgressed(_:)`` events of one job, in seconds.
     public var progressEventInterval: Double = 0.1
     /// Refuse any file larger than this many bytes, aborting its transfer as soon as it

@@ -10,8 +10,14 @@ public final class LoadedPlugin: @unchecked Sendable {
     public let name: String
     public let version: String
     public let spec: PluginSpec
-    let descriptor: UnsafePointer<ferry_plugin_descriptor>
+    /// The plugin's own descriptor, when it runs in this process; nil when it is isolated.
+    let descriptor: UnsafePointer<ferry_plugin_descriptor>?
     let instance: UnsafeMutableRawPointer?
+    /// The helper process that runs the plugin, for `isolation: process`.
+    let isolated: IsolatedPlugin?
+    /// `FERRY_ROLE_*` and `FERRY_PLUGIN_*` bits, as the descriptor declares them.
+    public let roles: UInt32
+    public let flags: UInt32
     /// Held around every call when the plugin declared itself single-threaded.
     let callLock = NSLock()
 
@@ -20,14 +26,29 @@ public final class LoadedPlugin: @unchecked Sendable {
         self.spec = spec
         self.descriptor = descriptor
         self.instance = instance
+        self.isolated = nil
         self.name = String(cString: descriptor.pointee.name)
         self.version = String(cString: descriptor.pointee.version)
+        self.roles = descriptor.pointee.roles
+        self.flags = descriptor.pointee.flags
     }
 
-    public var isValidator: Bool { descriptor.pointee.roles & UInt32(FERRY_ROLE_VALIDATOR) != 0 }
-    public var isErrorPolicy: Bool { descriptor.pointee.roles & UInt32(FERRY_ROLE_ERROR_POLICY) != 0 }
-    public var wantsTransientErrors: Bool { descriptor.pointee.flags & UInt32(FERRY_PLUGIN_WANTS_TRANSIENT_ERRORS) != 0 }
-    var isSingleThreaded: Bool { descriptor.pointee.flags & UInt32(FERRY_PLUGIN_SINGLE_THREADED) != 0 }
+    init(isolated: IsolatedPlugin, spec: PluginSpec) {
+        self.path = isolated.identity.path
+        self.spec = spec
+        self.descriptor = nil
+        self.instance = nil
+        self.isolated = isolated
+        self.name = isolated.identity.name
+        self.version = isolated.identity.version
+        self.roles = isolated.identity.roles
+        self.flags = isolated.identity.flags
+    }
+
+    public var isValidator: Bool { roles & UInt32(FERRY_ROLE_VALIDATOR) != 0 }
+    public var isErrorPolicy: Bool { roles & UInt32(FERRY_ROLE_ERROR_POLICY) != 0 }
+    public var wantsTransientErrors: Bool { flags & UInt32(FERRY_PLUGIN_WANTS_TRANSIENT_ERRORS) != 0 }
+    var isSingleThreaded: Bool { flags & UInt32(FERRY_PLUGIN_SINGLE_THREADED) != 0 }
 
     /// The roles, for people: "validator", "error-policy".
     public var roleNames: [String] {
@@ -39,7 +60,7 @@ public final class LoadedPlugin: @unchecked Sendable {
 }
 
 /// What a plugin sees of a job during one callback.
-public struct PluginJobView: Sendable {
+public struct PluginJobView: Sendable, Codable {
     public var job: Job
     /// Digests the host computed while bytes streamed in, by file index.
     public var digests: [Int: [DigestName: [UInt8]]]
@@ -66,6 +87,28 @@ public struct PluginJobView: Sendable {
         self.temporaryPaths = temporaryPaths
     }
 
+    private enum CodingKeys: String, CodingKey { case job, files, digests, completeFiles, sourceHealth, finishedLengths }
+
+    /// A job's record leaves its files out (they are stored apart): the view carries them.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        job = Job(persistedHeader: try c.decode(Job.self, forKey: .job), files: try c.decode([JobFile].self, forKey: .files))
+        digests = try c.decode([Int: [DigestName: [UInt8]]].self, forKey: .digests)
+        completeFiles = try c.decode(Set<Int>.self, forKey: .completeFiles)
+        sourceHealth = try c.decode([String: SourceHealth].self, forKey: .sourceHealth)
+        finishedLengths = try c.decode([Int: UInt64].self, forKey: .finishedLengths)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(job, forKey: .job)
+        try c.encode(Array(job.files), forKey: .files)
+        try c.encode(digests, forKey: .digests)
+        try c.encode(completeFiles, forKey: .completeFiles)
+        try c.encode(sourceHealth, forKey: .sourceHealth)
+        try c.encode(finishedLengths, forKey: .finishedLengths)
+    }
+
     /// The bytes of file `index` on disk, as plugins see them.
     func bytesTransferred(ofFile index: Int) -> UInt64 { finishedLengths[index] ?? job.files[index].bytesTransferred }
 
@@ -74,13 +117,13 @@ public struct PluginJobView: Sendable {
 }
 
 /// A digest algorithm's name as the ABI spells it.
-public enum DigestName: String, Sendable, Hashable, CaseIterable {
+public enum DigestName: String, Sendable, Hashable, CaseIterable, Codable {
     case sha256
     case sha512
 }
 
 /// What a plugin asked the host to do; applied by the engine after the callback returned.
-public enum PluginAction: Equatable, Sendable, CustomStringConvertible {
+public enum PluginAction: Equatable, Sendable, CustomStringConvertible, Codable {
     case setPriority(JobPriority)
     case resume
     case suspend
@@ -100,24 +143,27 @@ public enum PluginAction: Equatable, Sendable, CustomStringConvertible {
 }
 
 /// One validator's verdict on one file.
-public struct ValidationVerdict: Equatable, Sendable {
+public struct ValidationVerdict: Equatable, Sendable, Codable {
     public var plugin: String
     public var valid: Bool
     public var reason: String
 }
 
 /// The result of running every applicable validator on one file.
-public enum ValidationOutcome: Equatable, Sendable {
+public enum ValidationOutcome: Equatable, Sendable, Codable {
     /// No validator said invalid; `verdicts` lists those that said valid (abstentions are not listed).
     case valid([ValidationVerdict])
     /// A validator said invalid, or failed: the file is not proven.
     case invalid(ValidationVerdict)
     /// A validator asked to be called again later.
     case retryLater(plugin: String)
+    /// A validator may not be called about this file: it crashed on it before, or it is
+    /// disabled after crashing too often. The file is not proven.
+    case pluginCrashed(ValidationVerdict)
 }
 
 /// What an error policy did about a job's error.
-public struct PolicyDecision: Equatable, Sendable {
+public struct PolicyDecision: Equatable, Sendable, Codable {
     public var plugin: String
     public var actions: [PluginAction]
     public var status: Int32
@@ -128,6 +174,9 @@ public struct PolicyDecision: Equatable, Sendable {
 public final class PluginHost: @unchecked Sendable {
     public let plugins: [LoadedPlugin]
     private let logger: Logger
+    /// Where each call is recorded before it is made, so that a plugin that crashes the process
+    /// is known when it starts again; nil records nothing. Set before the first call.
+    public var crashRecords: PluginCrashRecords?
 
     /// Loads every plugin in order; the first that cannot be loaded stops the whole load.
     /// - Throws: ``PluginLoadError`` naming the file and the reason.
@@ -147,6 +196,13 @@ public final class PluginHost: @unchecked Sendable {
     }
 
     private static func load(_ spec: PluginSpec, directories: [String], logger: Logger) throws(PluginLoadError) -> LoadedPlugin {
+        if spec.isolation == .process {
+            let isolated = try IsolatedPlugin.start(spec, directories: directories, logger: logger)
+            let plugin = LoadedPlugin(isolated: isolated, spec: spec)
+            logger.info("plugin loaded", metadata: ["plugin": "\(plugin.name)", "version": "\(plugin.version)", "isolation": "process",
+                                                    "roles": "\(plugin.roleNames.joined(separator: ","))", "path": "\(plugin.path)"])
+            return plugin
+        }
         let trusted = try PluginLoader.checkTrust(try PluginLoader.resolve(spec.reference, in: directories))
         let path = trusted.realPath
         let descriptor = try PluginLoader.open(trusted)
@@ -178,7 +234,8 @@ public final class PluginHost: @unchecked Sendable {
     }
 
     private static func destroy(_ plugin: LoadedPlugin) {
-        guard let destroy = plugin.descriptor.pointee.destroy else { return }
+        plugin.isolated?.stop()
+        guard let destroy = plugin.descriptor?.pointee.destroy else { return }
         HostTable.whileCalling(plugin: plugin.name) { destroy(plugin.instance) }
     }
 
@@ -206,8 +263,23 @@ public final class PluginHost: @unchecked Sendable {
     public func validate(file index: Int, view: PluginJobView) -> ValidationOutcome {
         var verdicts: [ValidationVerdict] = []
         for plugin in validators(for: view.job) {
-            guard let callback = plugin.descriptor.pointee.file_transferred else { continue }
-            let (status, text, scope) = invoke(plugin, view) { instance, job, errorBuffer in
+            // Fail closed: a validator that cannot be asked leaves the file unproven.
+            if let refusal = crashRecords?.refusal(of: plugin.name, job: view.job.id, file: index) {
+                return .pluginCrashed(ValidationVerdict(plugin: plugin.name, valid: false, reason: refusal))
+            }
+            if let isolated = plugin.isolated {
+                switch isolated.validate(file: index, view: view) {
+                case .answered(.valid(let more)): verdicts += more
+                case .answered(let other): return other
+                case .crashed(let cause):
+                    crashRecords?.recordIsolatedCrash(of: plugin.name, job: view.job.id, file: index)
+                    return .pluginCrashed(ValidationVerdict(plugin: plugin.name, valid: false,
+                                                            reason: "plugin \(plugin.name) crashed (\(cause)) in its helper process while checking file \(index); the helper is started again"))
+                }
+                continue
+            }
+            guard let callback = plugin.descriptor?.pointee.file_transferred else { continue }
+            let (status, text, scope) = invoke(plugin, view, callback: "file_transferred", file: index) { instance, job, errorBuffer in
                 callback(instance, job, HostTable.fileHandle(job, index), errorBuffer.pointer, errorBuffer.size)
             }
             let verdict = scope.verdicts.last { $0.file == index }
@@ -238,8 +310,25 @@ public final class PluginHost: @unchecked Sendable {
     public func handleError(view: PluginJobView, error: FerryError, policies: [LoadedPlugin]) -> [PolicyDecision] {
         var decisions: [PolicyDecision] = []
         for plugin in policies {
-            guard let callback = plugin.descriptor.pointee.job_error else { continue }
-            let (status, text, scope) = invoke(plugin, view) { instance, job, errorBuffer in
+            // A policy that crashed about this error is not asked again: it did not act.
+            if let refusal = crashRecords?.refusal(of: plugin.name, job: view.job.id, file: error.fileIndex) {
+                decisions.append(PolicyDecision(plugin: plugin.name, actions: [], status: FERRY_ERROR, message: refusal))
+                continue
+            }
+            if let isolated = plugin.isolated {
+                switch isolated.handleError(view: view, error: error) {
+                case .answered(let answers):
+                    decisions += answers
+                    if let last = answers.last, (last.status == FERRY_OK && !last.actions.isEmpty) || last.status == FERRY_RETRY_LATER { return decisions }
+                case .crashed(let cause):
+                    crashRecords?.recordIsolatedCrash(of: plugin.name, job: view.job.id, file: error.fileIndex)
+                    decisions.append(PolicyDecision(plugin: plugin.name, actions: [], status: FERRY_ERROR,
+                                                    message: "crashed (\(cause)) in its helper process; no policy acted for it"))
+                }
+                continue
+            }
+            guard let callback = plugin.descriptor?.pointee.job_error else { continue }
+            let (status, text, scope) = invoke(plugin, view, callback: "job_error", file: error.fileIndex) { instance, job, errorBuffer in
                 HostTable.withErrorInfo(error) { info in callback(instance, job, info, errorBuffer.pointer, errorBuffer.size) }
             }
             decisions.append(PolicyDecision(plugin: plugin.name, actions: scope.actions, status: status, message: text))
@@ -258,13 +347,13 @@ public final class PluginHost: @unchecked Sendable {
             let text: String
             switch kind {
             case .jobTransferred:
-                guard let callback = plugin.descriptor.pointee.job_transferred else { continue }
-                (status, text, _) = invoke(plugin, view) { instance, job, errorBuffer in
+                guard let callback = plugin.descriptor?.pointee.job_transferred else { continue }
+                (status, text, _) = invoke(plugin, view, callback: "job_transferred", file: nil) { instance, job, errorBuffer in
                     callback(instance, job, errorBuffer.pointer, errorBuffer.size)
                 }
             case .jobModification:
-                guard let callback = plugin.descriptor.pointee.job_modification else { continue }
-                (status, text, _) = invoke(plugin, view) { instance, job, errorBuffer in
+                guard let callback = plugin.descriptor?.pointee.job_modification else { continue }
+                (status, text, _) = invoke(plugin, view, callback: "job_modification", file: nil) { instance, job, errorBuffer in
                     callback(instance, job, errorBuffer.pointer, errorBuffer.size)
                 }
             }
@@ -279,17 +368,20 @@ public final class PluginHost: @unchecked Sendable {
     public enum Notification: String, Sendable { case jobTransferred, jobModification }
 
     /// Calls one plugin callback inside a scope that gives it the job's handles.
+    /// The call is recorded first (``crashRecords``) and its record removed once it returned.
     private func invoke(
-        _ plugin: LoadedPlugin, _ view: PluginJobView,
+        _ plugin: LoadedPlugin, _ view: PluginJobView, callback: String, file: Int?,
         _ body: (UnsafeMutableRawPointer?, OpaquePointer, ErrorBuffer) -> Int32
     ) -> (Int32, String, CallbackScope) {
         if plugin.isSingleThreaded { plugin.callLock.lock() }
         defer { if plugin.isSingleThreaded { plugin.callLock.unlock() } }
         let errorBuffer = ErrorBuffer()
         let scope = CallbackScope(view: view, plugin: plugin.name)
+        let record = crashRecords?.begin(plugin: plugin, callback: callback, job: view.job.id, file: file)
         let status = HostTable.withScope(scope) { job in
             HostTable.whileCalling(plugin: plugin.name) { body(plugin.instance, job, errorBuffer) }
         }
+        crashRecords?.end(record)
         let known = (FERRY_OK...FERRY_INVALID_STATE).contains(status)
         if !known {
             logger.error("plugin returned an unknown status; treated as an error",

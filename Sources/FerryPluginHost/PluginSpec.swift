@@ -9,6 +9,17 @@ public struct PluginSpec: Sendable, Equatable {
     public var settings: [(key: String, value: String)]
     /// Which jobs the plugin applies to.
     public var appliesTo: Applicability
+    /// Where the plugin runs: in the agent, or in a helper process of its own.
+    public var isolation: Isolation
+
+    /// Where a plugin runs.
+    public enum Isolation: String, Sendable, Equatable, CaseIterable {
+        /// Loaded into the calling process with `dlopen`: the fastest; a crash takes the process down.
+        case inProcess = "in-process"
+        /// Loaded into a `ferry-plugin-helper` process, talking over a socketpair with the same
+        /// ABI for the plugin: a crash costs only the call, and the helper is started again.
+        case process
+    }
 
     /// Which jobs a plugin applies to.
     public enum Applicability: Sendable, Equatable {
@@ -25,14 +36,24 @@ public struct PluginSpec: Sendable, Equatable {
         }
     }
 
-    public init(reference: String, settings: [(key: String, value: String)] = [], appliesTo: Applicability = .allJobs) {
+    public init(reference: String, settings: [(key: String, value: String)] = [], appliesTo: Applicability = .allJobs,
+                isolation: Isolation = .inProcess) {
         self.reference = reference
         self.settings = settings
         self.appliesTo = appliesTo
+        self.isolation = isolation
+    }
+
+    /// The plugin configuration as one line per entry, for telling configurations apart
+    /// (crash counts belong to one configuration).
+    public static func describe(_ specs: [PluginSpec]) -> String {
+        specs.map { spec in
+            "\(spec.reference) \(spec.appliesTo) \(spec.isolation.rawValue) " + spec.settings.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        }.joined(separator: "\n")
     }
 
     public static func == (lhs: PluginSpec, rhs: PluginSpec) -> Bool {
-        lhs.reference == rhs.reference && lhs.appliesTo == rhs.appliesTo
+        lhs.reference == rhs.reference && lhs.appliesTo == rhs.appliesTo && lhs.isolation == rhs.isolation
             && lhs.settings.map(\.key) == rhs.settings.map(\.key) && lhs.settings.map(\.value) == rhs.settings.map(\.value)
     }
 }

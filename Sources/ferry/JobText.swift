@@ -32,7 +32,7 @@ enum JobText {
             ("Job", job.id),
             ("Name", job.displayName),
             ("Description", job.description.isEmpty ? "(none)" : job.description),
-            ("State", job.state.rawValue),
+            ("State", job.state.rawValue + (job.deciding ? " (error policies deciding)" : "")),
             ("Priority", job.priority.rawValue),
             ("Owner", "uid \(job.owner)"),
             ("Progress", "\(Format.amount(job.progress.bytesTransferred, of: job.progress.bytesTotal)), \(Format.files(job.progress)) files"),

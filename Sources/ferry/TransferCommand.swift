@@ -7,8 +7,8 @@ import Logging
 
 /// `ferry transfer`: one job, run to the end, like `bitsadmin /transfer`.
 ///
-/// The job runs in ferryd when it answers on the socket (``AgentTransfer``), and in this
-/// process otherwise (``OneShotTransfer``).
+/// One ``TransferSession`` runs it, over either backend: ferryd when it answers on the
+/// socket (``AgentBackend``), this process otherwise (``InProcessBackend``).
 struct TransferCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "transfer",
@@ -96,7 +96,7 @@ struct TransferCommand: ParsableCommand {
             let link = agent.link()
             guard let refusal = Self.probe(link) else {
                 if !quiet { printError("Transferring via ferryd at \(socket)") }
-                throw ExitCode(AgentTransfer(plan: plan, link: link, quiet: quiet).run())
+                throw ExitCode(TransferSession(plan: plan, backend: AgentBackend(link: link), quiet: quiet).run())
             }
             // An agent that answers but refuses, or is there but silent, is reported, not bypassed:
             // running the same files in this process beside it would make two writers.
@@ -106,9 +106,12 @@ struct TransferCommand: ParsableCommand {
             reason = "no agent at \(socket)"
         }
         if !quiet { printError("Transferring in this process: \(reason)") }
-        let runner = OneShotTransfer(plan: plan, stateDirectory: stateDirectory ?? StateDirectory.defaultPath(),
-                                     quiet: quiet)
-        throw ExitCode(runner.run())
+        let backend: InProcessBackend
+        do { backend = try InProcessBackend(plan: plan, stateDirectory: stateDirectory ?? StateDirectory.defaultPath()) } catch {
+            if let message = error.message { printError(message) }
+            throw ExitCode(error.status)
+        }
+        throw ExitCode(TransferSession(plan: plan, backend: backend, quiet: quiet).run())
     }
 
     /// Asks the agent for its health: nil when it answers, else why not.

@@ -61,8 +61,13 @@ struct FerryDaemon: AsyncParsableCommand {
                 let host = try PluginHost(specs: configuration.engine.plugins, directories: configuration.engine.pluginDirectories, logger: logger)
                 defer { host.shutdown() }
                 try configuration.checkPluginRoles(host)
+                let disabled = Dictionary(
+                    PluginCrashRecords.disabledPlugins(in: configuration.engine.pluginCallRecordsDirectory ?? "",
+                                                       configuration: PluginSpec.describe(configuration.engine.plugins)).map { ($0.plugin, $0.crashes) },
+                    uniquingKeysWith: { first, _ in first })
                 for plugin in host.plugins {
-                    print("plugin \(plugin.name) \(plugin.version) (\(plugin.roleNames.joined(separator: ", "))): \(plugin.path)")
+                    print("plugin \(plugin.name) \(plugin.version) (\(plugin.roleNames.joined(separator: ", "))): \(plugin.path)"
+                          + (disabled[plugin.name].map { " (disabled after \($0) crashes, until the plugin configuration changes)" } ?? ""))
                 }
             } catch {
                 FileHandle.standardError.write(Data("ferryd: \(error)\n".utf8))

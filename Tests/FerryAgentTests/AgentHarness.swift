@@ -52,6 +52,23 @@ final class AgentHarness {
         return status
     }
 
+    /// Waits for ferryd to end by itself (a crash), then starts it again, as systemd's
+    /// `Restart=` would. Returns how the ended process ended, or nil if it did not end in time.
+    func restartAfterExit(timeout: Double = 60, file: StaticString = #filePath, line: UInt = #line) throws -> (reason: Process.TerminationReason, status: Int32)? {
+        guard let child = process else { return nil }
+        guard waitUntil(timeout: timeout, { !child.process.isRunning }) else { return nil }
+        child.process.waitUntilExit()
+        previousLog = child.standardError
+        logs.append(child.standardError)
+        let ended = (child.process.terminationReason, child.process.terminationStatus)
+        process = nil
+        try start(file: file, line: line)
+        return ended
+    }
+
+    /// What every ferryd started by ``restartAfterExit(timeout:file:line:)`` wrote before it ended.
+    private(set) var logs: [String] = []
+
     var log: String { process?.standardError ?? "" }
     /// What the last stopped ferryd wrote to standard error.
     private(set) var previousLog = ""

@@ -52,6 +52,7 @@ struct ConfigurationDefaultsTests {
         #expect(root.plugins.map(\.role) == [.validator, .validator, .errorPolicy, .errorPolicy, .errorPolicy])
         var engine = EngineConfiguration(storePath: "/var/lib/ferry/jobs.db")
         engine.plugins = EngineConfiguration.defaultPlugins
+        engine.pluginCallRecordsDirectory = "/var/lib/ferry/plugin-calls"
         #expect(root.engine == engine)
         #expect(Set(root.sources.keys) == Set(AgentConfiguration.knownKeys))
         #expect(root.sources.values.allSatisfy { $0 == .builtInDefault })
@@ -102,6 +103,8 @@ struct ConfigurationDefaultsTests {
               inactivity_timeout_sec: 0
               max_policy_resumes: 3
               modification_min_interval_ms: 250
+            plugin_host:
+              crash_limit: 5
             bandwidth:
               background_bytes_per_sec: 2000000
               schedule:
@@ -159,6 +162,7 @@ struct ConfigurationDefaultsTests {
         #expect(engine.maxDownloadTimeSeconds == 3600.5)
         #expect(engine.jobInactivityTimeoutSeconds == 0)
         #expect(engine.maxPolicyResumes == 3)
+        #expect(engine.pluginCrashLimit == 5)
         #expect(configuration.modificationMinimumInterval == 0.25)
         #expect(engine.backgroundBytesPerSecond == 2_000_000)
         #expect(engine.bandwidthSchedule == [
@@ -183,7 +187,7 @@ struct ConfigurationDefaultsTests {
         #expect(engine.plugins == configuration.plugins.map(\.spec))
 
         #expect(configuration.sources["transfers.max_connections"] == .file(path: "ferryd.yaml", line: 10))
-        #expect(configuration.sources["plugins"] == .file(path: "ferryd.yaml", line: 50))
+        #expect(configuration.sources["plugins"] == .file(path: "ferryd.yaml", line: 52))
         #expect(AgentConfiguration.knownKeys.allSatisfy { configuration.sources[$0] != .builtInDefault })
     }
 

@@ -15,7 +15,7 @@ struct ErrorAndRetryTests {
 
         let actions = try job.apply(.failed(transientFailure), at: failedAt)
 
-        #expect(actions == [.stopTransfers, .scheduleRetry(at: failedAt.addingTimeInterval(600))])
+        #expect(actions == [.stopTransfers, .scheduleRetry(at: failedAt.addingTimeInterval(600)), .consultErrorPolicies])
         #expect(job.state == .transientError)
         #expect(job.lastError == transientFailure)
         #expect(job.retryAt == failedAt.addingTimeInterval(600))
@@ -31,7 +31,7 @@ struct ErrorAndRetryTests {
 
         let actions = try job.apply(.failed(failure), at: at(200))
 
-        #expect(actions == [.stopTransfers, .scheduleRetry(at: at(200 + expectedDelay))])
+        #expect(actions == [.stopTransfers, .scheduleRetry(at: at(200 + expectedDelay)), .consultErrorPolicies])
         #expect(job.retryAt == at(200 + expectedDelay))
     }
 
@@ -39,6 +39,7 @@ struct ErrorAndRetryTests {
     func retryTimerBeforeRetryAt() throws {
         var job = try Job.sample(in: .transferring)
         _ = try job.apply(.failed(transientFailure), at: at(200))
+        _ = try job.apply(.errorPoliciesAnswered, at: at(200))
 
         let actions = try job.apply(.retryTimerFired, at: at(799))
 
@@ -51,6 +52,7 @@ struct ErrorAndRetryTests {
     func retryTimerAtRetryAt() throws {
         var job = try Job.sample(in: .transferring)
         _ = try job.apply(.failed(transientFailure), at: at(200))
+        _ = try job.apply(.errorPoliciesAnswered, at: at(200))
 
         #expect(try job.apply(.retryTimerFired, at: at(800)) == [.enqueue])
         #expect(job.state == .queued)
@@ -92,7 +94,7 @@ struct ErrorAndRetryTests {
     func fatalFailureInActiveState(state: JobState) throws {
         var job = try Job.sample(in: state)
 
-        #expect(try job.apply(.failed(fatalFailure), at: later) == [.stopTransfers, .notifyJobError])
+        #expect(try job.apply(.failed(fatalFailure), at: later) == [.stopTransfers, .consultErrorPolicies])
         #expect(job.state == .error)
         #expect(job.lastError == fatalFailure)
         #expect(job.retryAt == nil)
@@ -115,7 +117,7 @@ struct ErrorAndRetryTests {
 
         let actions = try job.apply(.validationFailed(invalidFile), at: later)
 
-        #expect(actions == [.stopTransfers, .discardTemporaries([0]), .notifyJobError])
+        #expect(actions == [.stopTransfers, .discardTemporaries([0]), .consultErrorPolicies])
         #expect(job.state == .error)
         #expect(job.lastError == invalidFile)
         #expect(job.files[0].bytesTransferred == 0)
@@ -162,7 +164,7 @@ struct ErrorAndRetryTests {
 
         let actions = try job.apply(.failed(transientFailure), at: at(10))
 
-        #expect(actions == [.stopTransfers, .scheduleRetry(at: at(70))])
+        #expect(actions == [.stopTransfers, .scheduleRetry(at: at(70)), .consultErrorPolicies])
         #expect(job.state == .transientError)
         #expect(job.noProgressDeadline == at(70))
     }
@@ -172,8 +174,9 @@ struct ErrorAndRetryTests {
         var job = try Job.sample(files: 1, minimumRetryDelay: 600, noProgressTimeout: 60)
         _ = try job.apply(.resume, at: at(0))
         _ = try job.apply(.failed(transientFailure), at: at(10))
+        _ = try job.apply(.errorPoliciesAnswered, at: at(10))
 
-        #expect(try job.apply(.retryTimerFired, at: at(70)) == [.notifyJobError])
+        #expect(try job.apply(.retryTimerFired, at: at(70)) == [.consultErrorPolicies])
         #expect(job.state == .error)
         #expect(job.retryAt == nil)
         #expect(job.lastError?.code == .networkDisconnected)
@@ -185,8 +188,9 @@ struct ErrorAndRetryTests {
         var job = try Job.sample(files: 1, minimumRetryDelay: 600, noProgressTimeout: 60)
         _ = try job.apply(.resume, at: at(0))
         _ = try job.apply(.failed(transientFailure), at: at(10))
+        _ = try job.apply(.errorPoliciesAnswered, at: at(10))
 
-        #expect(!(try job.apply(.retryTimerFired, at: at(69))).contains(.notifyJobError))
+        #expect(!(try job.apply(.retryTimerFired, at: at(69))).contains(.consultErrorPolicies))
         #expect(job.state == .transientError)
     }
 
@@ -195,7 +199,7 @@ struct ErrorAndRetryTests {
         var job = try Job.sample(files: 1, noProgressTimeout: 0)
         _ = try job.apply(.resume, at: at(0))
 
-        #expect(try job.apply(.failed(transientFailure), at: at(10)) == [.stopTransfers, .notifyJobError])
+        #expect(try job.apply(.failed(transientFailure), at: at(10)) == [.stopTransfers, .consultErrorPolicies])
         #expect(job.state == .error)
         #expect(job.lastError == transientFailure)
     }
@@ -205,11 +209,12 @@ struct ErrorAndRetryTests {
         var job = try Job.sample(files: 1, minimumRetryDelay: 5, noProgressTimeout: 60)
         _ = try job.apply(.resume, at: at(0))
         _ = try job.apply(.failed(transientFailure), at: at(10))
+        _ = try job.apply(.errorPoliciesAnswered, at: at(10))
         _ = try job.apply(.retryTimerFired, at: at(15))
         _ = try job.apply(.scheduled, at: at(15))
         try #require(job.state == .connecting)
 
-        #expect(try job.apply(.failed(transientFailure), at: at(70)) == [.stopTransfers, .notifyJobError])
+        #expect(try job.apply(.failed(transientFailure), at: at(70)) == [.stopTransfers, .consultErrorPolicies])
         #expect(job.state == .error)
     }
 
@@ -217,6 +222,7 @@ struct ErrorAndRetryTests {
     func progressResetsNoProgressClock() throws {
         var job = try Job.sample(in: .transferring)  // file 0 at 40 bytes
         _ = try job.apply(.failed(transientFailure), at: at(200))
+        _ = try job.apply(.errorPoliciesAnswered, at: at(200))
         _ = try job.apply(.retryTimerFired, at: at(800))
         _ = try job.apply(.scheduled, at: at(800))
         try #require(job.noProgressSince == at(200))
@@ -230,6 +236,7 @@ struct ErrorAndRetryTests {
     func noGrowthKeepsNoProgressClock() throws {
         var job = try Job.sample(in: .transferring)  // file 0 at 40 bytes
         _ = try job.apply(.failed(transientFailure), at: at(200))
+        _ = try job.apply(.errorPoliciesAnswered, at: at(200))
         _ = try job.apply(.retryTimerFired, at: at(800))
         _ = try job.apply(.scheduled, at: at(800))
 

@@ -75,8 +75,9 @@ extension Job {
                 .bytesWritten(file: 0, bytes: 100), .fileTransferred(file: 0),
                 .responseReceived(file: 1, bytesTotal: 50, etag: nil, lastModified: nil, restartFromZero: false),
                 .bytesWritten(file: 1, bytes: 50), .fileTransferred(file: 1))
-        case .transientError: try run(.failed(transientFailure))
-        case .error: try run(.failed(fatalFailure))
+        // The error policies answered and none acted: the error stands.
+        case .transientError: try run(.failed(transientFailure), .errorPoliciesAnswered)
+        case .error: try run(.failed(fatalFailure), .errorPoliciesAnswered)
         case .acknowledged:
             try run(.bytesWritten(file: 0, bytes: 100), .fileTransferred(file: 0), .complete, .committed)
         case .cancelled: try run(.cancel)

@@ -324,6 +324,7 @@ extension AgentConfiguration {
             }
         }
         engine.storePath = Self.join(stateDirectory, "jobs.db")
+        engine.pluginCallRecordsDirectory = Self.join(stateDirectory, "plugin-calls")
         engine.pluginDirectories = pluginDirectories + EngineConfiguration.defaultPluginDirectories()
         engine.plugins = plugins.map(\.spec)
     }

@@ -93,6 +93,7 @@ extension ConfigurationKey {
         .seconds("jobs.max_download_time_sec", 0...Double.greatestFiniteMagnitude, \.engine.maxDownloadTimeSeconds),
         .seconds("jobs.inactivity_timeout_sec", 0...Double.greatestFiniteMagnitude, \.engine.jobInactivityTimeoutSeconds),
         .integer("jobs.max_policy_resumes", 0...1_000_000, \.engine.maxPolicyResumes),
+        .integer("plugin_host.crash_limit", 1...1_000, \.engine.pluginCrashLimit),
         ConfigurationKey(path: "jobs.modification_min_interval_ms", read: { node, key, reader, configuration throws(ConfigurationError) in
             configuration.modificationMinimumInterval = Double(try reader.integer(node, key: key, in: 0...60_000, unit: "milliseconds")) / 1000
         }, show: { "\(Int(($0.modificationMinimumInterval * 1000).rounded()))" }),
@@ -237,7 +238,7 @@ extension ConfigurationKey {
 
     /// `plugins`: the list of plugins to load, in order.
     static func plugins(_ node: Node, key: String, reader: ConfigurationReader) throws(ConfigurationError) -> [PluginEntry] {
-        let fieldNames = ["name", "path", "role", "applies_to", "settings"]
+        let fieldNames = ["name", "path", "role", "applies_to", "settings", "isolation"]
         var entries: [PluginEntry] = []
         for (index, item) in try reader.sequence(node, key: key, expected: "a list of plugins (write [] to load none)").enumerated() {
             let itemKey = "\(key)[\(index)]"
@@ -249,6 +250,7 @@ extension ConfigurationKey {
             var role: PluginEntry.Role?
             var appliesTo = PluginSpec.Applicability.allJobs
             var settings: [(key: String, value: String)] = []
+            var isolation = PluginSpec.Isolation.inProcess
             for (fieldNode, value) in fields {
                 let field = try reader.keyName(fieldNode, parent: itemKey)
                 let dotted = "\(itemKey).\(field)"
@@ -272,6 +274,13 @@ extension ConfigurationKey {
                     role = parsed
                 case "applies_to":
                     appliesTo = try applicability(value, key: dotted, reader: reader)
+                case "isolation":
+                    let known = PluginSpec.Isolation.allCases.map(\.rawValue)
+                    let text = try reader.scalarText(value, key: dotted, expected: "one of \(known.joined(separator: ", "))")
+                    guard let parsed = PluginSpec.Isolation(rawValue: text) else {
+                        throw reader.error(at: value, key: dotted, "unknown isolation '\(text)'; known: \(known.joined(separator: ", "))")
+                    }
+                    isolation = parsed
                 case "settings":
                     guard let pairs = try reader.mapping(value, key: dotted, expected: "a mapping of setting names to values") else { continue }
                     settings = []
@@ -288,7 +297,7 @@ extension ConfigurationKey {
                     ? "needs a name (a plugin found as libferry-<name>.so in the plugin directories) or a path (a shared object)"
                     : "give either name or path, not both")
             }
-            entries.append(PluginEntry(spec: PluginSpec(reference: reference, settings: settings, appliesTo: appliesTo), role: role))
+            entries.append(PluginEntry(spec: PluginSpec(reference: reference, settings: settings, appliesTo: appliesTo, isolation: isolation), role: role))
         }
         return entries
     }
@@ -358,6 +367,7 @@ enum ConfigurationFormat {
         case .jobsWithProperty(let property, let value):
             fields.append("applies_to: {property: \(yamlString(property))" + (value.map { ", value: \(quoted($0))" } ?? "") + "}")
         }
+        if spec.isolation != .inProcess { fields.append("isolation: \(spec.isolation.rawValue)") }
         fields.append("settings: {" + spec.settings.map { "\(yamlString($0.key)): \(quoted($0.value))" }.joined(separator: ", ") + "}")
         return "{" + fields.joined(separator: ", ") + "}"
     }

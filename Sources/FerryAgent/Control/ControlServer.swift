@@ -29,7 +29,11 @@ struct ControlRoutes: Sendable {
             let jobs = who.isAdministrator ? service.engine.allJobs().count : (try service.jobs(for: who, allUsers: false)).count
             return try json(HealthDocument(version: version, uptimeSec: Date().timeIntervalSince(started),
                                            jobs: jobs,
-                                           plugins: service.engine.plugins.plugins.map { "\($0.name) \($0.version)" }))
+                                           plugins: service.engine.plugins.plugins.map { "\($0.name) \($0.version)" },
+                                           disabledPlugins: service.engine.plugins.crashRecords.flatMap { records in
+                                               let disabled = records.disabled
+                                               return disabled.isEmpty ? nil : disabled.map { DisabledPluginDocument(plugin: $0.plugin, crashes: $0.crashes) }
+                                           }))
         }
         v1.get("jobs") { request, context in
             let who = try caller(context)
