@@ -1191,8 +1191,10 @@ public final class Engine: @unchecked Sendable {
                 let error = FerryError(code: .pluginCrashed, context: .validation, fileIndex: index,
                                        message: "\(cause) while checking file \(index); it is not called about this file again")
                 _ = try? job.apply(.validationFailed(error), at: Date())
-                let temporary = job.temporaryPath(ofFile: index)
-                try? OwnerIdentity.run(as: job.owner) { () throws(FerryError) in _ = unlink(temporary) }
+                if let directory = try? destinations.directory(of: job, file: index) {
+                    let name = job.temporaryName(ofFile: index)
+                    try? OwnerIdentity.run(as: job) { () throws(FerryError) in directory.remove(name) }
+                }
             } else if call.callback == "job_error" {
                 let code = job.lastError?.code.rawValue ?? "error"
                 _ = try? job.apply(.recordPolicyDecision("\(stamp) \(code): \(cause); no policy acted for it", resumes: false), at: Date())

@@ -87,7 +87,7 @@ public struct PluginJobView: Sendable, Codable {
         self.temporaryPaths = temporaryPaths
     }
 
-    private enum CodingKeys: String, CodingKey { case job, files, digests, completeFiles, sourceHealth, finishedLengths }
+    private enum CodingKeys: String, CodingKey { case job, files, digests, completeFiles, sourceHealth, finishedLengths, temporaryPaths }
 
     /// A job's record leaves its files out (they are stored apart): the view carries them.
     public init(from decoder: any Decoder) throws {
@@ -97,6 +97,7 @@ public struct PluginJobView: Sendable, Codable {
         completeFiles = try c.decode(Set<Int>.self, forKey: .completeFiles)
         sourceHealth = try c.decode([String: SourceHealth].self, forKey: .sourceHealth)
         finishedLengths = try c.decode([Int: UInt64].self, forKey: .finishedLengths)
+        temporaryPaths = try c.decodeIfPresent([Int: String].self, forKey: .temporaryPaths) ?? [:]
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -107,6 +108,10 @@ public struct PluginJobView: Sendable, Codable {
         try c.encode(completeFiles, forKey: .completeFiles)
         try c.encode(sourceHealth, forKey: .sourceHealth)
         try c.encode(finishedLengths, forKey: .finishedLengths)
+        // Another process (an isolated plugin's helper) reaches this process's descriptors
+        // through its pid, not through /proc/self.
+        let me = "/proc/\(getpid())/"
+        try c.encode(temporaryPaths.mapValues { $0.hasPrefix("/proc/self/") ? me + $0.dropFirst("/proc/self/".count) : $0 }, forKey: .temporaryPaths)
     }
 
     /// The bytes of file `index` on disk, as plugins see them.
