@@ -142,7 +142,7 @@ public enum PluginAction: Equatable, Sendable, CustomStringConvertible, Codable 
         case .resume: "resume"
         case .suspend: "suspend"
         case .setRemoteURL(let file, let url): "point file \(file) at \(url)"
-        case .setRetryDelay(let seconds): "retry in \(seconds < 10 ? String(format: "%.1f", seconds) : String(Int(seconds.rounded()))) s"
+        case .setRetryDelay(let seconds): "retry in \(seconds < 10 ? String(format: "%.1f", seconds) : seconds < 1e15 ? String(Int(seconds.rounded())) : "\(seconds)") s"
         }
     }
 }
