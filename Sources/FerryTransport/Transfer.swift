@@ -156,13 +156,10 @@ public final class Transfer {
     }
 
     fileprivate func receiveBody(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        if response == nil {
-            // file: URLs have no header block; describe what libcurl knows.
-            var length: curl_off_t = -1
-            _ = ferry_curl_getinfo_off_t(handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length)
-            var headers: [String: String] = [:]
-            if length >= 0 { headers["content-length"] = String(length) }
-            guard deliver(TransferResponse(status: 0, headers: headers)) else { return false }
+        // http and https (the only protocols allowed) always answer with headers first.
+        guard response != nil else {
+            abortError = FerryError(code: .transportError, context: .transport, message: "\(request.url) sent a body before any answer")
+            return false
         }
         bytesReceived += UInt64(bytes.count)
         if let error = delegate?.transfer(self, didReceiveBody: bytes) {
@@ -178,16 +175,9 @@ public final class Transfer {
         if let abortError {
             error = abortError
         } else if code == CURLE_OK {
-            if response == nil {
-                // An empty file: URL delivers no body at all.
-                var length: curl_off_t = -1
-                _ = ferry_curl_getinfo_off_t(handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length)
-                if !deliver(TransferResponse(status: 0, headers: length >= 0 ? ["content-length": String(length)] : [:])) {
-                    delegate?.transfer(self, didCompleteWith: abortError)
-                    return
-                }
-            }
-            error = nil
+            error = response == nil
+                ? FerryError(code: .transportError, context: .transport, message: "\(request.url) ended without an answer")
+                : nil
         } else {
             var mapped = ferryError(forCurlCode: code, detail: errorDetail)
             if let status = response?.status, status > 0 { mapped.httpStatus = status }

@@ -46,7 +46,7 @@ public struct TransferRequest: Sendable, Equatable {
 
 /// The final response of a transfer, after redirects and informational answers.
 public struct TransferResponse: Sendable, Equatable {
-    /// The HTTP status; 0 for `file:` URLs.
+    /// The HTTP status.
     public var status: Int
     /// Header fields with lowercased names; for a repeated name, the last value.
     public var headers: [String: String]

@@ -61,8 +61,8 @@ final class ProgressOutput: @unchecked Sendable {
             let filled = fraction.map { Int(($0 * Double(width)).rounded(.down)) } ?? 0
             let bar = String(repeating: "#", count: min(width, filled)) + String(repeating: ".", count: max(0, width - filled))
             let percent = fraction.map { String(format: "%3d%%", Int($0 * 100)) } ?? " ?? "
-            let total = p.bytesTotal.map { ProgressOutput.bytes($0) } ?? "?"
-            let line = "[\(bar)] \(percent) \(ProgressOutput.bytes(p.bytesTransferred))/\(total) \(ProgressOutput.bytes(UInt64(max(0, rate))))/s \(p.filesTransferred)/\(p.filesTotal) files \(detail)"
+            let total = p.bytesTotal.map { Format.bytes($0) } ?? "?"
+            let line = "[\(bar)] \(percent) \(Format.bytes(p.bytesTransferred))/\(total) \(Format.bytes(UInt64(max(0, rate))))/s \(p.filesTransferred)/\(p.filesTotal) files \(detail)"
             write("\r\u{1B}[K" + line)
             barShown = true
         } else if stateChanged || now.timeIntervalSince(lastPlainLine) >= 5 {
@@ -87,17 +87,6 @@ final class ProgressOutput: @unchecked Sendable {
 
     private func write(_ text: String) {
         FileHandle.standardError.write(Data(text.utf8))
-    }
-
-    static func bytes(_ count: UInt64) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var value = Double(count)
-        var unit = 0
-        while value >= 1024 && unit < units.count - 1 {
-            value /= 1024
-            unit += 1
-        }
-        return unit == 0 ? "\(count) B" : String(format: "%.1f %@", value, units[unit])
     }
 }
 
