@@ -19,15 +19,8 @@ final class AgentExitStatusTests: XCTestCase {
 
     /// `ferry` run as the second user (a copy it can reach), against this agent.
     private func ferryAsUser(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        if getpwnam(Self.user) == nil {
-            let made = try PluginBuilder.run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/usr/sbin/nologin", Self.user])
-            XCTAssertEqual(made.status, 0, made.output)
-        }
-        let program = h.directory.file("ferry")
-        if !FileManager.default.fileExists(atPath: program) {
-            try FileManager.default.copyItem(atPath: productsDirectory() + "/ferry", toPath: program)
-            chmod(program, 0o755)
-        }
+        try SecondUser.ensure(Self.user)
+        let program = try SecondUser.ferryCopy(in: h.directory.path)
         return try ChildProcess.run("/usr/sbin/runuser", ["-u", Self.user, "--", program] + arguments + ["--socket", h.socket],
                                     workingDirectory: h.downloads, timeout: 30)
     }

@@ -28,10 +28,7 @@ final class HostileLoadTests: XCTestCase {
 
     override func setUpWithError() throws {
         try XCTSkipUnless(getuid() == 0, "the hostile-load tests need root, to run the agent as root and play a second user")
-        if getpwnam(Self.user) == nil {
-            let made = try PluginBuilder.run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/usr/sbin/nologin", Self.user])
-            XCTAssertEqual(made.status, 0, made.output)
-        }
+        try SecondUser.ensure(Self.user)
         uid = getpwnam(Self.user)!.pointee.pw_uid
         gid = getpwnam(Self.user)!.pointee.pw_gid
         h = try AgentHarness(config: Self.config)

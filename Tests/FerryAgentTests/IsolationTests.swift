@@ -10,10 +10,7 @@ final class IsolationTests: XCTestCase {
 
     override func setUpWithError() throws {
         try XCTSkipUnless(getuid() == 0, "isolation needs root to create a second account")
-        if getpwnam(Self.user) == nil {
-            let made = try PluginBuilder.run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/usr/sbin/nologin", Self.user])
-            XCTAssertEqual(made.status, 0, made.output)
-        }
+        try SecondUser.ensure(Self.user)
         h = try AgentHarness()
         try h.start()
     }

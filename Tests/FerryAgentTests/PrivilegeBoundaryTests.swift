@@ -23,10 +23,7 @@ final class PrivilegeBoundaryTests: XCTestCase {
 
     override func setUpWithError() throws {
         try XCTSkipUnless(getuid() == 0, "the boundary tests need root, to run the agent as root and play a second user")
-        if getpwnam(Self.user) == nil {
-            let made = try PluginBuilder.run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/usr/sbin/nologin", Self.user])
-            XCTAssertEqual(made.status, 0, made.output)
-        }
+        try SecondUser.ensure(Self.user)
         if getgrnam(Self.group) == nil {
             let made = try PluginBuilder.run("/usr/sbin/groupadd", [Self.group])
             XCTAssertEqual(made.status, 0, made.output)

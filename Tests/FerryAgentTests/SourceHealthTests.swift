@@ -74,10 +74,7 @@ final class SourceHealthTests: XCTestCase {
 
     func testAUserSeesOnlyTheOriginsItsOwnJobsName() throws {
         try XCTSkipUnless(getuid() == 0, "needs root to act as a second account")
-        if getpwnam(Self.user) == nil {
-            let made = try PluginBuilder.run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/usr/sbin/nologin", Self.user])
-            XCTAssertEqual(made.status, 0, made.output)
-        }
+        try SecondUser.ensure(Self.user)
         let (healthy, failed) = try fetchFromBothOrigins()
         func seen(by user: String) throws -> [String] {
             let answer = try h.curl("GET", "/v1/sources", asUser: user)

@@ -216,17 +216,10 @@ final class HelpTests: XCTestCase {
     private func ferryAsUser(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
         guard getuid() == 0 else { return try ferry(arguments, environment: environment) }
         let user = "ferrytest"
-        if getpwnam(user) == nil {
-            let made = try PluginBuilder.run("/usr/sbin/useradd", ["--no-create-home", "--shell", "/usr/sbin/nologin", user])
-            XCTAssertEqual(made.status, 0, made.output)
-        }
+        try SecondUser.ensure(user)
         chmod(directory.path, 0o777)
         // A copy the user can surely reach, wherever the package was built.
-        let program = directory.file("ferry")
-        if !FileManager.default.fileExists(atPath: program) {
-            try FileManager.default.copyItem(atPath: productsDirectory() + "/ferry", toPath: program)
-            chmod(program, 0o755)
-        }
+        let program = try SecondUser.ferryCopy(in: directory.path)
         let variables = environment.map { "\($0.key)=\($0.value)" }.sorted()
         return try ChildProcess.run("/usr/sbin/runuser", ["-u", user, "--", "/usr/bin/env", "-i", "PATH=/usr/bin:/bin"] + variables
                                     + [program] + arguments, workingDirectory: directory.path, timeout: 30)
