@@ -103,13 +103,26 @@ final class AgentHarness {
 
     /// A raw request with the curl command line, as a person would make it by hand.
     func curl(_ method: String, _ path: String, body: String? = nil, asUser user: String? = nil) throws -> (status: Int, body: String) {
-        var arguments = ["curl", "-sS", "--unix-socket", socket, "-X", method, "-o", "-", "-w", "\n%{http_code}", "http://localhost" + path]
-        // A body starting with @ names a file, as with curl itself.
-        if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
-        if let user { arguments = ["runuser", "-u", user, "--"] + arguments }
+        try curl(method, path, body: body, via: user.map { ["runuser", "-u", $0, "--"] } ?? [])
+    }
+
+    /// The same, run through `prefix` (`runuser`, `setpriv`: another user's process). A body
+    /// starting with @ names a file, as with curl itself; a body too long for one argument
+    /// is passed through a file the user may read. JSON's escaped slashes are unescaped, so
+    /// paths compare as written.
+    func curl(_ method: String, _ path: String, body: String? = nil, via prefix: [String]) throws -> (status: Int, body: String) {
+        var arguments = prefix + ["curl", "-sS", "--max-time", "20", "--unix-socket", socket, "-X", method, "-o", "-", "-w", "\n%{http_code}", "http://localhost" + path]
+        if var body {
+            if body.utf8.count > 32_768 {
+                let file = directory.file("body-\(UUID().uuidString).json")
+                try body.write(toFile: file, atomically: true, encoding: .utf8)
+                chmod(file, 0o644)
+                body = "@" + file
+            }
+            arguments += ["-H", "Content-Type: application/json", "--data-binary", body]
+        }
         let result = try PluginBuilder.run("/usr/bin/env", arguments)
         let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
-        let status = Int(lines.last ?? "") ?? 0
-        return (status, lines.dropLast().joined(separator: "\n"))
+        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n").replacingOccurrences(of: "\\/", with: "/"))
     }
 }

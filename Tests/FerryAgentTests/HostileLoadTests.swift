@@ -45,20 +45,7 @@ final class HostileLoadTests: XCTestCase {
     private var asUser: [String] { ["runuser", "-u", Self.user, "--"] }
 
     private func request(_ method: String, _ path: String, body: String? = nil) throws -> (status: Int, body: String) {
-        var arguments = asUser + ["curl", "-sS", "--max-time", "20", "--unix-socket", h.socket, "-X", method, "-o", "-", "-w", "\n%{http_code}", "http://localhost" + path]
-        if var body {
-            if body.utf8.count > 32_768 {
-                // Too long for one argument: curl reads it from a file the user may read.
-                let file = h.directory.file("body-\(UUID().uuidString).json")
-                try body.write(toFile: file, atomically: true, encoding: .utf8)
-                chmod(file, 0o644)
-                body = "@" + file
-            }
-            arguments += ["-H", "Content-Type: application/json", "--data-binary", body]
-        }
-        let result = try PluginBuilder.run("/usr/bin/env", arguments)
-        let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
-        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+        try h.curl(method, path, body: body, via: asUser)
     }
 
     /// Runs the hostile client as the user, in the background; its JSON report when it ends.

@@ -48,12 +48,7 @@ final class PrivilegeBoundaryTests: XCTestCase {
 
     /// `curl` on the agent's socket, run through `prefix` (runuser, setpriv).
     private func request(_ method: String, _ path: String, body: String? = nil, via prefix: [String]) throws -> (status: Int, body: String) {
-        var arguments = prefix + ["curl", "-sS", "--max-time", "20", "--unix-socket", h.socket, "-X", method, "-o", "-", "-w", "\n%{http_code}", "http://localhost" + path]
-        if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
-        let result = try PluginBuilder.run("/usr/bin/env", arguments)
-        let lines = result.output.split(separator: "\n", omittingEmptySubsequences: false)
-        // JSON may escape slashes; paths are compared as written.
-        return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n").replacingOccurrences(of: "\\/", with: "/"))
+        try h.curl(method, path, body: body, via: prefix)
     }
 
     private var asUser: [String] { ["runuser", "-u", Self.user, "--"] }
