@@ -127,6 +127,8 @@ let package = Package(
         .testTarget(name: "FerryAgentTests", dependencies: ["FerryAgent", "FerryEngine", "FerryPluginHost", "FerryControl", "FerryCore", "FerryTestSupport"]),
         .testTarget(name: "FerryCryptoTests", dependencies: ["FerryCrypto", "FerryTestSupport"]),
         .testTarget(name: "FerryCLITests", dependencies: ["FerryTestSupport"]),
+        // The docs' console examples, read from README.md and docs/ and run through the binaries.
+        .testTarget(name: "FerryDocTests", dependencies: ["FerryTestSupport", "FerryControl", "FerryCrypto"]),
         .testTarget(name: "FerryIntegrationTests", dependencies: ["FerryTestSupport", "FerryStore", "FerryCore"]),
     ]
 )

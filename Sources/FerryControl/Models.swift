@@ -345,14 +345,17 @@ public struct HealthDocument: Codable, Sendable, Equatable {
     public var version: String
     public var uptimeSec: Double
     public var jobs: Int
+    /// The event streams the caller follows (root: every stream open).
+    public var eventStreams: Int
     public var plugins: [String]
     /// Plugins disabled after crashing the agent `crashes` times; absent when none is.
     public var disabledPlugins: [DisabledPluginDocument]?
 
-    public init(version: String, uptimeSec: Double, jobs: Int, plugins: [String], disabledPlugins: [DisabledPluginDocument]? = nil) {
+    public init(version: String, uptimeSec: Double, jobs: Int, eventStreams: Int = 0, plugins: [String], disabledPlugins: [DisabledPluginDocument]? = nil) {
         self.version = version
         self.uptimeSec = uptimeSec
         self.jobs = jobs
+        self.eventStreams = eventStreams
         self.plugins = plugins
         self.disabledPlugins = disabledPlugins
     }

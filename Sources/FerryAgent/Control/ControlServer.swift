@@ -28,7 +28,7 @@ struct ControlRoutes: Sendable {
             // Another user's jobs are not counted: a caller learns nothing of them here either.
             let jobs = who.isAdministrator ? service.engine.allJobs().count : (try service.jobs(for: who, allUsers: false)).count
             return try json(HealthDocument(version: version, uptimeSec: Date().timeIntervalSince(started),
-                                           jobs: jobs,
+                                           jobs: jobs, eventStreams: notifications.streamCount(for: who),
                                            plugins: service.engine.plugins.plugins.map { "\($0.name) \($0.version)" },
                                            disabledPlugins: service.engine.plugins.crashRecords.flatMap { records in
                                                let disabled = records.disabled

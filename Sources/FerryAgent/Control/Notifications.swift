@@ -201,6 +201,15 @@ public final class NotificationCenter: Sendable {
         return Subscription(lines: stream, written: { bytes in subscriber.waitingBytes.subtract(bytes, ordering: .relaxed) })
     }
 
+    /// How many event streams the caller follows (root: every stream open). A stream counts
+    /// from the moment it is registered, before its answer's headers are sent: a client that
+    /// sees the count grow knows that no later event will be missed.
+    public func streamCount(for caller: Caller) -> Int {
+        state.withLock { state in
+            state.subscribers.values.filter { caller.isAdministrator || $0.caller.uid == caller.uid }.count
+        }
+    }
+
     /// Forgets the caller's kept notifications up to `sequence`.
     public func acknowledge(_ caller: Caller, upTo sequence: Int64) throws(FerryError) -> Int {
         do { return try store.acknowledgeEvents(owner: caller.uid, upTo: sequence) } catch {
