@@ -18,12 +18,12 @@ final class ErrorPolicyTests: XCTestCase {
     /// A background job suspended part way; the server then ignores ranges (with `faults`).
     private func resumeWithoutRanges(_ data: [UInt8], faults: [Fault], fromTheStart: [Fault] = []) throws -> JobID {
         h.server.setFile("/r.bin", data: data)
-        h.server.setRate("/r.bin", bytesPerSecond: 1 << 20)
+        h.server.hold("/r.bin", afterBytes: 300_000)
         for fault in fromTheStart { h.server.addFault("/r.bin", fault, times: nil) }
         let id = try h.startJob([("/r.bin", "r.bin")], priority: .normal)
-        _ = try h.waitForProgress(id, atLeast: 300_000)
+        _ = try h.waitForProgress(id, atLeast: 300_000, timeout: 60)
         _ = try h.engine.suspend(id)
-        h.server.setRate("/r.bin", bytesPerSecond: nil)
+        h.server.release("/r.bin")
         for fault in faults { h.server.addFault("/r.bin", fault, times: nil) }
         _ = try h.engine.resume(id)
         return id
