@@ -15,6 +15,25 @@ final class AgentProcessTests: XCTestCase {
 
     override func tearDown() { h.tearDown() }
 
+    /// Starts the agent again on the configuration of the tests with `extra` added.
+    private func restartAgent(adding extra: String) throws {
+        h.stop()
+        try h.writeConfig("jobs:\n  min_retry_delay_sec: 5\n" + extra)
+        try h.start()
+    }
+
+    /// Changes the job's description until the subscriber reports the change: from then on,
+    /// its stream is open and carries every event of the job.
+    private func confirmSubscribed(_ id: String, _ received: EventLog, file: StaticString = #filePath, line: UInt = #line) {
+        var probe = 0
+        let subscribed = waitUntil(timeout: 60) {
+            probe += 1
+            _ = try? h.client.update(id, JobSettings(description: "probe \(probe)"))
+            return waitUntil(timeout: 1) { received.kinds.contains("jobModification") }
+        }
+        XCTAssertTrue(subscribed, "the subscriber's stream opened", file: file, line: line)
+    }
+
     func testAJobsWholeLifeThroughTheAPI() throws {
         let a = testBytes(300_000, seed: 90), b = testBytes(1_000, seed: 91)
         h.server.setFile("/a.bin", data: a)
@@ -53,6 +72,9 @@ final class AgentProcessTests: XCTestCase {
     }
 
     func testEventsArriveInOrderAndAFinishedJobIsStillPendingForALateSubscriber() throws {
+        // Every change of a job is an event (no minimum interval between two jobModification
+        // events), so one change shows that a subscriber is connected and none is dropped.
+        try restartAgent(adding: "  modification_min_interval_ms: 0\n")
         h.server.setFile("/1.bin", data: testBytes(50_000, seed: 92))
         h.server.setFile("/2.bin", data: testBytes(60_000, seed: 93))
         h.server.setRate("/2.bin", bytesPerSecond: 100_000)
@@ -69,14 +91,16 @@ final class AgentProcessTests: XCTestCase {
             }
         }
         subscriber.start()
-        Thread.sleep(forTimeInterval: 0.3)
+        confirmSubscribed(job.id, received)
         _ = try h.client.perform("resume", on: job.id)
-        XCTAssertTrue(waitUntil(timeout: 20) { received.kinds.contains("jobTransferred") }, "\(received.kinds)")
-        let kinds = received.kinds
+        XCTAssertTrue(waitUntil(timeout: 60) { received.kinds.contains("jobTransferred") }, "\(received.kinds)")
+        // The events of the transfer: those after the probes, which came while it was suspended.
+        let events = received.events.drop { $0.job.state == .suspended }
+        let kinds = events.map(\.kind)
         XCTAssertEqual(kinds.filter { $0 == "fileTransferred" }.count, 2, "\(kinds)")
         XCTAssertTrue(kinds.contains("jobModification"), "\(kinds)")
         XCTAssertEqual(kinds.last, "jobTransferred", "fileTransferred comes before jobTransferred: \(kinds)")
-        XCTAssertEqual(Set(received.events.compactMap(\.file)), [0, 1])
+        XCTAssertEqual(Set(events.compactMap(\.file)), [0, 1])
 
         // A subscriber that connects after the fact still gets the kept jobTransferred.
         let late = EventLog()
@@ -88,11 +112,18 @@ final class AgentProcessTests: XCTestCase {
         XCTAssertEqual(kept.kind, "jobTransferred")
         XCTAssertGreaterThan(kept.sequence, 0)
         try h.client.acknowledgeEvents(upTo: kept.sequence)
+
+        // Another job's kept event, made after the acknowledgement, comes after everything still
+        // pending: a reader that gets to it has been given every pending event.
+        h.server.setFile("/3.bin", data: testBytes(1_000, seed: 97))
+        let marker = try h.client.createJob(CreateJobRequest(displayName: "marker", files: [NewFileDocument(url: h.url("/3.bin"), path: h.destination("3.bin"))]))
+        _ = try h.client.perform("resume", on: marker.id)
+        h.wait(marker.id, for: "TRANSFERRED")
         let afterAck = EventLog()
-        let reader = Thread { try? client.events(job: job.id, pending: true) { afterAck.append($0); return false } }
+        let reader = Thread { try? client.events(pending: true) { afterAck.append($0); return $0.job.id != marker.id } }
         reader.start()
-        Thread.sleep(forTimeInterval: 1)
-        XCTAssertEqual(afterAck.kinds, [], "an acknowledged event is not delivered again")
+        XCTAssertTrue(waitUntil(timeout: 60) { reader.isFinished }, "the marker's event came: \(afterAck.kinds)")
+        XCTAssertEqual(afterAck.events.map(\.job.id), [marker.id], "an acknowledged event is not delivered again")
         _ = try? h.client.perform("cancel", on: job.id)
     }
 
