@@ -22,6 +22,13 @@ final class AgentProcessTests: XCTestCase {
         try h.start()
     }
 
+    /// The bytes the store holds as durable for the agent's only file, read with the
+    /// command-line shell; nil while it cannot be read.
+    private func durableBytes() -> Int? {
+        let answer = try? PluginBuilder.run("/usr/bin/sqlite3", [h.stateDirectory + "/jobs.db", "SELECT bytes_durable FROM files"])
+        return answer.flatMap { Int($0.output.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
     /// Changes the job's description until the subscriber reports the change: from then on,
     /// its stream is open and carries every event of the job.
     private func confirmSubscribed(_ id: String, _ received: EventLog, file: StaticString = #filePath, line: UInt = #line) {
@@ -161,38 +168,51 @@ final class AgentProcessTests: XCTestCase {
 
     func testAKilledAgentComesBackWithItsJobsAndResumes() throws {
         let data = testBytes(4 << 20, seed: 95)
+        let heldAt = 2_500_000
         h.server.setFile("/k.bin", data: data)
-        h.server.setRate("/k.bin", bytesPerSecond: 1 << 20)
+        // The body stops part way until the test lets it go on: the kill lands mid-file.
+        h.server.hold("/k.bin", afterBytes: heldAt)
         let job = try h.client.createJob(CreateJobRequest(displayName: "kill", files: [NewFileDocument(url: h.url("/k.bin"), path: h.destination("k.bin"))]))
         _ = try h.client.perform("resume", on: job.id)
-        XCTAssertTrue(waitUntil(timeout: 20) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) > 2_500_000 })
+        XCTAssertTrue(h.server.waitUntilHeld("/k.bin"))
+        XCTAssertTrue(waitUntil(timeout: 60) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) == heldAt })
+        // Checkpoints come every 2 s: wait for the one of every byte that arrived.
+        XCTAssertTrue(waitUntil(timeout: 60) { self.durableBytes() == heldAt }, "checkpointed: \(durableBytes() ?? -1)")
         h.stop(SIGKILL)
-        h.server.setRate("/k.bin", bytesPerSecond: nil)
+        // The restarted agent's request is held before its first byte: its figure stays put.
+        h.server.hold("/k.bin")
         h.server.resetRequests()
         try h.start()
+        XCTAssertTrue(h.server.waitUntilHeld("/k.bin", count: 2), "the restarted agent asked for the rest")
         let back = try h.client.job(job.id)
-        XCTAssertGreaterThan(back.files[0].bytesTransferred, 0, "progress survived kill -9")
-        h.wait(job.id, for: "TRANSFERRED")
-        XCTAssertGreaterThan(h.server.requests(for: "/k.bin").first?.rangeStart ?? 0, 0, "the transfer resumed with a range")
+        XCTAssertEqual(back.files[0].bytesTransferred, UInt64(heldAt), "progress survived kill -9")
+        h.server.release("/k.bin")
+        h.wait(job.id, for: "TRANSFERRED", timeout: 60)
+        XCTAssertEqual(h.server.requests(for: "/k.bin").first?.rangeStart, Int64(heldAt), "the transfer resumed with a range")
         _ = try h.client.perform("complete", on: job.id)
         XCTAssertTrue(fileHolds(h.destination("k.bin"), data))
     }
 
     func testSIGTERMExitsZeroWithEveryCheckpointWritten() throws {
+        // No checkpoint comes by time or by size: every byte recorded at the stop was recorded
+        // by the stop.
+        try restartAgent(adding: "checkpoints:\n  interval_sec: 3600\n  bytes: 1099511627776\n")
+        let heldAt = 1_000_000
         h.server.setFile("/t.bin", data: testBytes(4 << 20, seed: 96))
-        h.server.setRate("/t.bin", bytesPerSecond: 1 << 20)
+        h.server.hold("/t.bin", afterBytes: heldAt)
         let job = try h.client.createJob(CreateJobRequest(displayName: "term", files: [NewFileDocument(url: h.url("/t.bin"), path: h.destination("t.bin"))]))
         _ = try h.client.perform("resume", on: job.id)
-        XCTAssertTrue(waitUntil(timeout: 20) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) > 1_000_000 })
+        XCTAssertTrue(waitUntil(timeout: 60) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) == heldAt })
+        XCTAssertEqual(durableBytes(), 0, "nothing is recorded before the stop")
         XCTAssertEqual(h.stop(SIGTERM, timeout: 25), 0)
         let temporary = try XCTUnwrap(directoryEntries(h.downloads).first { $0.hasSuffix(".part") })
         let onDisk = try XCTUnwrap(contentsOf(h.downloads + "/" + temporary)).count
-        let recorded = try PluginBuilder.run("/usr/bin/sqlite3", [h.stateDirectory + "/jobs.db", "SELECT bytes_durable FROM files"])
-        XCTAssertEqual(recorded.output.trimmingCharacters(in: .whitespacesAndNewlines), String(onDisk),
-                       "a clean stop records every byte written")
+        XCTAssertEqual(onDisk, heldAt)
+        XCTAssertEqual(durableBytes(), onDisk, "a clean stop records every byte written")
+        h.server.release("/t.bin")
         h.server.resetRequests()
         try h.start()
-        XCTAssertTrue(waitUntil(timeout: 10) { !self.h.server.requests(for: "/t.bin").isEmpty })
+        XCTAssertTrue(waitUntil(timeout: 60) { !self.h.server.requests(for: "/t.bin").isEmpty })
         XCTAssertEqual(h.server.requests(for: "/t.bin").first?.rangeStart, Int64(onDisk), "the restarted agent goes on from there")
         _ = try h.client.perform("cancel", on: job.id)
     }
