@@ -155,7 +155,7 @@ final class AgentProcessTests: XCTestCase {
                                                           settings: JobSettings(minRetryDelaySec: 5, notifyCommand: [script])))
         _ = try h.client.perform("resume", on: job.id)
         h.wait(job.id, for: "TRANSFERRED")
-        XCTAssertTrue(waitUntil(timeout: 15) { ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").split(separator: "\n").count >= 2 },
+        XCTAssertTrue(waitUntil(timeout: 60) { ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").split(separator: "\n").count >= 2 },
                       "the command ran again after failing")
         let lines = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n")
         XCTAssertTrue(lines.first?.hasPrefix("\(job.id) TRANSFERRED TRANSFERRED ") ?? false, "\(lines)")
@@ -220,12 +220,12 @@ final class AgentProcessTests: XCTestCase {
     func testSIGHUPWithABrokenConfigurationKeepsServing() throws {
         try h.writeConfig("transfers:\n  max_connections: lots\n")
         h.process?.signal(SIGHUP)
-        XCTAssertTrue(waitUntil(timeout: 10) { self.h.log.contains("configuration not reloaded") }, h.log)
+        XCTAssertTrue(waitUntil(timeout: 60) { self.h.log.contains("configuration not reloaded") }, h.log)
         XCTAssertTrue(h.log.contains("transfers.max_connections"), h.log)
         XCTAssertNotNil(try? h.client.health(), "still serving on the old configuration")
         try h.writeConfig("quotas:\n  jobs_per_user: 1\n")
         h.process?.signal(SIGHUP)
-        XCTAssertTrue(waitUntil(timeout: 10) { self.h.log.contains("configuration reloaded") }, h.log)
+        XCTAssertTrue(waitUntil(timeout: 60) { self.h.log.contains("configuration reloaded") }, h.log)
         XCTAssertTrue(h.log.contains("applied=quotas.jobs_per_user"), h.log)
         // Quotas apply to users other than root: act as nobody.
         XCTAssertEqual(try h.curl("POST", "/v1/jobs", body: #"{"displayName": "one"}"#, asUser: "nobody").status, 201)

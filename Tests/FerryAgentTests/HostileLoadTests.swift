@@ -249,7 +249,7 @@ final class HostileLoadTests: XCTestCase {
         chown(source, uid, gid)
         let id = try createJob(#"{"displayName": "sparse", "files": [{"url": "file://\#(source)", "path": "\#(home)/copy.img"}]}"#)
         XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume").status, 200)
-        XCTAssertTrue(waitUntil(timeout: 20) { ((try? self.h.client.jobSummary(id))?.progress.bytesTransferred ?? 0) > 0 })
+        XCTAssertTrue(waitUntil(timeout: 60) { ((try? self.h.client.jobSummary(id))?.progress.bytesTransferred ?? 0) > 0 })
         assertHealthStaysPrompt(for: 3)
         XCTAssertLessThan(agentMemory, 200, "reading 3 GiB holds a few chunks at a time")
         XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/cancel").status, 200)

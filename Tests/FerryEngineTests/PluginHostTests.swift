@@ -178,7 +178,7 @@ final class PluginHostTests: XCTestCase {
         let h = try harness([try probe("retry", extra: [("retries", "2")])])
         h.server.setFile("/a.bin", data: testBytes(1000, seed: 61))
         let id = try h.startJob([("/a.bin", "a.bin")])
-        try h.wait(id, for: .transferred, timeout: 20)
+        try h.wait(id, for: .transferred, timeout: 60)
         XCTAssertEqual(reportLines, ["call 1 file 0", "call 2 file 0", "call 3 file 0"])
     }
 

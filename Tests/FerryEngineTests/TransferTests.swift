@@ -126,7 +126,7 @@ final class TransferTests: XCTestCase {
         let revived = try FaultServer(port: port)
         defer { revived.stop() }
         revived.setFile("/a.bin", data: data)
-        try h.wait(id, for: .transferred, timeout: 15)
+        try h.wait(id, for: .transferred, timeout: 60)
         XCTAssertGreaterThanOrEqual(Date(), retryAt, "the retry waited for the minimum retry delay")
         _ = try h.engine.complete(id)
         XCTAssertTrue(fileHolds(h.destination("a.bin"), data))
@@ -146,6 +146,8 @@ final class TransferTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(wait, 6.9, "Retry-After outranks a shorter retry delay")
         // resume retries at once, without waiting out the delay.
         _ = try h.engine.resume(id)
-        try h.wait(id, for: .transferred, timeout: 5)
+        try h.wait(id, for: .transferred, timeout: 60)
+        let retried = try XCTUnwrap(h.server.requests(for: "/busy.bin").last?.receivedAt)
+        XCTAssertLessThan(retried, try XCTUnwrap(failing.retryAt), "the resumed job asked again before the retry time")
     }
 }

@@ -39,7 +39,7 @@ final class ValidationTests: XCTestCase {
         let data = testBytes(1 << 20, seed: 50)
         h.server.setFile("/ok.bin", data: data)
         let id = try startJob("/ok.bin", properties: ["sha256": try sha256(data), "size": String(data.count)], autoComplete: true)
-        XCTAssertTrue(waitUntil(timeout: 20) { fileHolds(self.h.destination("file.bin"), data) }, "auto-complete put the validated file in place")
+        XCTAssertTrue(waitUntil(timeout: 60) { fileHolds(self.h.destination("file.bin"), data) }, "auto-complete put the validated file in place")
         XCTAssertThrowsError(try h.engine.job(id), "an acknowledged job is gone")
     }
 
