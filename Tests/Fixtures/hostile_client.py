@@ -12,8 +12,9 @@ stops by itself. It prints one JSON object describing what the agent did.
   hostile_client.py SOCKET silent-streams N HOLD [GO]
       Opens N event streams (GET /v1/events), reads the head of each answer, and then
       reads nothing more until the file GO exists (or, without GO, for HOLD seconds; HOLD
-      bounds the wait either way); then reads what is there. Reports each stream's status
-      and whether its last line says the agent closed it (streamClosed).
+      bounds the wait either way); then reads each stream to its end (at most 60 s each).
+      Reports each stream's status and whether its last line says the agent closed it
+      (streamClosed).
 
 Once its connections are open (and, for streams, each answer's head has come), it
 writes the line "ready" to standard error.
@@ -99,23 +100,33 @@ def silent_streams(path, count, hold, go=None):
         time.sleep(0.05)
     results = []
     for s, head in zip(streams, heads):
-        s.settimeout(5)
+        # To the stream's end (the connection closes, or the last chunk came), however long
+        # the agent takes to write what it still holds; a stream that never ends is given up
+        # after 60 s.
         data = head
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
+        end = "last chunk"
         try:
-            while time.monotonic() < deadline:
+            while not data.endswith(b"\r\n0\r\n\r\n"):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    end = "60 s"
+                    break
+                s.settimeout(remaining)
                 chunk = s.recv(1 << 20)
                 if not chunk:
+                    end = "closed"
                     break
                 data += chunk
-        except (socket.timeout, OSError):
-            pass
+        except (socket.timeout, OSError) as error:
+            end = repr(error)
         s.close()
         head, _, body = data.partition(b"\r\n\r\n")
         status = head.split(b" ")[1].decode() if head.startswith(b"HTTP/1.1 ") else "none"
         lines = [line for line in body.split(b"\n") if line.startswith(b"{")]
         last = json.loads(lines[-1]) if lines else {}
-        results.append({"status": status, "lines": len(lines), "lastKind": last.get("kind", ""),
+        results.append({"status": status, "lines": len(lines), "lastKind": last.get("kind", ""), "end": end,
+                        "tail": data[-120:].decode("utf-8", "replace"),
                         "body": body[:300].decode("utf-8", "replace") if status != "200" else ""})
     print(json.dumps({"streams": results}))
 
