@@ -84,7 +84,7 @@ final class AgentHarness {
 
     /// Waits for a job to reach a state, polling the API.
     @discardableResult
-    func wait(_ id: String, for state: String, timeout: Double = 30, file: StaticString = #filePath, line: UInt = #line) -> JobDocument? {
+    func wait(_ id: String, for state: String, timeout: Double = 60, file: StaticString = #filePath, line: UInt = #line) -> JobDocument? {
         var last: JobDocument?
         let reached = waitUntil(timeout: timeout) {
             last = try? self.client.job(id)

@@ -15,6 +15,32 @@ final class AgentProcessTests: XCTestCase {
 
     override func tearDown() { h.tearDown() }
 
+    /// Starts the agent again on the configuration of the tests with `extra` added.
+    private func restartAgent(adding extra: String) throws {
+        h.stop()
+        try h.writeConfig("jobs:\n  min_retry_delay_sec: 5\n" + extra)
+        try h.start()
+    }
+
+    /// The bytes the store holds as durable for the agent's only file, read with the
+    /// command-line shell; nil while it cannot be read.
+    private func durableBytes() -> Int? {
+        let answer = try? PluginBuilder.run("/usr/bin/sqlite3", [h.stateDirectory + "/jobs.db", "SELECT bytes_durable FROM files"])
+        return answer.flatMap { Int($0.output.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// Changes the job's description until the subscriber reports the change: from then on,
+    /// its stream is open and carries every event of the job.
+    private func confirmSubscribed(_ id: String, _ received: EventLog, file: StaticString = #filePath, line: UInt = #line) {
+        var probe = 0
+        let subscribed = waitUntil(timeout: 60) {
+            probe += 1
+            _ = try? h.client.update(id, JobSettings(description: "probe \(probe)"))
+            return waitUntil(timeout: 1) { received.kinds.contains("jobModification") }
+        }
+        XCTAssertTrue(subscribed, "the subscriber's stream opened", file: file, line: line)
+    }
+
     func testAJobsWholeLifeThroughTheAPI() throws {
         let a = testBytes(300_000, seed: 90), b = testBytes(1_000, seed: 91)
         h.server.setFile("/a.bin", data: a)
@@ -53,6 +79,9 @@ final class AgentProcessTests: XCTestCase {
     }
 
     func testEventsArriveInOrderAndAFinishedJobIsStillPendingForALateSubscriber() throws {
+        // Every change of a job is an event (no minimum interval between two jobModification
+        // events), so one change shows that a subscriber is connected and none is dropped.
+        try restartAgent(adding: "  modification_min_interval_ms: 0\n")
         h.server.setFile("/1.bin", data: testBytes(50_000, seed: 92))
         h.server.setFile("/2.bin", data: testBytes(60_000, seed: 93))
         h.server.setRate("/2.bin", bytesPerSecond: 100_000)
@@ -69,14 +98,16 @@ final class AgentProcessTests: XCTestCase {
             }
         }
         subscriber.start()
-        Thread.sleep(forTimeInterval: 0.3)
+        confirmSubscribed(job.id, received)
         _ = try h.client.perform("resume", on: job.id)
-        XCTAssertTrue(waitUntil(timeout: 20) { received.kinds.contains("jobTransferred") }, "\(received.kinds)")
-        let kinds = received.kinds
+        XCTAssertTrue(waitUntil(timeout: 60) { received.kinds.contains("jobTransferred") }, "\(received.kinds)")
+        // The events of the transfer: those after the probes, which came while it was suspended.
+        let events = received.events.drop { $0.job.state == .suspended }
+        let kinds = events.map(\.kind)
         XCTAssertEqual(kinds.filter { $0 == "fileTransferred" }.count, 2, "\(kinds)")
         XCTAssertTrue(kinds.contains("jobModification"), "\(kinds)")
         XCTAssertEqual(kinds.last, "jobTransferred", "fileTransferred comes before jobTransferred: \(kinds)")
-        XCTAssertEqual(Set(received.events.compactMap(\.file)), [0, 1])
+        XCTAssertEqual(Set(events.compactMap(\.file)), [0, 1])
 
         // A subscriber that connects after the fact still gets the kept jobTransferred.
         let late = EventLog()
@@ -88,11 +119,18 @@ final class AgentProcessTests: XCTestCase {
         XCTAssertEqual(kept.kind, "jobTransferred")
         XCTAssertGreaterThan(kept.sequence, 0)
         try h.client.acknowledgeEvents(upTo: kept.sequence)
+
+        // Another job's kept event, made after the acknowledgement, comes after everything still
+        // pending: a reader that gets to it has been given every pending event.
+        h.server.setFile("/3.bin", data: testBytes(1_000, seed: 97))
+        let marker = try h.client.createJob(CreateJobRequest(displayName: "marker", files: [NewFileDocument(url: h.url("/3.bin"), path: h.destination("3.bin"))]))
+        _ = try h.client.perform("resume", on: marker.id)
+        h.wait(marker.id, for: "TRANSFERRED")
         let afterAck = EventLog()
-        let reader = Thread { try? client.events(job: job.id, pending: true) { afterAck.append($0); return false } }
+        let reader = Thread { try? client.events(pending: true) { afterAck.append($0); return $0.job.id != marker.id } }
         reader.start()
-        Thread.sleep(forTimeInterval: 1)
-        XCTAssertEqual(afterAck.kinds, [], "an acknowledged event is not delivered again")
+        XCTAssertTrue(waitUntil(timeout: 60) { reader.isFinished }, "the marker's event came: \(afterAck.kinds)")
+        XCTAssertEqual(afterAck.events.map(\.job.id), [marker.id], "an acknowledged event is not delivered again")
         _ = try? h.client.perform("cancel", on: job.id)
     }
 
@@ -117,7 +155,7 @@ final class AgentProcessTests: XCTestCase {
                                                           settings: JobSettings(minRetryDelaySec: 5, notifyCommand: [script])))
         _ = try h.client.perform("resume", on: job.id)
         h.wait(job.id, for: "TRANSFERRED")
-        XCTAssertTrue(waitUntil(timeout: 15) { ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").split(separator: "\n").count >= 2 },
+        XCTAssertTrue(waitUntil(timeout: 60) { ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").split(separator: "\n").count >= 2 },
                       "the command ran again after failing")
         let lines = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n")
         XCTAssertTrue(lines.first?.hasPrefix("\(job.id) TRANSFERRED TRANSFERRED ") ?? false, "\(lines)")
@@ -130,38 +168,51 @@ final class AgentProcessTests: XCTestCase {
 
     func testAKilledAgentComesBackWithItsJobsAndResumes() throws {
         let data = testBytes(4 << 20, seed: 95)
+        let heldAt = 2_500_000
         h.server.setFile("/k.bin", data: data)
-        h.server.setRate("/k.bin", bytesPerSecond: 1 << 20)
+        // The body stops part way until the test lets it go on: the kill lands mid-file.
+        h.server.hold("/k.bin", afterBytes: heldAt)
         let job = try h.client.createJob(CreateJobRequest(displayName: "kill", files: [NewFileDocument(url: h.url("/k.bin"), path: h.destination("k.bin"))]))
         _ = try h.client.perform("resume", on: job.id)
-        XCTAssertTrue(waitUntil(timeout: 20) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) > 2_500_000 })
+        XCTAssertTrue(h.server.waitUntilHeld("/k.bin"))
+        XCTAssertTrue(waitUntil(timeout: 60) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) == heldAt })
+        // Checkpoints come every 2 s: wait for the one of every byte that arrived.
+        XCTAssertTrue(waitUntil(timeout: 60) { self.durableBytes() == heldAt }, "checkpointed: \(durableBytes() ?? -1)")
         h.stop(SIGKILL)
-        h.server.setRate("/k.bin", bytesPerSecond: nil)
+        // The restarted agent's request is held before its first byte: its figure stays put.
+        h.server.hold("/k.bin")
         h.server.resetRequests()
         try h.start()
+        XCTAssertTrue(h.server.waitUntilHeld("/k.bin", count: 2), "the restarted agent asked for the rest")
         let back = try h.client.job(job.id)
-        XCTAssertGreaterThan(back.files[0].bytesTransferred, 0, "progress survived kill -9")
-        h.wait(job.id, for: "TRANSFERRED")
-        XCTAssertGreaterThan(h.server.requests(for: "/k.bin").first?.rangeStart ?? 0, 0, "the transfer resumed with a range")
+        XCTAssertEqual(back.files[0].bytesTransferred, UInt64(heldAt), "progress survived kill -9")
+        h.server.release("/k.bin")
+        h.wait(job.id, for: "TRANSFERRED", timeout: 60)
+        XCTAssertEqual(h.server.requests(for: "/k.bin").first?.rangeStart, Int64(heldAt), "the transfer resumed with a range")
         _ = try h.client.perform("complete", on: job.id)
         XCTAssertTrue(fileHolds(h.destination("k.bin"), data))
     }
 
     func testSIGTERMExitsZeroWithEveryCheckpointWritten() throws {
+        // No checkpoint comes by time or by size: every byte recorded at the stop was recorded
+        // by the stop.
+        try restartAgent(adding: "checkpoints:\n  interval_sec: 3600\n  bytes: 1099511627776\n")
+        let heldAt = 1_000_000
         h.server.setFile("/t.bin", data: testBytes(4 << 20, seed: 96))
-        h.server.setRate("/t.bin", bytesPerSecond: 1 << 20)
+        h.server.hold("/t.bin", afterBytes: heldAt)
         let job = try h.client.createJob(CreateJobRequest(displayName: "term", files: [NewFileDocument(url: h.url("/t.bin"), path: h.destination("t.bin"))]))
         _ = try h.client.perform("resume", on: job.id)
-        XCTAssertTrue(waitUntil(timeout: 20) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) > 1_000_000 })
+        XCTAssertTrue(waitUntil(timeout: 60) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) == heldAt })
+        XCTAssertEqual(durableBytes(), 0, "nothing is recorded before the stop")
         XCTAssertEqual(h.stop(SIGTERM, timeout: 25), 0)
         let temporary = try XCTUnwrap(directoryEntries(h.downloads).first { $0.hasSuffix(".part") })
         let onDisk = try XCTUnwrap(contentsOf(h.downloads + "/" + temporary)).count
-        let recorded = try PluginBuilder.run("/usr/bin/sqlite3", [h.stateDirectory + "/jobs.db", "SELECT bytes_durable FROM files"])
-        XCTAssertEqual(recorded.output.trimmingCharacters(in: .whitespacesAndNewlines), String(onDisk),
-                       "a clean stop records every byte written")
+        XCTAssertEqual(onDisk, heldAt)
+        XCTAssertEqual(durableBytes(), onDisk, "a clean stop records every byte written")
+        h.server.release("/t.bin")
         h.server.resetRequests()
         try h.start()
-        XCTAssertTrue(waitUntil(timeout: 10) { !self.h.server.requests(for: "/t.bin").isEmpty })
+        XCTAssertTrue(waitUntil(timeout: 60) { !self.h.server.requests(for: "/t.bin").isEmpty })
         XCTAssertEqual(h.server.requests(for: "/t.bin").first?.rangeStart, Int64(onDisk), "the restarted agent goes on from there")
         _ = try h.client.perform("cancel", on: job.id)
     }
@@ -169,12 +220,12 @@ final class AgentProcessTests: XCTestCase {
     func testSIGHUPWithABrokenConfigurationKeepsServing() throws {
         try h.writeConfig("transfers:\n  max_connections: lots\n")
         h.process?.signal(SIGHUP)
-        XCTAssertTrue(waitUntil(timeout: 10) { self.h.log.contains("configuration not reloaded") }, h.log)
+        XCTAssertTrue(waitUntil(timeout: 60) { self.h.log.contains("configuration not reloaded") }, h.log)
         XCTAssertTrue(h.log.contains("transfers.max_connections"), h.log)
         XCTAssertNotNil(try? h.client.health(), "still serving on the old configuration")
         try h.writeConfig("quotas:\n  jobs_per_user: 1\n")
         h.process?.signal(SIGHUP)
-        XCTAssertTrue(waitUntil(timeout: 10) { self.h.log.contains("configuration reloaded") }, h.log)
+        XCTAssertTrue(waitUntil(timeout: 60) { self.h.log.contains("configuration reloaded") }, h.log)
         XCTAssertTrue(h.log.contains("applied=quotas.jobs_per_user"), h.log)
         // Quotas apply to users other than root: act as nobody.
         XCTAssertEqual(try h.curl("POST", "/v1/jobs", body: #"{"displayName": "one"}"#, asUser: "nobody").status, 201)

@@ -48,8 +48,11 @@ final class HostileLoadTests: XCTestCase {
         try h.curl(method, path, body: body, via: asUser)
     }
 
-    /// Runs the hostile client as the user, in the background; its JSON report when it ends.
-    private func hostile(_ mode: String, count: Int, hold: Double) throws -> () throws -> [String: Any] {
+    /// Runs the hostile client as the user, in the background, and waits until its
+    /// connections are open; returns its JSON report when it ends. With `go`, the client
+    /// waits for that file to exist (at most `hold` seconds) before it reads its streams.
+    private func hostile(_ mode: String, count: Int, hold: Double, go: String? = nil,
+                         file: StaticString = #filePath, line: UInt = #line) throws -> () throws -> [String: Any] {
         let script = h.directory.file("hostile_client.py")
         if !FileManager.default.fileExists(atPath: script) {
             try FileManager.default.copyItem(atPath: PluginBuilder.packageRoot + "/Tests/Fixtures/hostile_client.py", toPath: script)
@@ -58,15 +61,25 @@ final class HostileLoadTests: XCTestCase {
         let output = h.directory.file("hostile-\(mode).json")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = asUser + ["python3", script, h.socket, mode, "\(count)", "\(hold)"]
+        process.arguments = asUser + ["python3", script, h.socket, mode, "\(count)", "\(hold)"] + (go.map { [$0] } ?? [])
         FileManager.default.createFile(atPath: output, contents: nil)
+        FileManager.default.createFile(atPath: output + ".err", contents: nil)
         process.standardOutput = FileHandle(forWritingAtPath: output)
         process.standardError = FileHandle(forWritingAtPath: output + ".err") ?? FileHandle.nullDevice
         try process.run()
+        let ready = waitUntil(timeout: 60) {
+            ((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "").split(separator: "\n").contains("ready") || !process.isRunning
+        }
+        XCTAssertTrue(ready && process.isRunning, "the hostile client's connections are open", file: file, line: line)
         return {
             process.waitUntilExit()
             let data = FileManager.default.contents(atPath: output) ?? Data()
-            guard let report = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            guard let object = try? JSONSerialization.jsonObject(with: data) else {
+                let errors = (try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? ""
+                XCTFail("the hostile client printed no report: \(String(decoding: data, as: UTF8.self))\n\(errors)", file: file, line: line)
+                return [:]
+            }
+            guard let report = object as? [String: Any] else {
                 throw XCTSkip("the hostile client printed no report: \(String(decoding: data, as: UTF8.self))")
             }
             return report
@@ -113,7 +126,6 @@ final class HostileLoadTests: XCTestCase {
     func testUnfinishedHeadersAreCutAndConnectionsAreBounded() throws {
         // 20 connections that never finish their headers, with 8 allowed per user.
         let report = try hostile("slow-headers", count: 20, hold: 15)
-        Thread.sleep(forTimeInterval: 0.5)
         assertHealthStaysPrompt(for: 3)
         let result = try report()
         XCTAssertEqual(result["refused"] as? Int, 12, "past the user's 8 connections, each is refused at once: \(result)")
@@ -136,8 +148,9 @@ final class HostileLoadTests: XCTestCase {
             h.server.setFile("/s/\(index)", data: Array(repeating: UInt8(index % 251), count: 2048))
             files.append(#"{"url": "\#(h.url("/s/\(index)"))", "path": "\#(home)/f\#(index)"}"#)
         }
-        let report = try hostile("silent-streams", count: 3, hold: 8)
-        Thread.sleep(forTimeInterval: 1)
+        // The streams stay unread until every event of the job has been sent.
+        let go = h.directory.file("read-now")
+        let report = try hostile("silent-streams", count: 3, hold: 120, go: go)
         let memoryBefore = agentMemory
         // Every kind of event: each file's, each modification's, the job's.
         let id = try createJob(#"{"displayName": "many", "files": [\#(files.joined(separator: ", "))], "settings": {"notifyFlags": 27}}"#)
@@ -145,6 +158,7 @@ final class HostileLoadTests: XCTestCase {
         assertHealthStaysPrompt(for: 4)
         XCTAssertTrue(waitUntil(timeout: 60) { (try? self.h.client.job(id).state.rawValue) == "TRANSFERRED" })
         let memoryAfter = agentMemory
+        FileManager.default.createFile(atPath: go, contents: nil)
         let result = try report()
         let streams = result["streams"] as? [[String: Any]] ?? []
         XCTAssertEqual(streams.count, 3)
@@ -170,24 +184,25 @@ final class HostileLoadTests: XCTestCase {
             let id = try createJob(#"{"displayName": "n\#(index)", "files": [{"url": "\#(h.url("/n"))", "path": "\#(home)/n\#(index)"}], "settings": {"notifyCommand": ["\#(script)"]}}"#)
             XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume").status, 200)
         }
-        // Watch the user's sleeping commands: never more than 2 at once, and each killed after ~3 s.
+        // Watch the user's sleeping commands until every one was killed and none is left:
+        // never more than 2 at once, and each killed after ~3 s.
         var most = 0
         var threads = 0
-        let end = Date().addingTimeInterval(16)
         var slowest = 0.0
-        while Date() < end {
+        let killed = { self.h.log.components(separatedBy: "notify command ran out of time").count - 1 }
+        let allDone = waitUntil(timeout: 120) {
             most = max(most, sleepingCommands())
             threads = max(threads, agentThreads)
             let start = Date()
             XCTAssertNotNil(try? h.client.health())
             slowest = max(slowest, Date().timeIntervalSince(start))
-            Thread.sleep(forTimeInterval: 0.2)
+            if killed() == jobs && sleepingCommands() == 0 { return true }
+            Thread.sleep(forTimeInterval: 0.2)  // a look every 0.2 s or so, as a watcher would
+            return false
         }
+        XCTAssertTrue(allDone, "every command was killed at its time limit (\(killed()) of \(jobs)) and none is left running:\n\(h.log)")
         XCTAssertEqual(most, 2, "notifications.max_commands_per_user = 2")
         XCTAssertLessThan(slowest, 1.0)
-        XCTAssertTrue(waitUntil(timeout: 20) { self.h.log.components(separatedBy: "notify command ran out of time").count - 1 == jobs },
-                      "every command was killed at its time limit:\n\(h.log)")
-        XCTAssertTrue(waitUntil(timeout: 10) { self.sleepingCommands() == 0 }, "no command is left running")
         XCTAssertLessThan(threads, 40, "no thread waits for a child (\(threads) threads at most)")
     }
 
@@ -234,7 +249,7 @@ final class HostileLoadTests: XCTestCase {
         chown(source, uid, gid)
         let id = try createJob(#"{"displayName": "sparse", "files": [{"url": "file://\#(source)", "path": "\#(home)/copy.img"}]}"#)
         XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume").status, 200)
-        XCTAssertTrue(waitUntil(timeout: 20) { ((try? self.h.client.jobSummary(id))?.progress.bytesTransferred ?? 0) > 0 })
+        XCTAssertTrue(waitUntil(timeout: 60) { ((try? self.h.client.jobSummary(id))?.progress.bytesTransferred ?? 0) > 0 })
         assertHealthStaysPrompt(for: 3)
         XCTAssertLessThan(agentMemory, 200, "reading 3 GiB holds a few chunks at a time")
         XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/cancel").status, 200)

@@ -200,7 +200,7 @@ final class PrivilegeBoundaryTests: XCTestCase {
         let id = try XCTUnwrap(created.id, created.body)
         XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
         // Whatever the job ends as, nothing of the agent's holds more than the user could read.
-        _ = waitUntil(timeout: 10) { ["TRANSFERRED", "ERROR", "TRANSIENT_ERROR"].contains((try? self.h.client.job(id))?.state.rawValue ?? "") }
+        _ = waitUntil(timeout: 60) { ["TRANSFERRED", "ERROR", "TRANSIENT_ERROR"].contains((try? self.h.client.job(id))?.state.rawValue ?? "") }
         let held = (try? FileManager.default.contentsOfDirectory(atPath: h.downloads))?.filter { $0.contains("pci-config") }
             .compactMap { contentsOf(h.downloads + "/" + $0)?.count } ?? []
         XCTAssertTrue(held.allSatisfy { $0 <= userBytes }, "the user reads \(userBytes) bytes alone, root \(rootBytes); the agent wrote \(held)")
@@ -366,7 +366,7 @@ final class PrivilegeBoundaryTests: XCTestCase {
         XCTAssertEqual(patched.status, 200, patched.body)
         XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
         XCTAssertTrue(waitUntil(timeout: 30) { FileManager.default.fileExists(atPath: mark) }, h.log)
-        XCTAssertTrue(waitUntil(timeout: 5) { (try? String(contentsOfFile: mark, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "\(self.uid)" },
+        XCTAssertTrue(waitUntil(timeout: 30) { (try? String(contentsOfFile: mark, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "\(self.uid)" },
                       "ran as the owner: \((try? String(contentsOfFile: mark, encoding: .utf8)) ?? "")")
     }
 }

@@ -60,7 +60,7 @@ final class EngineHarness {
 
     /// Waits for the job to reach `state`; fails the test with the job's last error otherwise.
     @discardableResult
-    func wait(_ id: JobID, for state: JobState, timeout: Double = 20, file: StaticString = #filePath, line: UInt = #line) throws -> Job {
+    func wait(_ id: JobID, for state: JobState, timeout: Double = 60, file: StaticString = #filePath, line: UInt = #line) throws -> Job {
         var last: Job?
         let reached = try waitUntil(timeout: timeout) {
             last = try engine.job(id)
@@ -74,7 +74,7 @@ final class EngineHarness {
     }
 
     /// Waits until the job has written at least `bytes` bytes in total.
-    func waitForProgress(_ id: JobID, atLeast bytes: UInt64, timeout: Double = 20) throws -> Job {
+    func waitForProgress(_ id: JobID, atLeast bytes: UInt64, timeout: Double = 60) throws -> Job {
         var last: Job?
         let reached = try waitUntil(timeout: timeout) {
             last = try engine.job(id)

@@ -178,7 +178,7 @@ final class PluginHostTests: XCTestCase {
         let h = try harness([try probe("retry", extra: [("retries", "2")])])
         h.server.setFile("/a.bin", data: testBytes(1000, seed: 61))
         let id = try h.startJob([("/a.bin", "a.bin")])
-        try h.wait(id, for: .transferred, timeout: 20)
+        try h.wait(id, for: .transferred, timeout: 60)
         XCTAssertEqual(reportLines, ["call 1 file 0", "call 2 file 0", "call 3 file 0"])
     }
 
@@ -186,9 +186,12 @@ final class PluginHostTests: XCTestCase {
         let h = try harness([try probe("pending")])
         h.server.setFile("/fast.bin", data: testBytes(1000, seed: 62))
         h.server.setFile("/slow.bin", data: testBytes(1 << 20, seed: 63))
-        h.server.setRate("/slow.bin", bytesPerSecond: 256 << 10)
+        // The slow file waits part way until the fast one was validated.
+        h.server.hold("/slow.bin", afterBytes: 256 << 10)
         let id = try h.startJob([("/fast.bin", "fast.bin"), ("/slow.bin", "slow.bin")])
-        try h.wait(id, for: .transferred, timeout: 20)
+        XCTAssertTrue(waitUntil(timeout: 60) { reportLines.contains { $0.hasPrefix("other file 1") } }, "\(reportLines)")
+        h.server.release("/slow.bin")
+        try h.wait(id, for: .transferred, timeout: 60)
         XCTAssertTrue(reportLines.contains("other file 1 status 2"), "FERRY_PENDING (2) for an unfinished file: \(reportLines)")
     }
 

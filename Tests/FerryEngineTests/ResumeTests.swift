@@ -15,15 +15,16 @@ final class ResumeTests: XCTestCase {
     }
     override func tearDown() { h.tearDown() }
 
-    /// Starts a throttled download, suspends it part way and returns the bytes it kept.
+    /// Starts a download that the server holds part way, suspends it there and returns the
+    /// bytes it kept.
     private func suspendPartWay(_ path: String, data: [UInt8], priority: JobPriority = .normal) throws -> (JobID, UInt64) {
         h.server.setFile(path, data: data)
-        h.server.setRate(path, bytesPerSecond: 512 << 10)
+        h.server.hold(path, afterBytes: 300_000)
         let id = try h.startJob([(path, "file.bin")], priority: priority)
-        _ = try h.waitForProgress(id, atLeast: 300_000)
+        _ = try h.waitForProgress(id, atLeast: 300_000, timeout: 60)
         let suspended = try h.engine.suspend(id)
         XCTAssertEqual(suspended.state, .suspended)
-        h.server.setRate(path, bytesPerSecond: nil)
+        h.server.release(path)
         let kept = suspended.files[0].bytesTransferred
         XCTAssertGreaterThan(kept, 0)
         XCTAssertLessThan(kept, UInt64(data.count))
@@ -113,17 +114,22 @@ final class ResumeTests: XCTestCase {
     func testEngineRestartRecoversTheJobAndResumesFromTheCheckpoint() throws {
         let data = testBytes(3 << 20, seed: 17)
         h.server.setFile("/k.bin", data: data)
-        h.server.setRate("/k.bin", bytesPerSecond: 1 << 20)
+        h.server.hold("/k.bin", afterBytes: 600_000)
         let id = try h.startJob([("/k.bin", "k.bin")])
-        _ = try h.waitForProgress(id, atLeast: 600_000)
+        _ = try h.waitForProgress(id, atLeast: 600_000, timeout: 60)
+        // The restarted engine's request is held before its first byte, so the job's figure
+        // is read while nothing moves.
+        h.server.resetRequests()
+        h.server.hold("/k.bin")
         try h.restartEngine()
-        h.server.setRate("/k.bin", bytesPerSecond: nil)
+        XCTAssertTrue(h.server.waitUntilHeld("/k.bin"), "the restarted engine asked for the file again")
         let recovered = try h.engine.job(id)
         XCTAssertTrue(recovered.state.isActive, "an interrupted job is queued again, got \(recovered.state)")
         XCTAssertGreaterThan(recovered.files[0].bytesTransferred, 0, "progress survived the restart")
         let resumedFrom = recovered.files[0].bytesTransferred
-        try h.wait(id, for: .transferred)
-        let ranged = h.server.requests(for: "/k.bin").compactMap(\.rangeStart)
+        h.server.release("/k.bin")
+        try h.wait(id, for: .transferred, timeout: 60)
+        let ranged = h.server.requests(for: "/k.bin").map(\.rangeStart)
         XCTAssertEqual(ranged.first, Int64(resumedFrom))
         _ = try h.engine.complete(id)
         XCTAssertTrue(fileHolds(h.destination("k.bin"), data))

@@ -61,17 +61,21 @@ final class SchedulingTests: XCTestCase {
     func testFilesOfOneJobTransferInParallel() throws {
         var files: [(String, String)] = []
         for index in 0..<4 {
-            slowFile("/p\(index).bin", bytes: 1 << 20, rate: 512 << 10)
+            h.server.setFile("/p\(index).bin", data: testBytes(1 << 20, seed: UInt64(index + 1)))
+            // Each body stops a quarter of the way in until the test lets it go on: a file
+            // can only be seen in flight alongside the others if it started before they ended.
+            h.server.hold("/p\(index).bin", afterBytes: 256 << 10)
             files.append(("/p\(index).bin", "p\(index).bin"))
         }
         let id = try h.startJob(files)
-        // At 512 KiB/s per file, one file alone takes 2 s: seeing all four under way at once
-        // (none finished, each with bytes) shows they run side by side.
-        XCTAssertTrue(try waitUntil(timeout: 10) {
-            let job = try h.engine.job(id)
-            return job.files.allSatisfy { $0.bytesTransferred > 0 && !$0.isTransferred }
-        }, "the job's files transfer in parallel")
-        try h.wait(id, for: .transferred, timeout: 20)
+        // All four answers held at once, and the job shows each file under way (none
+        // finished, each with bytes): they run side by side.
+        XCTAssertTrue(h.server.waitUntilHeld(count: 4), "the job's files transfer in parallel: \(h.server.heldAnswers()) held at once")
+        XCTAssertTrue(try waitUntil(timeout: 60) {
+            try h.engine.job(id).files.allSatisfy { $0.bytesTransferred == 256 << 10 && !$0.isTransferred }
+        }, "each file is under way: \((try? h.engine.job(id).files.map(\.bytesTransferred)) ?? [])")
+        for index in 0..<4 { h.server.release("/p\(index).bin") }
+        try h.wait(id, for: .transferred, timeout: 60)
     }
 }
 

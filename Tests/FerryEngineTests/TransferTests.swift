@@ -50,9 +50,9 @@ final class TransferTests: XCTestCase {
 
     func testCancelDeletesTemporariesAndNeverCreatesTheDestination() throws {
         h.server.setFile("/slow.bin", data: testBytes(2 << 20))
-        h.server.setRate("/slow.bin", bytesPerSecond: 256 << 10)
+        h.server.hold("/slow.bin", afterBytes: 100_000)
         let id = try h.startJob([("/slow.bin", "slow.bin")])
-        _ = try h.waitForProgress(id, atLeast: 100_000)
+        _ = try h.waitForProgress(id, atLeast: 100_000, timeout: 60)
         XCTAssertEqual(h.temporaries.count, 1)
         let cancelled = try h.engine.cancel(id)
         XCTAssertEqual(cancelled.state, .cancelled)
@@ -67,9 +67,9 @@ final class TransferTests: XCTestCase {
     func testCompleteIsRefusedWhileValidatedFilesAreMissing() throws {
         h.server.setFile("/done.txt", data: Array("done".utf8))
         h.server.setFile("/slow.bin", data: testBytes(4 << 20))
-        h.server.setRate("/slow.bin", bytesPerSecond: 128 << 10)
+        h.server.hold("/slow.bin", afterBytes: 64 << 10)
         let id = try h.startJob([("/done.txt", "done.txt"), ("/slow.bin", "slow.bin")])
-        XCTAssertTrue(try waitUntil(timeout: 10) { try h.engine.job(id).files[0].isTransferred })
+        XCTAssertTrue(try waitUntil(timeout: 60) { try h.engine.job(id).files[0].isTransferred })
         XCTAssertThrowsError(try h.engine.complete(id)) { error in
             XCTAssertEqual((error as? FerryError)?.code, .invalidState)
             XCTAssertEqual((error as? FerryError)?.context, .validation)
@@ -84,9 +84,9 @@ final class TransferTests: XCTestCase {
         h = try EngineHarness { $0.plugins = [] }
         h.server.setFile("/done.txt", data: Array("done".utf8))
         h.server.setFile("/slow.bin", data: testBytes(4 << 20))
-        h.server.setRate("/slow.bin", bytesPerSecond: 128 << 10)
+        h.server.hold("/slow.bin", afterBytes: 64 << 10)
         let id = try h.startJob([("/done.txt", "done.txt"), ("/slow.bin", "slow.bin")])
-        XCTAssertTrue(try waitUntil(timeout: 10) { try h.engine.job(id).files[0].isTransferred })
+        XCTAssertTrue(try waitUntil(timeout: 60) { try h.engine.job(id).files[0].isTransferred })
         let completed = try h.engine.complete(id)
         XCTAssertEqual(completed.state, .acknowledged)
         XCTAssertEqual(contentsOf(h.destination("done.txt")), Array("done".utf8))
@@ -126,7 +126,7 @@ final class TransferTests: XCTestCase {
         let revived = try FaultServer(port: port)
         defer { revived.stop() }
         revived.setFile("/a.bin", data: data)
-        try h.wait(id, for: .transferred, timeout: 15)
+        try h.wait(id, for: .transferred, timeout: 60)
         XCTAssertGreaterThanOrEqual(Date(), retryAt, "the retry waited for the minimum retry delay")
         _ = try h.engine.complete(id)
         XCTAssertTrue(fileHolds(h.destination("a.bin"), data))
@@ -146,6 +146,8 @@ final class TransferTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(wait, 6.9, "Retry-After outranks a shorter retry delay")
         // resume retries at once, without waiting out the delay.
         _ = try h.engine.resume(id)
-        try h.wait(id, for: .transferred, timeout: 5)
+        try h.wait(id, for: .transferred, timeout: 60)
+        let retried = try XCTUnwrap(h.server.requests(for: "/busy.bin").last?.receivedAt)
+        XCTAssertLessThan(retried, try XCTUnwrap(failing.retryAt), "the resumed job asked again before the retry time")
     }
 }

@@ -39,7 +39,7 @@ final class ValidationTests: XCTestCase {
         let data = testBytes(1 << 20, seed: 50)
         h.server.setFile("/ok.bin", data: data)
         let id = try startJob("/ok.bin", properties: ["sha256": try sha256(data), "size": String(data.count)], autoComplete: true)
-        XCTAssertTrue(waitUntil(timeout: 20) { fileHolds(self.h.destination("file.bin"), data) }, "auto-complete put the validated file in place")
+        XCTAssertTrue(waitUntil(timeout: 60) { fileHolds(self.h.destination("file.bin"), data) }, "auto-complete put the validated file in place")
         XCTAssertThrowsError(try h.engine.job(id), "an acknowledged job is gone")
     }
 
@@ -89,12 +89,12 @@ final class ValidationTests: XCTestCase {
     func testResumedFileIsHashedWholeAcrossTheRestart() throws {
         let data = testBytes(2 << 20, seed: 54)
         h.server.setFile("/r.bin", data: data)
-        h.server.setRate("/r.bin", bytesPerSecond: 512 << 10)
+        h.server.hold("/r.bin", afterBytes: 300_000)
         let id = try startJob("/r.bin", properties: ["sha256": try sha256(data)])
-        _ = try h.waitForProgress(id, atLeast: 300_000)
+        _ = try h.waitForProgress(id, atLeast: 300_000, timeout: 60)
         try h.restartEngine()
-        h.server.setRate("/r.bin", bytesPerSecond: nil)
-        try h.wait(id, for: .transferred)
+        h.server.release("/r.bin")
+        try h.wait(id, for: .transferred, timeout: 60)
         XCTAssertNotNil(h.server.requests(for: "/r.bin").last?.rangeStart, "the second request was a resume")
         _ = try h.engine.complete(id)
         XCTAssertTrue(fileHolds(h.destination("file.bin"), data))

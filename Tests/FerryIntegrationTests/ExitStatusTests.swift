@@ -23,11 +23,11 @@ final class ExitStatusTests: XCTestCase {
 
     func testTheSameTransferAlreadyRunningExits75() throws {
         server.setFile("/slow.bin", data: testBytes(2 << 20, seed: 75))
-        server.setRate("/slow.bin", bytesPerSecond: 256 << 10)
+        server.hold("/slow.bin", afterBytes: 256 << 10)
         let arguments = ["transfer", "--no-agent", "--state-dir", directory.file("state"), server.baseURL + "/slow.bin", "slow.bin"]
         let first = try ChildProcess("ferry", arguments, workingDirectory: downloads)
         defer { first.signal(SIGKILL) }
-        XCTAssertTrue(waitUntil(timeout: 20) { !self.server.requests(for: "/slow.bin").isEmpty }, "the first run started")
+        XCTAssertTrue(server.waitUntilHeld("/slow.bin"), "the first run is under way")
         let second = try ChildProcess.run("ferry", arguments, workingDirectory: downloads, timeout: 30)
         XCTAssertEqual(second.status, 75, second.stderr)
         XCTAssertTrue(second.stderr.contains("already running"), second.stderr)

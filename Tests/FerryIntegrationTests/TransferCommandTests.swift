@@ -27,6 +27,15 @@ final class TransferCommandTests: XCTestCase {
         try ChildProcess.run("ferry", arguments + ["--state-dir", stateDirectory], workingDirectory: downloads, timeout: timeout)
     }
 
+    /// The bytes the transfer's store holds as durable for its only file, read with the
+    /// command-line shell; nil while there is no store or it cannot be read.
+    private func durableBytes() -> Int? {
+        let transfers = stateDirectory + "/transfers"
+        guard let store = directoryEntries(transfers).first(where: { $0.hasSuffix(".db") }),
+              let answer = try? PluginBuilder.run("/usr/bin/sqlite3", [transfers + "/" + store, "SELECT bytes_durable FROM files"]) else { return nil }
+        return Int(answer.output.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
     private func hiddenTemporaries() -> [String] {
         directoryEntries(downloads).filter { $0.hasPrefix(".") && $0.hasSuffix(".part") }
     }
@@ -108,29 +117,32 @@ final class TransferCommandTests: XCTestCase {
     /// middle of a download, and rerunning the same command continues from the checkpoint.
     func testKillNineMidTransferThenRerunResumesFromTheCheckpoint() throws {
         let data = testBytes(8 << 20, seed: 40)
+        let heldAt = 3 << 20
         server.setFile("/big.bin", data: data)
-        server.setRate("/big.bin", bytesPerSecond: 1 << 20)
+        // The body stops part way until the test lets it go on: the kill lands mid-file.
+        server.hold("/big.bin", afterBytes: heldAt)
         let arguments = ["transfer", server.baseURL + "/big.bin", "big.bin", "--state-dir", stateDirectory]
         let first = try ChildProcess("ferry", arguments, workingDirectory: downloads)
-        // Default checkpoints come every 2 s: wait for more than one to have happened.
-        let temporaryGrew = waitUntil(timeout: 30) {
+        let temporaryGrew = waitUntil(timeout: 60) {
             guard let name = hiddenTemporaries().first else { return false }
-            return (contentsOf(downloads + "/" + name)?.count ?? 0) >= 3 << 20
+            return (contentsOf(downloads + "/" + name)?.count ?? 0) == heldAt
         }
         XCTAssertTrue(temporaryGrew, "the first run wrote into a hidden temporary")
+        // Default checkpoints come every 2 s: wait for the one of every byte that arrived.
+        XCTAssertTrue(waitUntil(timeout: 60) { durableBytes() == heldAt }, "checkpointed: \(durableBytes() ?? -1)")
         first.signal(SIGKILL)
         first.wait()
         let temporary = try XCTUnwrap(hiddenTemporaries().first)
         let bytesAtKill = try XCTUnwrap(contentsOf(downloads + "/" + temporary)).count
         XCTAssertFalse(exists(downloads + "/big.bin"), "nothing torn is ever visible under the final name")
 
-        server.setRate("/big.bin", bytesPerSecond: nil)
+        server.release("/big.bin")
         server.resetRequests()
         let rerun = try ChildProcess.run("ferry", arguments, workingDirectory: downloads)
         XCTAssertEqual(rerun.status, 0, rerun.stderr)
         XCTAssertTrue(rerun.stderr.contains("Continuing job"), rerun.stderr)
         let resumed = try XCTUnwrap(server.requests(for: "/big.bin").first?.rangeStart, "the rerun asked for a range")
-        XCTAssertGreaterThanOrEqual(resumed, 1 << 20, "the rerun kept at least one checkpoint's worth")
+        XCTAssertEqual(resumed, Int64(heldAt), "the rerun kept every checkpointed byte")
         XCTAssertLessThanOrEqual(resumed, Int64(bytesAtKill), "never beyond what was on disk")
         XCTAssertTrue(fileHolds(downloads + "/big.bin", data))
         XCTAssertEqual(hiddenTemporaries(), [])
@@ -139,18 +151,21 @@ final class TransferCommandTests: XCTestCase {
     func testInterruptSavesProgressAndExits130() throws {
         let data = testBytes(4 << 20, seed: 41)
         server.setFile("/int.bin", data: data)
+        // Bytes keep coming until the interrupt, which lands before the held end of the body.
         server.setRate("/int.bin", bytesPerSecond: 1 << 20)
+        server.hold("/int.bin", afterBytes: 3 << 20)
         let arguments = ["transfer", server.baseURL + "/int.bin", "int.bin", "--state-dir", stateDirectory]
         let first = try ChildProcess("ferry", arguments, workingDirectory: downloads)
-        XCTAssertTrue(waitUntil(timeout: 20) {
+        XCTAssertTrue(waitUntil(timeout: 60) {
             hiddenTemporaries().first.map { (contentsOf(downloads + "/" + $0)?.count ?? 0) >= 1 << 20 } ?? false
         })
         first.signal(SIGINT)
-        XCTAssertEqual(first.wait(timeout: 20), 130, first.standardError)
+        XCTAssertEqual(first.wait(timeout: 30), 130, first.standardError)
         XCTAssertTrue(first.standardError.contains("run the same command again"), first.standardError)
         let kept = try XCTUnwrap(hiddenTemporaries().first.flatMap { contentsOf(downloads + "/" + $0)?.count })
 
         server.setRate("/int.bin", bytesPerSecond: nil)
+        server.release("/int.bin")
         server.resetRequests()
         let rerun = try ChildProcess.run("ferry", arguments, workingDirectory: downloads)
         XCTAssertEqual(rerun.status, 0, rerun.stderr)

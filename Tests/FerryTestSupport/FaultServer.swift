@@ -173,14 +173,20 @@ public final class FaultServer: @unchecked Sendable {
     // MARK: Faults and throttling
 
     /// Queues `fault` for the next `times` GET requests for `path` to which it applies (nil: all
-    /// of them, until ``clearFaults(_:)``).
+    /// of them, until ``clearFaults(_:)``), after letting the first `afterRequests` of them
+    /// through untouched.
     ///
     /// Several faults may be queued for one path; each request consumes one application of
-    /// every queued fault that applies to it. A `times` below 1 queues nothing. HEAD requests
-    /// consume no faults, but report the size of a queued ``Fault/reportSize(_:)``.
-    public func addFault(_ path: String, _ fault: Fault, times: Int? = 1) {
+    /// every queued fault that applies to it (or one of the requests a fault lets through
+    /// first). A `times` below 1 queues nothing. HEAD requests consume no faults, but report
+    /// the size of a queued ``Fault/reportSize(_:)``. With `afterRequests`, a sequence of
+    /// answers is set up before the first request, so no fault has to be added while the
+    /// client is between two tries.
+    public func addFault(_ path: String, _ fault: Fault, times: Int? = 1, afterRequests: Int = 0) {
         if let times, times < 1 { return }
-        lock.withLock { state.faults[path, default: []].append(QueuedFault(fault: fault, remaining: times)) }
+        lock.withLock {
+            state.faults[path, default: []].append(QueuedFault(fault: fault, remaining: times, skipped: max(0, afterRequests)))
+        }
     }
 
     /// Removes the queued faults of `path`, or of every path when `path` is nil.
@@ -205,6 +211,47 @@ public final class FaultServer: @unchecked Sendable {
                 state.rates.removeValue(forKey: path)
             }
         }
+    }
+
+    // MARK: Holding answers
+
+    /// Holds every GET answer for `path` that starts from now on: its head and its first
+    /// `afterBytes` body bytes are sent (at the path's rate, if it has one), then the rest
+    /// waits until ``release(_:)``. An answer whose body is not longer than `afterBytes` is
+    /// not held. `afterBytes` counts the bytes of this answer's body, so for a ranged answer
+    /// it counts from the start of the range. Holding a path again changes `afterBytes` for
+    /// the answers that start afterwards; those already held stay held.
+    ///
+    /// A test holds a path to know what the client has while it acts: it waits with
+    /// ``waitUntilHeld(_:count:timeout:)``, then suspends, kills or inspects, then releases.
+    /// A held connection stays quiet, so the client's stall timeout still applies.
+    public func hold(_ path: String, afterBytes: Int = 0) {
+        lock.withLock { state.holds[path] = max(0, afterBytes) }
+    }
+
+    /// Lets every answer held for `path` go on, and holds no new ones.
+    public func release(_ path: String) {
+        lock.withLock { _ = state.holds.removeValue(forKey: path) }
+    }
+
+    /// How many answers are waiting at a hold now, for `path` or (nil) for every path.
+    public func heldAnswers(for path: String? = nil) -> Int {
+        lock.withLock {
+            guard let path else { return state.held.values.reduce(0, +) }
+            return state.held[path] ?? 0
+        }
+    }
+
+    /// Waits until at least `count` answers wait at a hold, for `path` or (nil) for every
+    /// path; false if that did not happen within `timeout` seconds.
+    @discardableResult
+    public func waitUntilHeld(_ path: String? = nil, count: Int = 1, timeout: Double = 60) -> Bool {
+        let deadline = Self.monotonicSeconds() + timeout
+        while heldAnswers(for: path) < count {
+            if Self.monotonicSeconds() > deadline || isStopped { return false }
+            usleep(useconds_t(Self.stopCheckInterval * 1_000_000))
+        }
+        return true
     }
 
     // MARK: Recorded requests
@@ -233,6 +280,10 @@ extension FaultServer {
         var files: [String: ServedFile] = [:]
         var faults: [String: [QueuedFault]] = [:]
         var rates: [String: Int] = [:]
+        /// The held paths, with the body bytes sent before the hold.
+        var holds: [String: Int] = [:]
+        /// How many answers wait at a hold, by path.
+        var held: [String: Int] = [:]
         var requests: [RecordedRequest] = []
         var connections: Set<Int32> = []
         var isStopped = false
@@ -249,6 +300,8 @@ extension FaultServer {
         let fault: Fault
         /// How many more requests it applies to; nil for all of them.
         var remaining: Int?
+        /// How many more requests it lets through before it starts to apply.
+        var skipped = 0
     }
 
     private var isStopped: Bool {
@@ -262,6 +315,10 @@ extension FaultServer {
             guard var queue = state.faults[path] else { return [] }
             var taken: [Fault] = []
             for index in queue.indices where isRanged || !queue[index].fault.needsRange {
+                if queue[index].skipped > 0 {
+                    queue[index].skipped -= 1
+                    continue
+                }
                 taken.append(queue[index].fault)
                 if let remaining = queue[index].remaining {
                     queue[index].remaining = remaining - 1
@@ -471,6 +528,13 @@ extension FaultServer {
         if let limit = response.bodyLimit {
             body = body.prefix(limit)
         }
+        if let holdAfter = response.holdAfter, body.count > holdAfter {
+            let before = body.prefix(holdAfter)
+            guard before.withUnsafeBytes({ writer.write($0) }), let path, waitWhileHeld(path: path) else {
+                return false
+            }
+            body = body.dropFirst(holdAfter)
+        }
         guard body.withUnsafeBytes({ writer.write($0) }) else { return false }
         if response.bodyLimit != nil { return false }
 
@@ -479,6 +543,22 @@ extension FaultServer {
             guard garbage.withUnsafeBytes({ writer.write($0) }) else { return false }
         }
         return true
+    }
+
+    /// Waits while `path` is held; false if the server stopped.
+    private func waitWhileHeld(path: String) -> Bool {
+        lock.withLock { state.held[path, default: 0] += 1 }
+        defer {
+            lock.withLock {
+                state.held[path, default: 1] -= 1
+                if state.held[path] == 0 { state.held.removeValue(forKey: path) }
+            }
+        }
+        while lock.withLock({ state.holds[path] != nil }) {
+            if isStopped { return false }
+            usleep(useconds_t(Self.stopCheckInterval * 1_000_000))
+        }
+        return !isStopped
     }
 
     /// Sleeps for `seconds`, waking early when the server stops; false if it did.
@@ -593,6 +673,8 @@ extension FaultServer {
         if isHead {
             response.body = []
             response.trailingGarbage = 0
+        } else {
+            response.holdAfter = lock.withLock { state.holds[path] }
         }
         return response
     }
@@ -691,6 +773,8 @@ private struct Response {
     var bodyLimit: Int?
     /// How many garbage bytes to send after the body.
     var trailingGarbage = 0
+    /// When the path was held as the answer was made: the body bytes sent before the hold.
+    var holdAfter: Int?
 
     init(status: Int, headers: [(name: String, value: String)], body: ArraySlice<UInt8>, closeConnection: Bool) {
         self.status = status
