@@ -301,7 +301,8 @@ final class DocWorld: @unchecked Sendable {
         kill(-stream.pid, SIGTERM)
         if !waitUntil(timeout: 10, { kill(-stream.pid, 0) != 0 }) { kill(-stream.pid, SIGKILL) }
         _ = try? waitForBackground(stream.launcher, timeout: 10)
-        return ShellSession.lines(of: (try? String(contentsOfFile: stream.output, encoding: .utf8)) ?? "")
+        // What it printed before it was ended (not what `script` says on its way out).
+        return lines
     }
 
     /// Checks a doc's streaming command: started, `during` run, its output compared with the

@@ -161,15 +161,21 @@ struct DocumentedBehaviourTests {
         #expect(try world.waitForBackground(pid) == 1)
         let result = (lines: ShellSession.lines(of: (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""), status: 1)
         // cli.md, A failed complete: "ferry: job … could not be completed: LOCAL_FILE_ERROR
-        // (localFile): cannot rename … The other files' temporaries are left in place, and the
-        // store is deleted."
+        // (localFile): cannot rename … The other files' temporaries are left in place …"
         #expect(result.lines.contains { $0.hasPrefix("ferry: job ") && $0.contains(" could not be completed: LOCAL_FILE_ERROR (localFile): cannot rename ") },
                 "\(result.lines)")
         let entries = directoryEntries(world.pkgs)
         #expect(entries.count == 2 && entries.contains("a.deb") && entries.contains { $0.hasPrefix(".a.deb.ferry-") }, "the temporary stays: \(entries)")
-        if mode == .inProcess {
-            #expect(directoryEntries(world.home + "/.local/state/ferry/transfers").filter { $0.hasSuffix(".db") }.isEmpty, "the store is deleted")
-        }
+        // "… and the job is kept: once the obstacle is gone, the same command completes it
+        // without fetching anything again."
+        let fetched = world.server.requests(for: "/pool/a.deb").count
+        _ = try world.shell.run("rmdir a.deb")
+        let rerun = try world.shell.run("ferry transfer \(Self.url(world)) a.deb")
+        #expect(rerun.status == 0, "\(rerun.lines)")
+        #expect(rerun.lines.contains { $0.hasPrefix("Continuing job ") }, "\(rerun.lines)")
+        #expect(fileHolds(world.pkgs + "/a.deb", Self.file))
+        #expect(world.server.requests(for: "/pool/a.deb").count == fetched, "nothing fetched again")
+        #expect(directoryEntries(world.pkgs) == ["a.deb"])
     }
 
     // cli.md, ferry events: "Prints your jobs' notifications … one line each, until Ctrl-C, which exits 0".
@@ -181,7 +187,7 @@ struct DocumentedBehaviourTests {
         _ = try world.shell.run("ferry addfile \(job) \(Self.url(world)) a.deb")
         let program = world.home + "/on-done"
         try "#!/bin/sh\necho \"$@\" > \(world.home)/notified\n".write(toFile: program, atomically: true, encoding: .utf8)
-        _ = try world.shell.run("chmod 755 \(program)")
+        chmod(program, 0o755)
         let set = try world.shell.run("ferry setnotifycmdline \(job) \(program) --job \(job) -x")
         #expect(set.status == 0, "\(set.lines)")
         let before = try world.client.health().eventStreams
@@ -194,7 +200,8 @@ struct DocumentedBehaviourTests {
         #expect(try world.waitForBackground(events) == 0, "Ctrl-C ends ferry events with status 0")
         let line = ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").split(separator: "\n").first { $0.contains("jobTransferred") } ?? ""
         #expect(line.contains(" jobTransferred \(job) TRANSFERRED nightly"), "\(line)")
-        #expect(waitUntil(timeout: 30) { exists(world.home + "/notified") }, "\(world.agent?.standardError ?? "")")
+        let ran = waitUntil(timeout: 30) { exists(world.home + "/notified") }
+        #expect(ran, "the notify command ran: \(world.agent?.standardError.split(separator: "\n").suffix(8).joined(separator: " | ") ?? "")")
         #expect((try? String(contentsOfFile: world.home + "/notified", encoding: .utf8)) == "--job \(job) -x \(job) TRANSFERRED\n",
                 "the notify command ran with its arguments, then the job's id and state")
     }

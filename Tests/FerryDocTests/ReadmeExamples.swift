@@ -38,6 +38,8 @@ enum ReadmeExamples {
             try world.checkAll(examples[0])
             #expect(fileHolds(world.pkgs + "/a.deb", transferA) && fileHolds(world.pkgs + "/b.deb", transferB))
             #expect(directoryEntries(world.pkgs) == ["a.deb", "b.deb"], "no temporary is left")
+            // "The file is deleted when the transfer ends with status 0".
+            #expect(storedTransfers(world).isEmpty)
         },
         ExampleSpec(keys: [ExampleKey(tour, "Fetch from a manifest, with checks", 1), ExampleKey(tour, "Fetch from a manifest, with checks", 2),
                            ExampleKey(tour, "Fetch from a manifest, with checks", 3), ExampleKey(tour, "Fetch from a manifest, with checks", 4)],
@@ -95,6 +97,10 @@ enum ReadmeExamples {
             try world.waitForTemporary(of: "base.img", atLeast: 3_000_000)
             kill(pid, SIGINT)
             #expect(try world.waitForBackground(pid) == 130, "Ctrl-C exits 130")
+            if world.mode == .inProcess {
+                // "Run without the agent, an unfinished transfer is kept in ~/.local/state/ferry/transfers/".
+                #expect(storedTransfers(world).count == 1, "the interrupted transfer is kept in the default state directory")
+            }
             if world.mode == .throughAgent {
                 let running = try world.client.listJobs(allUsers: true).map(\.state.rawValue)
                 #expect(running == ["TRANSFERRING"], "through ferryd, the job keeps running after Ctrl-C")
@@ -146,6 +152,11 @@ enum ReadmeExamples {
     }
 
     static let baseImage = testBytes(20_000_000, seed: 5)
+
+    /// The stores of unfinished transfers in the user's default state directory.
+    static func storedTransfers(_ world: DocWorld) -> [String] {
+        directoryEntries(world.home + "/.local/state/ferry/transfers").filter { $0.hasSuffix(".db") }
+    }
 
     static func startAgentIfNeeded(_ world: DocWorld) throws {
         if world.mode == .throughAgent { try world.startAgent() }

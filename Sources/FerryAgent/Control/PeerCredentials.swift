@@ -212,9 +212,11 @@ final class ConnectionRefusal: ChannelInboundHandler, @unchecked Sendable {
 }
 
 /// Closes a connection that does not finish a request's headers within `seconds` of
-/// opening, or of the end of the previous answer: an idle or trickling client cannot hold
-/// a connection (and a descriptor of the agent's) for long. An answer being written (an
-/// event stream) is never cut by it.
+/// opening, or of the end of the previous answer reaching the socket: an idle or trickling
+/// client cannot hold a connection (and a descriptor of the agent's) for long. An answer
+/// being written (an event stream) is never cut by it; an end still waiting behind bytes the
+/// client has not read (the last line of a stream cut for a slow reader) is given
+/// ``unreadEndGrace`` to be read.
 final class RequestHeaderDeadline: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -240,9 +242,24 @@ final class RequestHeaderDeadline: ChannelDuplexHandler, RemovableChannelHandler
         context.fireChannelRead(data)
     }
 
+    /// How long an answer's end may wait for a client that does not read it.
+    static let unreadEndGrace = 30.0
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { arm(context) }
-        context.write(data, promise: promise)
+        guard case .end = unwrapOutboundIn(data) else {
+            context.write(data, promise: promise)
+            return
+        }
+        // The deadline counts from the end reaching the socket; a client that never reads it
+        // still loses the connection, later.
+        arm(context, after: max(seconds, Self.unreadEndGrace))
+        let written = context.eventLoop.makePromise(of: Void.self)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        written.futureResult.whenComplete { result in
+            if case .success = result { loopBound.value.0.arm(loopBound.value.1) }
+            promise?.completeWith(result)
+        }
+        context.write(data, promise: written)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -250,10 +267,10 @@ final class RequestHeaderDeadline: ChannelDuplexHandler, RemovableChannelHandler
         context.fireChannelInactive()
     }
 
-    private func arm(_ context: ChannelHandlerContext) {
+    private func arm(_ context: ChannelHandlerContext, after delay: Double? = nil) {
         disarm()
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) {
+        timer = context.eventLoop.scheduleTask(in: .milliseconds(Int64((delay ?? seconds) * 1000))) {
             loopBound.value.close(promise: nil)
         }
     }
