@@ -120,7 +120,7 @@ let package = Package(
         .testTarget(
             name: "FerryEngineTests",
             dependencies: [
-                "FerryEngine", "FerryCore", "FerryCrypto", "FerryPluginHost", "FerryTestSupport",
+                "FerryEngine", "FerryCore", "FerryCrypto", "FerryPluginHost", "FerryPluginABI", "FerryTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

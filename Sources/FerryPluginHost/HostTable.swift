@@ -151,18 +151,37 @@ enum HostTable {
         }
     }
 
-    /// Copies an error into a plugin's struct, writing only the fields its struct_size covers.
+    /// The sizes of the output structs when each was introduced (ABI 1.0, or 1.1 for source
+    /// health): the smallest `struct_size` a plugin may pass.
+    static let progressFirstSize = MemoryLayout<ferry_progress>.offset(of: \ferry_progress.bytes_transferred)! + MemoryLayout<UInt64>.size
+    static let errorInfoFirstSize = MemoryLayout<ferry_error_info>.offset(of: \ferry_error_info.remote_size)! + MemoryLayout<UInt64>.size
+    static let sourceHealthFirstSize = MemoryLayout<ferry_source_health>.offset(of: \ferry_source_health.bytes_per_second)! + MemoryLayout<Double>.size
+
+    /// Writes `value` into a plugin's output struct as the header's evolution rule says: the
+    /// plugin sets `struct_size` before the call; a size below `firstSize` (the struct as it was
+    /// introduced) is refused; otherwise the host writes `min(struct_size, its own size)` bytes
+    /// and sets `struct_size` to what it wrote. A plugin built against an older header gets the
+    /// fields it knows, one built against a newer header the fields this host knows.
+    static func copyOut<T>(_ value: T, to out: UnsafeMutablePointer<T>, firstSize: Int) -> Int32 {
+        let raw = UnsafeMutableRawPointer(out)
+        let declared = Int(raw.load(as: UInt32.self))
+        guard declared >= firstSize else { return FERRY_INVALID_ARGUMENT }
+        let count = min(declared, MemoryLayout<T>.size)
+        withUnsafeBytes(of: value) { raw.copyMemory(from: $0.baseAddress!, byteCount: count) }
+        raw.storeBytes(of: UInt32(count), as: UInt32.self)
+        return FERRY_OK
+    }
+
+    /// Copies an error into a plugin's struct (``copyOut(_:to:firstSize:)``).
     private static func copy(_ error: FerryError, into out: UnsafeMutablePointer<ferry_error_info>, scope: CallbackScope) -> Int32 {
-        let size = Int(out.pointee.struct_size)
-        guard size >= MemoryLayout<ferry_error_info>.size else { return FERRY_INVALID_ARGUMENT }
-        out.pointee = ferry_error_info(
+        copyOut(ferry_error_info(
             struct_size: UInt32(MemoryLayout<ferry_error_info>.size),
             http_status: Int32(error.httpStatus ?? 0), file_index: Int32(error.fileIndex ?? -1),
             is_transient: error.isTransient ? 1 : 0,
             code: scope.borrowed(error.code.rawValue), context: scope.borrowed(error.context.rawValue),
             description: scope.borrowed(error.message),
-            retry_after_seconds: error.retryAfterSeconds ?? -1, remote_size: error.remoteSize ?? UInt64.max)
-        return FERRY_OK
+            retry_after_seconds: error.retryAfterSeconds ?? -1, remote_size: error.remoteSize ?? UInt64.max),
+            to: out, firstSize: errorInfoFirstSize)
     }
 
     private static func log(_ level: Int32, _ message: UnsafePointer<CChar>?) {
@@ -198,13 +217,13 @@ enum HostTable {
             job_state: { handle in HostTable.jobScope(handle).map { HostTable.stateCode($0.job.state) } ?? -1 },
             job_progress: { handle, out in
                 guard let scope = HostTable.jobScope(handle) else { return FERRY_INVALID_HANDLE }
-                guard let out, out.pointee.struct_size >= UInt32(MemoryLayout<ferry_progress>.size) else { return FERRY_INVALID_ARGUMENT }
+                guard let out else { return FERRY_INVALID_ARGUMENT }
                 let progress = scope.job.progress
-                out.pointee = ferry_progress(
+                return HostTable.copyOut(ferry_progress(
                     struct_size: UInt32(MemoryLayout<ferry_progress>.size), files_total: UInt32(progress.filesTotal),
                     files_transferred: UInt32(progress.filesTransferred), reserved: 0,
-                    bytes_total: progress.bytesTotal ?? UInt64.max, bytes_transferred: progress.bytesTransferred)
-                return FERRY_OK
+                    bytes_total: progress.bytesTotal ?? UInt64.max, bytes_transferred: progress.bytesTransferred),
+                    to: out, firstSize: HostTable.progressFirstSize)
             },
             job_error: { handle, out in
                 guard let scope = HostTable.jobScope(handle) else { return FERRY_INVALID_HANDLE }
@@ -296,15 +315,15 @@ enum HostTable {
             },
             source_health: { handle, url, out in
                 guard let scope = HostTable.jobScope(handle) else { return FERRY_INVALID_HANDLE }
-                guard let url, let out, out.pointee.struct_size >= UInt32(MemoryLayout<ferry_source_health>.size) else { return FERRY_INVALID_ARGUMENT }
+                guard let url, let out, Int(UnsafeRawPointer(out).load(as: UInt32.self)) >= HostTable.sourceHealthFirstSize else { return FERRY_INVALID_ARGUMENT }
                 guard let origin = SourceHealth.origin(of: String(cString: url)), let health = scope.view.sourceHealth[origin] else { return FERRY_NOT_FOUND }
-                out.pointee = ferry_source_health(
+                return HostTable.copyOut(ferry_source_health(
                     struct_size: UInt32(MemoryLayout<ferry_source_health>.size),
                     consecutive_failures: health.consecutiveFailures, failures: health.failures, successes: health.successes,
                     last_failure: health.lastFailure?.timeIntervalSince1970 ?? -1,
                     last_success: health.lastSuccess?.timeIntervalSince1970 ?? -1,
-                    bytes_per_second: health.bytesPerSecond)
-                return FERRY_OK
+                    bytes_per_second: health.bytesPerSecond),
+                    to: out, firstSize: HostTable.sourceHealthFirstSize)
             }
         ))
         return UnsafePointer(table)

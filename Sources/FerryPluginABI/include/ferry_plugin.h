@@ -40,6 +40,12 @@
  *     grow at the end. The host reads only the fields a plugin's struct_size
  *     covers; a plugin must check host->struct_size before using a field
  *     added after FERRY_HOST_V1_SIZE.
+ *   - An output struct (ferry_progress, ferry_error_info, ferry_source_health)
+ *     has its struct_size set by the plugin before the call. The host refuses
+ *     a size below the struct's first size (FERRY_*_FIRST_SIZE) with
+ *     FERRY_INVALID_ARGUMENT; otherwise it writes min(struct_size, its own
+ *     size) bytes and sets struct_size to the number it wrote, so a plugin
+ *     built against an older or a newer header gets the fields both know.
  *   - Status codes, roles, flags, states and priorities are append-only; a
  *     value is never reused for another meaning.
  *   - An incompatible change means a new entry symbol (ferry_plugin_v2) and a
@@ -156,6 +162,12 @@ typedef struct ferry_source_health {
     double bytes_per_second;        /* moving average of finished files; 0 unknown */
 } ferry_source_health;
 
+/* The sizes of the output structs when each was introduced: the smallest struct_size the
+   host accepts for them. */
+#define FERRY_PROGRESS_FIRST_SIZE ((uint32_t)(offsetof(ferry_progress, bytes_transferred) + sizeof(uint64_t)))
+#define FERRY_ERROR_INFO_FIRST_SIZE ((uint32_t)(offsetof(ferry_error_info, remote_size) + sizeof(uint64_t)))
+#define FERRY_SOURCE_HEALTH_FIRST_SIZE ((uint32_t)(offsetof(ferry_source_health, bytes_per_second) + sizeof(double)))
+
 /* The functions the host offers, passed to create(). Valid until destroy() returns. */
 typedef struct ferry_host {
     uint32_t struct_size;
@@ -240,9 +252,12 @@ typedef struct ferry_plugin_descriptor {
     /* The callbacks of IBackgroundCopyCallback2. Any may be NULL: not implemented. */
     ferry_status (*file_transferred)(void *instance, const ferry_job *job, const ferry_file *file,
                                      char *error, size_t error_size);
+    /* Not called by this version of the host (reserved; the agent's event stream and notify
+       command tell when a job is transferred). */
     ferry_status (*job_transferred)(void *instance, const ferry_job *job, char *error, size_t error_size);
     ferry_status (*job_error)(void *instance, const ferry_job *job, const ferry_error_info *info,
                               char *error, size_t error_size);
+    /* Not called by this version of the host (reserved). */
     ferry_status (*job_modification)(void *instance, const ferry_job *job, char *error, size_t error_size);
 } ferry_plugin_descriptor;
 
