@@ -88,8 +88,12 @@ struct DocumentedBehaviourTests {
         if mode == .throughAgent {
             world.server.setRate("/pool/a.deb", bytesPerSecond: 500_000)
             let pid = try world.startInBackground("ferry transfer --name nightly --priority low --property channel=beta \(Self.url(world)) a.deb")
+            // (The agent makes the job, then adds its files: a listing in between shows it empty.)
             var job: String?
-            #expect(waitUntil(timeout: 30) { job = try? Self.agentJobs(world).first; return job != nil })
+            #expect(waitUntil(timeout: 30) {
+                job = try? world.client.listJobs(allUsers: true).first { $0.progress.filesTotal == 1 }?.id
+                return job != nil
+            })
             let document = try world.client.job(try #require(job))
             #expect(document.displayName == "nightly" && document.priority.rawValue == "low")
             #expect(document.files.first?.properties["channel"] == "beta", "\(document.files.map(\.properties))")
@@ -101,6 +105,42 @@ struct DocumentedBehaviourTests {
         #expect(refused.status == 1)
         #expect(refused.lines.contains { $0.contains("VALIDATION_FAILED") }, "\(refused.lines)")
         #expect(!exists(world.pkgs + "/c.deb"))
+    }
+
+    // README: "Ferry waits at least --min-retry-delay seconds (default 5), a wait that grows
+    // with each failure in a row … It gives up after --no-progress-timeout seconds without progress".
+    @Test(arguments: TransferMode.allCases)
+    func theRetryDelayStartsAtTheMinimumAndGrows(_ mode: TransferMode) throws {
+        let world = try Self.world(mode)
+        defer { world.tearDown() }
+        let command = "ferry transfer --min-retry-delay 2 --no-progress-timeout 7 http://127.0.0.1:\(world.refusedPort)/pool/a.deb a.deb"
+        let lines: [String]
+        if mode == .inProcess {
+            let result = try world.shell.run(command)
+            #expect(result.status == 1, "\(result.lines)")
+            lines = result.lines
+            // In this process, a line is printed as each wait begins.
+            let delays = lines.compactMap { line -> Int? in
+                guard let range = line.range(of: #"retrying in \d+ s after NETWORK_DISCONNECTED"#, options: .regularExpression) else { return nil }
+                return Int(line[range].split(separator: " ")[2])
+            }
+            #expect(delays.first == 2, "the first wait is the minimum: \(lines)")
+            #expect(delays.count >= 2 && (2...4).contains(delays[1]), "the second is the minimum doubled, less jitter: \(lines)")
+        } else {
+            // Through the agent, the lines show what is left of a wait when they are printed;
+            // the job itself carries the two settings.
+            let output = world.home + "/run.out"
+            let pid = try world.startInBackground(command, output: output)
+            var settings: (Double, Double)?
+            #expect(waitUntil(timeout: 30) {
+                settings = (try? world.client.listJobs(allUsers: true).first).map { ($0.minRetryDelaySec, $0.noProgressTimeoutSec) }
+                return settings != nil
+            })
+            #expect(settings?.0 == 2 && settings?.1 == 7, "\(String(describing: settings))")
+            #expect(try world.waitForBackground(pid) == 1)
+            lines = ShellSession.lines(of: (try? String(contentsOfFile: output, encoding: .utf8)) ?? "")
+        }
+        #expect(lines.contains { $0.contains("(no progress for 7 s, giving up)") }, "\(lines)")
     }
 
     // cli.md, where the job runs: "--no-agent: in this process (Transferring in this process: --no-agent)".
