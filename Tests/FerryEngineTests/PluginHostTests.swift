@@ -59,6 +59,31 @@ final class PluginHostTests: XCTestCase {
         try h.wait(good, for: .transferred)
     }
 
+    /// A plugin built against the header of an older minor version keeps loading and working:
+    /// `Tests/Fixtures/abi/1.0` and `1.1` hold the header exactly as each shipped (never edit them).
+    func testPluginsBuiltAgainstEarlierHeadersKeepWorking() throws {
+        for version in ["1.0", "1.1"] {
+            let header = PluginBuilder.packageRoot + "/Tests/Fixtures/abi/" + version
+            let guardPath = try PluginBuilder.build("Plugins/example-c/html_guard.c", name: "guard-\(version)", in: directory.path, header: header)
+            var specs = [PluginSpec(reference: guardPath)]
+            if version == "1.1" {
+                // An error policy that calls the 1.1 functions (source health, retry delay).
+                specs.append(PluginSpec(reference: try PluginBuilder.build("Plugins/example-c/slow_down.c", name: "slow-\(version)", in: directory.path, header: header)))
+            }
+            self.h?.tearDown()
+            let running = try harness(specs)
+            XCTAssertEqual(running.engine.plugins.plugins.map(\.name), version == "1.0" ? ["html-guard"] : ["html-guard", "slow-down"], version)
+            running.server.setFile("/pkg.deb", data: Array("<!DOCTYPE html><html><body>mirror error</body></html>".utf8))
+            running.server.setFile("/real.deb", data: testBytes(10_000, seed: 60))
+            let bad = try running.startJob([("/pkg.deb", "pkg-\(version).deb")])
+            let failed = try running.wait(bad, for: .error)
+            XCTAssertEqual(failed.lastError?.code, .validationFailed, version)
+            XCTAssertEqual(failed.lastError?.message, "html-guard: the file is an HTML page, not the expected content", version)
+            let good = try running.startJob([("/real.deb", "real-\(version).deb")])
+            try running.wait(good, for: .transferred)
+        }
+    }
+
     func testBareNamesAreFoundInThePluginDirectories() throws {
         _ = try PluginBuilder.build("Plugins/example-c/html_guard.c", name: "ferry-html-guard", in: directory.path)
         let host = try PluginHost(specs: [PluginSpec(reference: "html-guard")], directories: ["/nonexistent", directory.path],

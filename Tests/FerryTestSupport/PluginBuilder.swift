@@ -14,9 +14,13 @@ public enum PluginBuilder {
 
     /// Builds `source` (relative to the package root) into `directory/lib<name>.so`.
     /// - Returns: the path of the shared object.
-    public static func build(_ source: String, name: String, in directory: String, defines: [String] = []) throws -> String {
+    /// - Parameter header: the directory of the `ferry_plugin.h` to build against (the current
+    ///   one by default; `Tests/Fixtures/abi/<version>` holds the header as each minor version
+    ///   shipped it).
+    public static func build(_ source: String, name: String, in directory: String, defines: [String] = [],
+                             header: String? = nil) throws -> String {
         let output = "\(directory)/lib\(name).so"
-        let result = try run("/usr/bin/cc", ["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-I", headerDirectory]
+        let result = try run("/usr/bin/cc", ["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-I", header ?? headerDirectory]
                                 + defines.map { "-D" + $0 } + ["-o", output, packageRoot + "/" + source])
         guard result.status == 0 else {
             throw NSError(domain: "PluginBuilder", code: Int(result.status), userInfo: [NSLocalizedDescriptionKey: "cc failed: \(result.output)"])
