@@ -131,12 +131,13 @@ struct DocumentedBehaviourTests {
             // the job itself carries the two settings.
             let output = world.home + "/run.out"
             let pid = try world.startInBackground(command, output: output)
+            // (The agent makes the job, then applies its settings: a listing in between shows the
+            // defaults, so wait for the job as the request made it.)
             var settings: (Double, Double)?
             #expect(waitUntil(timeout: 30) {
                 settings = (try? world.client.listJobs(allUsers: true).first).map { ($0.minRetryDelaySec, $0.noProgressTimeoutSec) }
-                return settings != nil
-            })
-            #expect(settings?.0 == 2 && settings?.1 == 7, "\(String(describing: settings))")
+                return settings?.0 == 2 && settings?.1 == 7
+            }, "the job has the run's settings: \(String(describing: settings))")
             #expect(try world.waitForBackground(pid) == 1)
             lines = ShellSession.lines(of: (try? String(contentsOfFile: output, encoding: .utf8)) ?? "")
         }
