@@ -107,10 +107,10 @@ struct DocumentedBehaviourTests {
         #expect(!exists(world.pkgs + "/c.deb"))
     }
 
-    // README: "Ferry waits at least --min-retry-delay seconds (default 5), a wait that grows
-    // with each failure in a row … It gives up after --no-progress-timeout seconds without progress".
+    // README: "Ferry waits at least --min-retry-delay seconds (default 5) … It gives up after
+    // --no-progress-timeout seconds without progress" (the growth of the wait: FaultTableTests).
     @Test(arguments: TransferMode.allCases)
-    func theRetryDelayStartsAtTheMinimumAndGrows(_ mode: TransferMode) throws {
+    func theMinimumRetryDelayAndTheNoProgressTimeoutApply(_ mode: TransferMode) throws {
         let world = try Self.world(mode)
         defer { world.tearDown() }
         let command = "ferry transfer --min-retry-delay 2 --no-progress-timeout 7 http://127.0.0.1:\(world.refusedPort)/pool/a.deb a.deb"
@@ -119,13 +119,14 @@ struct DocumentedBehaviourTests {
             let result = try world.shell.run(command)
             #expect(result.status == 1, "\(result.lines)")
             lines = result.lines
-            // In this process, a line is printed as each wait begins.
+            // Each line shows what is left of the wait under way, so the first can only show
+            // the first wait, which is the minimum (the default would show 5). How many lines
+            // follow depends on when the process looks, and is not checked.
             let delays = lines.compactMap { line -> Int? in
                 guard let range = line.range(of: #"retrying in \d+ s after NETWORK_DISCONNECTED"#, options: .regularExpression) else { return nil }
                 return Int(line[range].split(separator: " ")[2])
             }
-            #expect(delays.first == 2, "the first wait is the minimum: \(lines)")
-            #expect(delays.count >= 2 && (2...4).contains(delays[1]), "the second is the minimum doubled, less jitter: \(lines)")
+            #expect(delays.first.map { $0 <= 2 } == true, "the first wait is the 2 s minimum: \(lines)")
         } else {
             // Through the agent, the lines show what is left of a wait when they are printed;
             // the job itself carries the two settings.
