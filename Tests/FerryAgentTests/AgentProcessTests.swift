@@ -234,6 +234,36 @@ final class AgentProcessTests: XCTestCase {
         XCTAssertTrue(second.body.contains("QUOTA_EXCEEDED"), second.body)
     }
 
+    /// A client that sends its next request (an event stream) before the previous answer has
+    /// reached the socket keeps its stream: the header deadline, counted from an answer's end,
+    /// applies only while the connection waits for a request, never during one.
+    func testAPipelinedEventStreamIsNotCutByTheHeaderDeadline() throws {
+        try restartAgent(adding: "api:\n  request_header_timeout_sec: 1\n")
+        let script = """
+        import socket, sys, time
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(sys.argv[1])
+        request = b"GET /v1/health HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n"
+        stream = b"GET /v1/events HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n"
+        for _ in range(20):
+            s.sendall(request)
+        s.sendall(stream)
+        s.settimeout(0.2)
+        end = time.time() + 4
+        while time.time() < end:
+            try:
+                if s.recv(65536) == b"":
+                    print("closed after %.1f s" % (4 - (end - time.time())))
+                    sys.exit(0)
+            except socket.timeout:
+                pass
+        print("open")
+        """
+        let result = try PluginBuilder.run("/usr/bin/python3", ["-c", script, h.socket])
+        XCTAssertEqual(result.output.trimmingCharacters(in: .whitespacesAndNewlines), "open",
+                       "the stream outlived 4 header deadlines of 1 s: \(result.output)")
+    }
+
     func testMalformedRequestsGetClearErrorsAndTheAgentGoesOn() throws {
         let job = try h.client.createJob(CreateJobRequest(displayName: "target"))
         let cases: [(String, String, String?, Int, String)] = [

@@ -237,8 +237,16 @@ final class RequestHeaderDeadline: ChannelDuplexHandler, RemovableChannelHandler
         context.fireChannelActive()
     }
 
+    /// Request heads read so far, and answers ended so far: while more requests were read
+    /// than answered, one is under way (or waits its turn, pipelined) and no deadline runs.
+    private var requestsRead = 0
+    private var answersEnded = 0
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = unwrapInboundIn(data) { disarm() }
+        if case .head = unwrapInboundIn(data) {
+            requestsRead += 1
+            disarm()
+        }
         context.fireChannelRead(data)
     }
 
@@ -250,13 +258,20 @@ final class RequestHeaderDeadline: ChannelDuplexHandler, RemovableChannelHandler
             context.write(data, promise: promise)
             return
         }
+        answersEnded += 1
+        // A request read meanwhile (pipelined) is answered next: no deadline while it is.
+        guard answersEnded >= requestsRead else {
+            context.write(data, promise: promise)
+            return
+        }
         // The deadline counts from the end reaching the socket; a client that never reads it
         // still loses the connection, later.
         arm(context, after: max(seconds, Self.unreadEndGrace))
         let written = context.eventLoop.makePromise(of: Void.self)
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         written.futureResult.whenComplete { result in
-            if case .success = result { loopBound.value.0.arm(loopBound.value.1) }
+            let handler = loopBound.value.0
+            if case .success = result, handler.answersEnded >= handler.requestsRead { handler.arm(loopBound.value.1) }
             promise?.completeWith(result)
         }
         context.write(data, promise: written)
