@@ -48,8 +48,10 @@ struct ConsoleExample: Sendable {
         return ["README.md"] + docs
     }
 
-    /// Every console example of every documented file.
-    static func all() throws -> [ConsoleExample] {
+    /// Every console example of every documented file, read once per test run.
+    static func all() throws -> [ConsoleExample] { try cached.get() }
+
+    private static let cached = Result { () throws -> [ConsoleExample] in
         try documentedFiles().flatMap { file in
             try parse(String(contentsOfFile: packageRoot + "/" + file, encoding: .utf8), file: file)
         }
@@ -58,36 +60,12 @@ struct ConsoleExample: Sendable {
     /// The console examples of one Markdown text. A line starting with `$ ` is a command; the
     /// lines after it, up to the next command or the end of the block, are its output.
     static func parse(_ text: String, file: String) -> [ConsoleExample] {
-        var examples: [ConsoleExample] = []
-        var heading = "(top)"
         var ordinals: [String: Int] = [:]
-        var block: (start: Int, lines: [(Int, String)])?
-        var fence: String?
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = String(rawLine)
-            let number = index + 1
-            if let open = fence {
-                if line.hasPrefix("```") && line.trimmingCharacters(in: .whitespaces) == "```" {
-                    if open == "console", let current = block {
-                        ordinals[heading, default: 0] += 1
-                        examples.append(ConsoleExample(key: ExampleKey(file, heading, ordinals[heading]!),
-                                                       docLine: current.start, commands: commands(of: current.lines)))
-                    }
-                    fence = nil
-                    block = nil
-                } else if open == "console" {
-                    block?.lines.append((number, line))
-                }
-                continue
-            }
-            if line.hasPrefix("```") {
-                fence = String(line.dropFirst(3)).trimmingCharacters(in: .whitespaces)
-                if fence == "console" { block = (number, []) }
-            } else if line.hasPrefix("#") {
-                heading = line.drop(while: { $0 == "#" }).trimmingCharacters(in: .whitespaces)
-            }
+        return FencedBlock.all(in: text).filter { $0.language == "console" }.map { block in
+            ordinals[block.heading, default: 0] += 1
+            return ConsoleExample(key: ExampleKey(file, block.heading, ordinals[block.heading]!), docLine: block.line,
+                                  commands: commands(of: block.lines))
         }
-        return examples
     }
 
     private static func commands(of lines: [(Int, String)]) -> [ExampleCommand] {
@@ -111,24 +89,40 @@ extension ConsoleExample {
     /// the examples use, for instance).
     static func codeBlock(_ file: String, heading: String, language: String) throws -> String {
         let text = try String(contentsOfFile: packageRoot + "/" + file, encoding: .utf8)
-        var current = ""
-        var fence: String?
-        var lines: [String] = []
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        guard let block = FencedBlock.all(in: text).first(where: { $0.heading == heading && $0.language == language }) else {
+            throw ShellError(message: "\(file) has no ```\(language) block under '\(heading)'")
+        }
+        return block.lines.map(\.1).joined(separator: "\n") + "\n"
+    }
+}
+
+/// A fenced block of a Markdown text: its language (`console`, `json`, or empty), the
+/// heading it sits under, the line its fence opens on, and its lines with their numbers.
+struct FencedBlock {
+    let language: String
+    let heading: String
+    let line: Int
+    let lines: [(Int, String)]
+
+    static func all(in text: String) -> [FencedBlock] {
+        var blocks: [FencedBlock] = []
+        var heading = "(top)"
+        var open: (language: String, line: Int, lines: [(Int, String)])?
+        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = String(raw)
-            if let open = fence {
+            if let current = open {
                 if line.trimmingCharacters(in: .whitespaces) == "```" {
-                    if open == language && current == heading { return lines.joined(separator: "\n") + "\n" }
-                    fence = nil
-                } else if open == language && current == heading {
-                    lines.append(line)
+                    blocks.append(FencedBlock(language: current.language, heading: heading, line: current.line, lines: current.lines))
+                    open = nil
+                } else {
+                    open?.lines.append((index + 1, line))
                 }
             } else if line.hasPrefix("```") {
-                fence = String(line.dropFirst(3)).trimmingCharacters(in: .whitespaces)
+                open = (String(line.dropFirst(3)).trimmingCharacters(in: .whitespaces), index + 1, [])
             } else if line.hasPrefix("#") {
-                current = line.drop(while: { $0 == "#" }).trimmingCharacters(in: .whitespaces)
+                heading = line.drop(while: { $0 == "#" }).trimmingCharacters(in: .whitespaces)
             }
         }
-        throw ShellError(message: "\(file) has no ```\(language) block under '\(heading)'")
+        return blocks
     }
 }

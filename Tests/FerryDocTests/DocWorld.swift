@@ -196,10 +196,9 @@ final class DocWorld: @unchecked Sendable {
 
     /// Creates a job through the API as root (or `user`) and returns its id.
     func createJob(_ body: String, as user: String? = nil) throws -> String {
-        let prefix = user.map { "runuser -u \($0) -- " } ?? ""
-        let result = try shell.run("\(prefix)curl -s --unix-socket \"$SOCK\" -X POST http://localhost/v1/jobs -d \(ShellSession.quoted(mapped(body))) | jq -r .id")
-        guard result.status == 0, let id = result.lines.first, id.count == 36 else {
-            throw ShellError(message: "could not create a job: \(result.lines)")
+        let answer = try request("POST", "/v1/jobs", body, as: user)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(answer.utf8)) as? [String: Any], let id = object["id"] as? String else {
+            throw ShellError(message: "could not create a job: \(answer)")
         }
         return id
     }
@@ -213,11 +212,11 @@ final class DocWorld: @unchecked Sendable {
                sourceLocation: SourceLocation = #_sourceLocation) throws -> (status: Int32, lines: [String]) {
         let line = mapped(command.line)
         let unbound = transcript.unboundIDs(in: line)
-        #expect(unbound.isEmpty, "\(where_(command, example)): the command names \(unbound), which no earlier output or setup made", sourceLocation: sourceLocation)
+        #expect(unbound.isEmpty, "\(location(command, example)): the command names \(unbound), which no earlier output or setup made", sourceLocation: sourceLocation)
         let result = try shell.run(line, terminal: terminal, timeout: timeout)
         let expected = modeLines(command.output.map(mapped))
         if let problem = transcript.match(expected: expected, actual: result.lines) {
-            Issue.record("\(where_(command, example)): $ \(command.line)\n\(problem)\n-- whole output:\n\(result.lines.joined(separator: "\n"))", sourceLocation: sourceLocation)
+            Issue.record("\(location(command, example)): $ \(command.line)\n\(problem)\n-- whole output:\n\(result.lines.joined(separator: "\n"))", sourceLocation: sourceLocation)
         }
         return result
     }
@@ -287,7 +286,7 @@ final class DocWorld: @unchecked Sendable {
 
     /// Lets `jobs.modification_min_interval_ms` pass since the job's last change, as between a
     /// person's commands: a `jobModification` sooner than that is dropped, by design.
-    func outlastModificationInterval(_ seconds: Double = 0.5) {
+    func outlastModificationInterval(_ seconds: Double) {
         Thread.sleep(forTimeInterval: seconds + 0.1)
     }
 
@@ -314,7 +313,7 @@ final class DocWorld: @unchecked Sendable {
         let wanted = (expected ?? command.output).map(mapped)
         let lines = try finish(stream, lines: wanted.count)
         if let problem = transcript.match(expected: wanted, actual: lines) {
-            Issue.record("\(where_(command, example)): $ \(command.line)\n\(problem)", sourceLocation: sourceLocation)
+            Issue.record("\(location(command, example)): $ \(command.line)\n\(problem)", sourceLocation: sourceLocation)
         }
     }
 
@@ -330,7 +329,7 @@ final class DocWorld: @unchecked Sendable {
             return lines.count >= expected.count
         }
         if let problem = transcript.match(expected: expected, actual: lines) {
-            Issue.record("\(where_(command, example)): $ \(command.line)\n\(problem)", sourceLocation: sourceLocation)
+            Issue.record("\(location(command, example)): $ \(command.line)\n\(problem)", sourceLocation: sourceLocation)
         }
     }
 
@@ -345,7 +344,7 @@ final class DocWorld: @unchecked Sendable {
         }
     }
 
-    private func where_(_ command: ExampleCommand, _ example: ConsoleExample) -> String {
+    private func location(_ command: ExampleCommand, _ example: ConsoleExample) -> String {
         "\(example.key.file):\(command.docLine) (\(example.key.heading), \(mode.rawValue))"
     }
 
