@@ -163,13 +163,19 @@ enum HostTable {
     /// and sets `struct_size` to what it wrote. A plugin built against an older header gets the
     /// fields it knows, one built against a newer header the fields this host knows.
     static func copyOut<T>(_ value: T, to out: UnsafeMutablePointer<T>, firstSize: Int) -> Int32 {
-        let raw = UnsafeMutableRawPointer(out)
-        let declared = Int(raw.load(as: UInt32.self))
+        let declared = declaredSize(out)
         guard declared >= firstSize else { return FERRY_INVALID_ARGUMENT }
+        let raw = UnsafeMutableRawPointer(out)
         let count = min(declared, MemoryLayout<T>.size)
         withUnsafeBytes(of: value) { raw.copyMemory(from: $0.baseAddress!, byteCount: count) }
         raw.storeBytes(of: UInt32(count), as: UInt32.self)
         return FERRY_OK
+    }
+
+    /// The `struct_size` a plugin set in an output struct (its first field, whatever the
+    /// header it was built against).
+    static func declaredSize<T>(_ out: UnsafeMutablePointer<T>) -> Int {
+        Int(UnsafeRawPointer(out).load(as: UInt32.self))
     }
 
     /// Copies an error into a plugin's struct (``copyOut(_:to:firstSize:)``).
@@ -315,7 +321,7 @@ enum HostTable {
             },
             source_health: { handle, url, out in
                 guard let scope = HostTable.jobScope(handle) else { return FERRY_INVALID_HANDLE }
-                guard let url, let out, Int(UnsafeRawPointer(out).load(as: UInt32.self)) >= HostTable.sourceHealthFirstSize else { return FERRY_INVALID_ARGUMENT }
+                guard let url, let out, HostTable.declaredSize(out) >= HostTable.sourceHealthFirstSize else { return FERRY_INVALID_ARGUMENT }
                 guard let origin = SourceHealth.origin(of: String(cString: url)), let health = scope.view.sourceHealth[origin] else { return FERRY_NOT_FOUND }
                 return HostTable.copyOut(ferry_source_health(
                     struct_size: UInt32(MemoryLayout<ferry_source_health>.size),
