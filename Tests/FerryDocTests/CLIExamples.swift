@@ -11,19 +11,20 @@ enum CLIExamples {
     static let a = testBytes(3_000_000, seed: 21)
 
     static let specs: [ExampleSpec] = [
-        // A session: the file is throttled so that `ferry list` sees it moving.
+        // A session: the file is held part way so that `ferry list` sees it moving.
         ExampleSpec(keys: [ExampleKey(doc, "Commands at a glance")]) { world, examples in
             world.substitute("https://mirror.example/pool/a.deb", with: "http://127.0.0.1:8099/pool/a.deb", first: true)
             world.serve("/pool/a.deb", a, docSHA256: "494d0c5bbd1ffd1bc97cb5c8a8c6b5b6fb0e86e0ed7e89c2f0b2cf2f0ab127d6")
-            world.server.setRate("/pool/a.deb", bytesPerSecond: 300_000)
+            world.server.hold("/pool/a.deb", afterBytes: 1_000_000)
             try FileManager.default.createDirectory(atPath: world.pkgs + "/pool", withIntermediateDirectories: false)
             try world.startAgent()
             try world.checkAll(examples[0], 0..<4)
             let job = try world.variable("JOB")
+            #expect(world.server.waitUntilHeld("/pool/a.deb"))
             #expect(waitUntil(timeout: 30) { ((try? world.client.job(job).progress.bytesTransferred) ?? 0) > 0 })
             world.transcript.volatile = [#"\d+(?:\.\d+)? (?:[KM]i)?B/2\.9 MiB \(\d+%\)"#]
             try world.checkAll(examples[0], 4..<5)
-            world.server.setRate("/pool/a.deb", bytesPerSecond: nil)
+            world.server.release("/pool/a.deb")
             try world.waitForJob(job, "TRANSFERRED")
             try world.checkAll(examples[0], 5..<6)
             #expect(fileHolds(world.pkgs + "/pool/a.deb", a))

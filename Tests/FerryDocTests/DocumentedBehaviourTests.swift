@@ -65,12 +65,13 @@ struct DocumentedBehaviourTests {
     func aRerunWithOtherPropertiesStartsOver(_ mode: TransferMode) throws {
         let world = try Self.world(mode)
         defer { world.tearDown() }
-        world.server.setRate("/pool/a.deb", bytesPerSecond: 1_000_000)
+        world.server.hold("/pool/a.deb", afterBytes: 1_000_000)
         let pid = try world.startInBackground("ferry transfer --property channel=stable \(Self.url(world)) a.deb")
+        #expect(world.server.waitUntilHeld("/pool/a.deb"))
         try world.waitForTemporary(of: "a.deb", atLeast: 100_000)
         kill(pid, SIGINT)
         #expect(try world.waitForBackground(pid) == 130)
-        world.server.setRate("/pool/a.deb", bytesPerSecond: nil)
+        world.server.release("/pool/a.deb")
         let rerun = try world.shell.run("ferry transfer --property channel=beta \(Self.url(world)) a.deb")
         #expect(rerun.status == 0, "\(rerun.lines)")
         #expect(rerun.lines.contains { $0.hasPrefix("The files' properties changed since job ") && $0.hasSuffix("; starting over") }, "\(rerun.lines)")
@@ -86,7 +87,7 @@ struct DocumentedBehaviourTests {
         let world = try Self.world(mode)
         defer { world.tearDown() }
         if mode == .throughAgent {
-            world.server.setRate("/pool/a.deb", bytesPerSecond: 500_000)
+            world.server.hold("/pool/a.deb")
             let pid = try world.startInBackground("ferry transfer --name nightly --priority low --property channel=beta \(Self.url(world)) a.deb")
             // (The agent makes the job, then adds its files: a listing in between shows it empty.)
             var job: String?
@@ -97,7 +98,7 @@ struct DocumentedBehaviourTests {
             let document = try world.client.job(try #require(job))
             #expect(document.displayName == "nightly" && document.priority.rawValue == "low")
             #expect(document.files.first?.properties["channel"] == "beta", "\(document.files.map(\.properties))")
-            world.server.setRate("/pool/a.deb", bytesPerSecond: nil)
+            world.server.release("/pool/a.deb")
             #expect(try world.waitForBackground(pid) == 0)
         }
         let wrong = String(repeating: "0", count: 64)
@@ -162,16 +163,17 @@ struct DocumentedBehaviourTests {
     @Test func aJobCancelledBySomeoneElseEndsTheRunWithStatus1() throws {
         let world = try Self.world(.throughAgent)
         defer { world.tearDown() }
-        world.server.setRate("/pool/a.deb", bytesPerSecond: 300_000)
+        world.server.hold("/pool/a.deb")
         let output = world.home + "/run.out"
         let pid = try world.startInBackground("ferry transfer \(Self.url(world)) a.deb", output: output)
-        var job: String?
-        #expect(waitUntil(timeout: 30) { job = try? Self.agentJobs(world).first; return job != nil })
-        let cancel = try world.shell.run("ferry cancel \(try #require(job))")
+        #expect(world.server.waitUntilHeld("/pool/a.deb"))
+        let job = try #require(try Self.agentJobs(world).first)
+        let cancel = try world.shell.run("ferry cancel \(job)")
         #expect(cancel.status == 0, "\(cancel.lines)")
         #expect(try world.waitForBackground(pid) == 1)
+        world.server.release("/pool/a.deb")
         let printed = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-        #expect(printed.contains("ferry: job \(job!) was ") && printed.contains("by someone else"), "\(printed)")
+        #expect(printed.contains("ferry: job \(job) was ") && printed.contains("by someone else"), "\(printed)")
         #expect(!exists(world.pkgs + "/a.deb"))
     }
 
@@ -179,11 +181,13 @@ struct DocumentedBehaviourTests {
     @Test func theAgentStoppingWhileARunWaitsExits69() throws {
         let world = try Self.world(.throughAgent)
         defer { world.tearDown() }
-        world.server.setRate("/pool/a.deb", bytesPerSecond: 300_000)
+        world.server.hold("/pool/a.deb")
         let pid = try world.startInBackground("ferry transfer \(Self.url(world)) a.deb")
-        #expect(waitUntil(timeout: 30) { ((try? Self.agentJobs(world).count) ?? 0) == 1 })
+        #expect(world.server.waitUntilHeld("/pool/a.deb"))
+        #expect(try Self.agentJobs(world).count == 1)
         world.stopAgent()
         #expect(try world.waitForBackground(pid) == 69)
+        world.server.release("/pool/a.deb")
         try world.startAgent()
         #expect(try Self.agentJobs(world).count == 1, "the job stays in the agent")
     }
@@ -194,12 +198,13 @@ struct DocumentedBehaviourTests {
     func aCompleteThatFailsExits1(_ mode: TransferMode) throws {
         let world = try Self.world(mode)
         defer { world.tearDown() }
-        world.server.setRate("/pool/a.deb", bytesPerSecond: 1_000_000)
+        world.server.hold("/pool/a.deb", afterBytes: 1_000_000)
         let output = world.home + "/run.out"
         let pid = try world.startInBackground("ferry transfer \(Self.url(world)) a.deb", output: output)
+        #expect(world.server.waitUntilHeld("/pool/a.deb"))
         try world.waitForTemporary(of: "a.deb", atLeast: 100_000)
         _ = try world.shell.run("mkdir a.deb")
-        world.server.setRate("/pool/a.deb", bytesPerSecond: nil)
+        world.server.release("/pool/a.deb")
         #expect(try world.waitForBackground(pid) == 1)
         let result = (lines: ShellSession.lines(of: (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""), status: 1)
         // cli.md, A failed complete: "ferry: job … could not be completed: LOCAL_FILE_ERROR

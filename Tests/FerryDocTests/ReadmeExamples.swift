@@ -91,9 +91,10 @@ enum ReadmeExamples {
         ExampleSpec(keys: [ExampleKey(tour, "Interrupt it, run it again", 1)], user: .ordinary, modes: TransferMode.allCases) { world, examples in
             try startAgentIfNeeded(world)
             world.serve("/images/base.img", baseImage)
-            world.server.setRate("/images/base.img", bytesPerSecond: 2_000_000)
+            world.server.hold("/images/base.img", afterBytes: 3_000_000)
             let command = examples[0].commands[0]
             let pid = try world.startInBackground(command.line)
+            #expect(world.server.waitUntilHeld("/images/base.img"))
             try world.waitForTemporary(of: "base.img", atLeast: 3_000_000)
             kill(pid, SIGINT)
             #expect(try world.waitForBackground(pid) == 130, "Ctrl-C exits 130")
@@ -105,6 +106,8 @@ enum ReadmeExamples {
                 let running = try world.client.listJobs(allUsers: true).map(\.state.rawValue)
                 #expect(running == ["TRANSFERRING"], "through ferryd, the job keeps running after Ctrl-C")
             }
+            world.server.release("/images/base.img")
+            // (Paced so that the bar moves, as in the doc.)
             world.server.setRate("/images/base.img", bytesPerSecond: 8_000_000)
             world.transcript.volatile = [#"\d+(?= bytes already here)"#]
             let result = try world.check(command, of: examples[0], terminal: true)
@@ -118,12 +121,16 @@ enum ReadmeExamples {
         ExampleSpec(keys: [ExampleKey(tour, "Interrupt it, run it again", 2)], user: .ordinary, modes: TransferMode.allCases) { world, examples in
             try startAgentIfNeeded(world)
             world.serve("/images/base.img", baseImage)
-            world.server.setRate("/images/base.img", bytesPerSecond: 2_000_000)
+            let heldAt = 6_000_000
+            world.server.hold("/images/base.img", afterBytes: heldAt)
             let pid = try world.startInBackground(examples[0].commands[0].line)
-            // Past the first checkpoint (2 s), so that progress is kept.
-            try world.waitForTemporary(of: "base.img", atLeast: 6_000_000)
+            #expect(world.server.waitUntilHeld("/images/base.img"))
+            try world.waitForTemporary(of: "base.img", atLeast: heldAt)
+            // Checkpoints come every 2 s: wait for the one of every byte that arrived.
+            #expect(waitUntil(timeout: 60) { durableBytes(world) == heldAt }, "checkpointed: \(durableBytes(world) ?? -1)")
             kill(pid, SIGKILL)
             _ = try world.waitForBackground(pid)
+            world.server.release("/images/base.img")
             world.server.setRate("/images/base.img", bytesPerSecond: 8_000_000)
             world.transcript.volatile = [#"\d+(?= bytes already here)"#, #"(?<=TRANSFERRING )\d+(?=/)"#]
             let result = try world.check(examples[0].commands[1], of: examples[0])
@@ -156,6 +163,16 @@ enum ReadmeExamples {
     /// The stores of unfinished transfers in the user's default state directory.
     static func storedTransfers(_ world: DocWorld) -> [String] {
         directoryEntries(world.home + "/.local/state/ferry/transfers").filter { $0.hasSuffix(".db") }
+    }
+
+    /// The bytes of the one file the world's store has made durable: the default state
+    /// directory's store in its own process, the agent's through it.
+    static func durableBytes(_ world: DocWorld) -> Int? {
+        let store = world.mode == .inProcess
+            ? storedTransfers(world).first.map { world.home + "/.local/state/ferry/transfers/" + $0 }
+            : world.directory.file("state") + "/jobs.db"
+        guard let store, let answer = try? PluginBuilder.run("/usr/bin/sqlite3", [store, "SELECT bytes_durable FROM files"]) else { return nil }
+        return Int(answer.output.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
     static func startAgentIfNeeded(_ world: DocWorld) throws {
