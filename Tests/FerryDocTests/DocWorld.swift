@@ -68,12 +68,10 @@ final class DocWorld: @unchecked Sendable {
         try directory.subdirectory("etc/ferry")
         socket = directory.file("run/ferryd.sock")
         server = try FaultServer()
-        // The docs list the down origin (8098) before the server (8099): keep that order.
-        var refused = try Self.boundButNotListening()
-        for _ in 0..<100 where !(String(refused.1) < String(server.port)) {
-            Glibc.close(refused.0)
-            refused = try Self.boundButNotListening()
-        }
+        // The docs list the down origin (8098) before the server (8099), as origins sort: the
+        // server's port is an ephemeral one (32768 and up), so a port from 10000 to 19999
+        // always sorts before it.
+        let refused = try Self.boundButNotListening(below: server.port)
         (refusedSocket, refusedPort) = refused
         for name in try FileManager.default.contentsOfDirectory(atPath: productsDirectory())
         where ["ferry", "ferryd", "ferry-plugin-helper"].contains(name) || (name.hasPrefix("libferry-") && name.hasSuffix(".so")) {
@@ -360,18 +358,26 @@ final class DocWorld: @unchecked Sendable {
     }
 
     /// A TCP port on 127.0.0.1 that is bound but never listened on: connecting is refused at
-    /// once, every time, for as long as the socket stays open.
-    private static func boundButNotListening() throws -> (Int32, Int) {
-        let descriptor = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0 }
+    /// once, every time, for as long as the socket stays open. It is one of 10000 to 19999,
+    /// whose text sorts before `port`'s (an ephemeral port, 32768 and up).
+    private static func boundButNotListening(below port: Int) throws -> (Int32, Int) {
+        precondition(port >= 20000, "the server's port \(port) is not an ephemeral one")
+        let first = 10000 + Int(getpid() % 5000)
+        for offset in 0..<10000 {
+            let candidate = 10000 + (first - 10000 + offset) % 10000
+            let descriptor = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard descriptor >= 0 else { throw ShellError(message: "cannot open a TCP socket") }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(candidate).bigEndian
+            let length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(descriptor, $0, length) == 0 }
+            }
+            if bound { return (descriptor, candidate) }
+            Glibc.close(descriptor)
         }
-        guard descriptor >= 0, bound else { throw ShellError(message: "cannot bind a TCP port") }
-        return (descriptor, Int(UInt16(bigEndian: address.sin_port)))
+        throw ShellError(message: "no TCP port from 10000 to 19999 is free")
     }
 }
