@@ -1,8 +1,10 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// Layers, arrows pointing one way:
-//   executables (ferry) -> FerryEngine -> FerryTransport / FerryStore -> FerryCore
+// Layers, arrows pointing one way (docs/architecture.md draws them):
+//   executables: ferry -> FerryEngine, FerryControl; ferryd -> FerryAgent -> FerryEngine, FerryControl
+//   engine:      FerryEngine (Engine and its parts) -> FerryTransport, FerryStore, FerryCrypto, FerryPluginHost
+//   model:       every Swift module above -> FerryCore (jobs, the state machine, the scheduler, input rules)
 // C code lives only in the C* targets; each is wrapped by exactly one Swift module.
 let package = Package(
     name: "Ferry",
@@ -124,8 +126,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "FerryAgentTests", dependencies: ["FerryAgent", "FerryEngine", "FerryPluginHost", "FerryControl", "FerryCore", "FerryTestSupport"]),
+        .testTarget(
+            name: "FerryAgentTests",
+            dependencies: [
+                "FerryAgent", "FerryEngine", "FerryPluginHost", "FerryControl", "FerryCore", "FerryTestSupport",
+                // The routes run in process for the tests that need no socket.
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
         .testTarget(name: "FerryCryptoTests", dependencies: ["FerryCrypto", "FerryTestSupport"]),
+        // The transport alone, against the loopback fault server.
+        .testTarget(name: "FerryTransportTests", dependencies: ["FerryTransport", "FerryCore", "FerryTestSupport"]),
+        // The plugin host alone: its ABI rules, without an engine.
+        .testTarget(name: "FerryPluginHostTests", dependencies: ["FerryPluginHost", "FerryPluginABI", "FerryCore"]),
         .testTarget(name: "FerryCLITests", dependencies: ["FerryTestSupport"]),
         // The docs' console examples, read from README.md and docs/ and run through the binaries.
         .testTarget(name: "FerryDocTests", dependencies: ["FerryTestSupport", "FerryControl", "FerryCrypto"]),

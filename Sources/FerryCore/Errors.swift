@@ -95,15 +95,20 @@ public struct FerryError: Error, Codable, Equatable, Sendable, CustomStringConve
     public var retryAfterSeconds: Double?
     /// The size of the remote file when the server told it.
     public var remoteSize: UInt64?
+    /// The library's own code for the failure (libcurl, SQLite, errno), when one caused it.
+    public var underlying: UnderlyingError?
     public var message: String
 
+    /// - Parameter isTransient: `nil` takes the code's nature (``ErrorCode/isTransient``).
     public init(
-        code: ErrorCode, context: ErrorContext, isTransient: Bool = false, httpStatus: Int? = nil,
-        fileIndex: Int? = nil, retryAfterSeconds: Double? = nil, remoteSize: UInt64? = nil, message: String
+        code: ErrorCode, context: ErrorContext, isTransient: Bool? = nil, httpStatus: Int? = nil,
+        fileIndex: Int? = nil, retryAfterSeconds: Double? = nil, remoteSize: UInt64? = nil,
+        underlying: UnderlyingError? = nil, message: String
     ) {
         self.code = code
         self.context = context
-        self.isTransient = isTransient
+        self.isTransient = isTransient ?? code.isTransient
+        self.underlying = underlying
         self.httpStatus = httpStatus
         self.fileIndex = fileIndex
         self.retryAfterSeconds = retryAfterSeconds

@@ -4,12 +4,26 @@ import FerryPluginHost
 import FerryTransport
 import Foundation
 
+/// What a file transfer reports, on the engine's thread.
+protocol FileTransferObserver: AnyObject {
+    /// A server answered; `restartFromZero` when the file starts again from its first byte.
+    func fileResponded(_ transfer: FileTransfer, restartFromZero: Bool)
+    /// Bytes arrived in the temporary.
+    func fileProgressed(_ transfer: FileTransfer)
+    /// The transfer failed; nothing more comes from it.
+    func fileFailed(_ transfer: FileTransfer, _ failure: FerryError)
+    /// The server's file changed under a resume: start the file again from zero.
+    func fileRestartRequested(_ transfer: FileTransfer, reason: String)
+    /// Every byte arrived.
+    func fileFinished(_ transfer: FileTransfer)
+}
+
 /// One file of one job moving bytes: checks each answer against what was asked,
-/// writes the body to the temporary and reports to the engine.
+/// writes the body to the temporary and reports to its observer (the engine).
 ///
 /// Lives on the engine's loop thread.
 final class FileTransfer: TransferDelegate {
-    unowned let engine: Engine
+    unowned let observer: any FileTransferObserver
     let jobID: JobID
     let fileIndex: Int
     let file: TemporaryFile
@@ -51,9 +65,9 @@ final class FileTransfer: TransferDelegate {
     /// Every byte arrived; waiting for the final flush.
     var isFinishing = false
 
-    init(engine: Engine, jobID: JobID, fileIndex: Int, file: TemporaryFile, request: TransferRequest,
+    init(observer: any FileTransferObserver, jobID: JobID, fileIndex: Int, file: TemporaryFile, request: TransferRequest,
          jobFile: JobFile, mayRestartWithoutRanges: Bool, restartsFromZero: Bool = false, maxFileBytes: UInt64?, now: Date) throws(FerryError) {
-        self.engine = engine
+        self.observer = observer
         self.jobID = jobID
         self.fileIndex = fileIndex
         self.file = file
@@ -171,7 +185,7 @@ final class FileTransfer: TransferDelegate {
         } else {
             file.setRemoteIdentity(bytesTotal: expectedTotal, etag: response.strongETag, lastModified: response.lastModified)
         }
-        engine.fileResponded(self, restartFromZero: restart)
+        observer.fileResponded(self, restartFromZero: restart)
         return nil
     }
 
@@ -199,7 +213,7 @@ final class FileTransfer: TransferDelegate {
             failure.fileIndex = fileIndex
             return failure
         }
-        engine.fileProgressed(self)
+        observer.fileProgressed(self)
         return nil
     }
 
@@ -211,7 +225,7 @@ final class FileTransfer: TransferDelegate {
     /// The source ended: every byte arrived (`nil`), or why it stopped.
     private func complete(with failure: FerryError?) {
         if let restartReason {
-            engine.fileRestartRequested(self, reason: restartReason)
+            observer.fileRestartRequested(self, reason: restartReason)
             return
         }
         if var failure {
@@ -219,17 +233,17 @@ final class FileTransfer: TransferDelegate {
             if failure.context == .transport, failure.message.contains(request.url) == false {
                 failure.message += " while fetching \(request.url)"
             }
-            engine.fileFailed(self, failure)
+            observer.fileFailed(self, failure)
             return
         }
         let length = file.snapshot.length
         if let total = expectedTotal, length < total {
-            engine.fileFailed(self, FerryError(
+            observer.fileFailed(self, FerryError(
                 code: .truncatedBody, context: .transport, isTransient: true, fileIndex: fileIndex, remoteSize: total,
                 message: "\(request.url) ended after \(length) of \(total) bytes"))
             return
         }
-        engine.fileFinished(self)
+        observer.fileFinished(self)
     }
 
     // MARK: - A local source (file:), read by LocalSource
@@ -258,7 +272,7 @@ final class FileTransfer: TransferDelegate {
             return nil
         }
         file.setRemoteIdentity(bytesTotal: size, etag: nil, lastModified: identity)
-        engine.fileResponded(self, restartFromZero: restart)
+        observer.fileResponded(self, restartFromZero: restart)
         return offset
     }
 

@@ -89,13 +89,13 @@ final class LocalSource: @unchecked Sendable {
 
     /// Opens the source at `path` as `job`'s owner and streams it to `transfer` from
     /// `offset` (or from zero when the source changed since its first byte).
-    static func start(path: String, offset: UInt64, job: Job, transfer: FileTransfer, engine: Engine) -> LocalSource {
+    static func start(path: String, offset: UInt64, job: Job, transfer: FileTransfer, thread: EngineThread) -> LocalSource {
         let source = LocalSource()
         let target = UncheckedSendable(transfer)
         let thread = Thread {
             // `action` gets nil once the source was cancelled: it frees what it carries.
             source.run(path: path, offset: offset, job: job, deliver: { action in
-                engine.post { action(source.isCancelled ? nil : target.value) }
+                thread.post { action(source.isCancelled ? nil : target.value) }
             })
         }
         thread.name = "ferry-local-source"

@@ -330,6 +330,11 @@ enum HostTable {
                     last_success: health.lastSuccess?.timeIntervalSince1970 ?? -1,
                     bytes_per_second: health.bytesPerSecond),
                     to: out, firstSize: HostTable.sourceHealthFirstSize)
+            },
+            abi_minor: UInt32(FERRY_PLUGIN_ABI_MINOR),
+            job_property: { handle, key in
+                guard let scope = HostTable.jobScope(handle), let key, let value = scope.job.properties[String(cString: key)] else { return nil }
+                return scope.borrowed(value)
             }
         ))
         return UnsafePointer(table)

@@ -171,8 +171,38 @@ public enum ValidationOutcome: Equatable, Sendable, Codable {
 public struct PolicyDecision: Equatable, Sendable, Codable {
     public var plugin: String
     public var actions: [PluginAction]
+    /// The callback's status, as the ABI gives it; ``answer`` is what it means.
     public var status: Int32
     public var message: String
+
+    public init(plugin: String, actions: [PluginAction], status: Int32, message: String) {
+        self.plugin = plugin
+        self.actions = actions
+        self.status = status
+        self.message = message
+    }
+
+    /// How a policy answered.
+    public enum Answer: Equatable, Sendable {
+        /// It answered (`FERRY_OK`); its actions, if any, are what it asks for.
+        case answered
+        /// It asked to be called again later (`FERRY_RETRY_LATER`).
+        case retryLater
+        /// It failed, or could not be called; the status says how.
+        case failed(Int32)
+    }
+
+    /// The callback's status as a typed answer.
+    public var answer: Answer {
+        switch status {
+        case FERRY_OK: .answered
+        case FERRY_RETRY_LATER: .retryLater
+        default: .failed(status)
+        }
+    }
+
+    /// It answered and asked for something.
+    public var acted: Bool { answer == .answered && !actions.isEmpty }
 }
 
 /// Loads plugins and calls them, offering them the host function table.
@@ -324,7 +354,7 @@ public final class PluginHost: @unchecked Sendable {
                 switch isolated.handleError(view: view, error: error) {
                 case .answered(let answers):
                     decisions += answers
-                    if let last = answers.last, (last.status == FERRY_OK && !last.actions.isEmpty) || last.status == FERRY_RETRY_LATER { return decisions }
+                    if let last = answers.last, last.acted || last.answer == .retryLater { return decisions }
                 case .crashed(let cause):
                     crashRecords?.recordIsolatedCrash(of: plugin.name, job: view.job.id, file: error.fileIndex)
                     decisions.append(PolicyDecision(plugin: plugin.name, actions: [], status: FERRY_ERROR,
@@ -338,7 +368,7 @@ public final class PluginHost: @unchecked Sendable {
             }
             decisions.append(PolicyDecision(plugin: plugin.name, actions: scope.actions, status: status, message: text))
             // The first that acts wins; one that asks to be called later stops the round too.
-            if (status == FERRY_OK && !scope.actions.isEmpty) || status == FERRY_RETRY_LATER { break }
+            if let last = decisions.last, last.acted || last.answer == .retryLater { break }
         }
         return decisions
     }

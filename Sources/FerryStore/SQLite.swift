@@ -1,4 +1,5 @@
 import CSQLite
+import FerryCore
 
 /// An error from SQLite, with the result code, SQLite's message and the statement.
 public struct StoreError: Error, CustomStringConvertible, Sendable {
@@ -145,4 +146,9 @@ enum SQLValue: Equatable {
 
     static func optional(_ value: String?) -> SQLValue { value.map { .text($0) } ?? .null }
     static func optional(_ value: UInt64?) -> SQLValue { value.map { .integer(Int64($0)) } ?? .null }
+}
+
+extension StoreError {
+    /// SQLite's code, as kept with the error it becomes.
+    public var underlying: UnderlyingError { UnderlyingError(library: "sqlite", code: resultCode) }
 }

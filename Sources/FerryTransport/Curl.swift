@@ -26,15 +26,20 @@ func checkOption(_ rc: CURLcode, _ option: String) throws(FerryError) {
 ///   - detail: the text of the handle's error buffer, if any.
 func ferryError(forCurlCode code: CURLcode, detail: String) -> FerryError {
     let text = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
-    let message = "\(text) (curl error \(code.rawValue))"
+    var error = classify(code, message: "\(text) (curl error \(code.rawValue))")
+    error.underlying = UnderlyingError(library: "curl", code: Int32(code.rawValue))
+    return error
+}
+
+private func classify(_ code: CURLcode, message: String) -> FerryError {
     switch code {
     case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY,
          CURLE_SEND_ERROR, CURLE_RECV_ERROR, CURLE_GOT_NOTHING, CURLE_HTTP2, CURLE_HTTP2_STREAM:
-        return FerryError(code: .networkDisconnected, context: .transport, isTransient: true, message: message)
+        return FerryError(code: .networkDisconnected, context: .transport, message: message)
     case CURLE_PARTIAL_FILE:
-        return FerryError(code: .truncatedBody, context: .transport, isTransient: true, message: message)
+        return FerryError(code: .truncatedBody, context: .transport, message: message)
     case CURLE_OPERATION_TIMEDOUT:
-        return FerryError(code: .timeout, context: .transport, isTransient: true, message: message)
+        return FerryError(code: .timeout, context: .transport, message: message)
     case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
          CURLE_SSL_CACERT_BADFILE, CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS,
          CURLE_SSL_ISSUER_ERROR, CURLE_SSL_CRL_BADFILE:
@@ -42,7 +47,7 @@ func ferryError(forCurlCode code: CURLcode, detail: String) -> FerryError {
     case CURLE_UNSUPPORTED_PROTOCOL, CURLE_URL_MALFORMAT:
         return FerryError(code: .unsupportedURL, context: .remoteFile, message: message)
     case CURLE_FILE_COULDNT_READ_FILE, CURLE_REMOTE_FILE_NOT_FOUND:
-        return FerryError(code: .httpError(404), context: .remoteFile, httpStatus: nil, message: message)
+        return FerryError(code: .httpError(404), context: .remoteFile, isTransient: false, message: message)
     case CURLE_RANGE_ERROR, CURLE_BAD_DOWNLOAD_RESUME:
         return FerryError(code: .insufficientRangeSupport, context: .remoteFile, message: message)
     case CURLE_TOO_MANY_REDIRECTS:
@@ -50,6 +55,7 @@ func ferryError(forCurlCode code: CURLcode, detail: String) -> FerryError {
     case CURLE_FILESIZE_EXCEEDED:
         return FerryError(code: .fileTooLarge, context: .remoteFile, message: message)
     default:
+        // Anything else libcurl reports is taken as passing: tried again after the delay.
         return FerryError(code: .transportError, context: .transport, isTransient: true, message: message)
     }
 }

@@ -51,10 +51,12 @@ final class InProcessBackend: TransferBackend {
     func create(_ plan: TransferPlan) throws(TransferFailure) -> String {
         let name = plan.displayName ?? "ferry transfer (\(plan.files.count) file\(plan.files.count == 1 ? "" : "s"))"
         do throws(FerryError) {
-            let job = try engine.createJob(displayName: name, owner: getuid(), priority: plan.priority)
+            // One step: the job is stored with its files and settings, or not at all.
+            let job = try engine.createJob(NewJob(displayName: name, owner: getuid(), priority: plan.priority,
+                                                  settings: [.setMinimumRetryDelay(plan.minimumRetryDelay), .setNoProgressTimeout(plan.noProgressTimeout)],
+                                                  files: plan.files))
             do throws(FerryError) {
-                _ = try engine.addFiles(job.id, plan.files)
-                try settle(job.id, plan)
+                _ = try engine.resume(job.id)
                 return job.id.description
             } catch {
                 _ = try? engine.cancel(job.id)

@@ -1,5 +1,6 @@
 import FerryCore
 import FerryEngine
+import FerryPluginABI
 import FerryPluginHost
 import FerryTestSupport
 import Foundation
@@ -57,6 +58,44 @@ final class PluginHostTests: XCTestCase {
         XCTAssertEqual(failed.lastError?.message, "html-guard: the file is an HTML page, not the expected content")
         let good = try h.startJob([("/real.deb", "real.deb")])
         try h.wait(good, for: .transferred)
+    }
+
+    /// ABI 1.2: a plugin written with FERRY_PLUGIN_DEFINE loads, reads the job's properties
+    /// through job_property, and sees the host's minor version in abi_minor.
+    func testAPluginReadsTheJobsPropertiesAndTheHostsMinorVersion() throws {
+        let path = try PluginBuilder.build("Tests/Fixtures/plugins/channel_guard.c", name: "channel-guard", in: directory.path)
+        let h = try harness([PluginSpec(reference: path, settings: [("allowed", "stable")])])
+        XCTAssertEqual(h.engine.plugins.plugins.map(\.name), ["channel-guard"])
+        XCTAssertEqual(h.engine.plugins.plugins.map(\.version), ["1.0.0"])
+        h.server.setFile("/a.deb", data: testBytes(5_000, seed: 61))
+        let beta = try h.startJob([("/a.deb", "beta.deb")]) { id in _ = try h.engine.setProperties(id, ["channel": "beta"]) }
+        let refused = try h.wait(beta, for: .error)
+        XCTAssertEqual(refused.lastError?.message, "channel-guard: job channel beta, allowed stable (host ABI 1.\(FERRY_PLUGIN_ABI_MINOR))")
+        let none = try h.startJob([("/a.deb", "none.deb")])
+        XCTAssertEqual(try h.wait(none, for: .error).lastError?.message, "channel-guard: job channel (none), allowed stable (host ABI 1.\(FERRY_PLUGIN_ABI_MINOR))")
+        let stable = try h.startJob([("/a.deb", "stable.deb")]) { id in _ = try h.engine.setProperties(id, ["channel": "stable"]) }
+        try h.wait(stable, for: .transferred)
+    }
+
+    /// docs/plugins.md, A validator in C: the example it prints is docs/examples/minimal_validator.c
+    /// as it is, and it builds with cc and judges as the doc says.
+    func testTheDocumentedMinimalValidatorBuildsAndJudgesAsDescribed() throws {
+        let source = try String(contentsOfFile: PluginBuilder.packageRoot + "/docs/examples/minimal_validator.c", encoding: .utf8)
+        let doc = try String(contentsOfFile: PluginBuilder.packageRoot + "/docs/plugins.md", encoding: .utf8)
+        XCTAssertTrue(doc.contains("```c\n" + source + "```"), "docs/plugins.md prints the example file as it is")
+        let path = try PluginBuilder.build("docs/examples/minimal_validator.c", name: "ferry-min-size", in: directory.path)
+        let h = try harness([PluginSpec(reference: path, settings: [("min_bytes", "100")])])
+        h.server.setFile("/small", data: testBytes(50, seed: 62))
+        h.server.setFile("/big", data: testBytes(200, seed: 63))
+        let small = try h.startJob([("/small", "small")])
+        XCTAssertEqual(try h.wait(small, for: .error).lastError?.message, "min-size: 50 bytes, below the minimum of 100")
+        let big = try h.startJob([("/big", "big")])
+        try h.wait(big, for: .transferred)
+        let allowed = try h.engine.createJob(NewJob(displayName: "allowed", owner: getuid(), files: [
+            NewFile(remoteURL: h.url("/small"), localPath: h.destination("allowed"), properties: ["allow_small": "true"]),
+        ]))
+        _ = try h.engine.resume(allowed.id)
+        try h.wait(allowed.id, for: .transferred)
     }
 
     /// A plugin built against the header of an older minor version keeps loading and working:

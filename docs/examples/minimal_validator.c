@@ -40,10 +40,6 @@ static ferry_status file_transferred(void *instance, const ferry_job *job, const
     return FERRY_OK;
 }
 
-static const ferry_plugin_descriptor descriptor = {
-    .struct_size = sizeof(ferry_plugin_descriptor), .abi_version = FERRY_PLUGIN_ABI_VERSION,
-    .name = "min-size", .version = "1.0.0", .roles = FERRY_ROLE_VALIDATOR,
-    .create = create, .destroy = destroy, .file_transferred = file_transferred,
-};
-
-FERRY_PLUGIN_EXPORT const ferry_plugin_descriptor *ferry_plugin_v1(void) { return &descriptor; }
+/* The descriptor and the exported ferry_plugin_v1() that returns it. */
+FERRY_PLUGIN_DEFINE(descriptor, "min-size", "1.0.0", FERRY_ROLE_VALIDATOR, 0,
+                    .create = create, .destroy = destroy, .file_transferred = file_transferred)

@@ -57,9 +57,7 @@ public final class AgentService: Sendable {
 
     public func create(_ request: CreateJobRequest, for caller: Caller) throws(FerryError) -> Job {
         let limits = settings.withLock { $0 }
-        guard !request.displayName.isEmpty, request.displayName.count <= 256 else {
-            throw FerryError(code: .invalidArgument, context: .queueManager, message: "displayName must have 1 to 256 characters")
-        }
+        try InputRules.checkDisplayName(request.displayName)
         if !caller.isAdministrator, limits.jobsPerUser > 0 {
             let owned = engine.allJobs().filter { $0.owner == caller.uid }.count
             guard owned < limits.jobsPerUser else {
@@ -69,17 +67,15 @@ public final class AgentService: Sendable {
         }
         try checkFileQuota(adding: request.files?.count ?? 0, to: 0, caller: caller, limits: limits)
         let files = try Self.newFiles(request.files ?? [])
-        let job = try engine.createJob(displayName: request.displayName, description: request.description ?? "",
-                                       owner: caller.uid, ownerCredentials: caller.credentials, priority: request.priority ?? .normal)
-        do {
-            if let settings = request.settings { _ = try apply(settings, to: job.id) }
-            if !files.isEmpty { _ = try engine.addFiles(job.id, files) }
-            return try engine.job(job.id)
-        } catch {
-            // All or nothing: a job whose files or settings were refused is not left behind.
-            _ = try? engine.cancel(job.id)
-            throw error
+        var new = NewJob(displayName: request.displayName, description: request.description ?? "",
+                         owner: caller.uid, ownerCredentials: caller.credentials, priority: request.priority ?? .normal, files: files)
+        if let settings = request.settings {
+            // A job not made yet has the defaults: the pairs of settings complete from those.
+            let defaults = Job(displayName: new.displayName, owner: caller.uid, priority: new.priority, createdAt: Date())
+            new.settings = try Self.settingEvents(settings, current: defaults)
         }
+        // One step: the job appears with its settings and files, or not at all.
+        return try engine.createJob(new)
     }
 
     public func addFiles(_ id: String, _ files: [NewFileDocument], for caller: Caller) throws(FerryError) -> Job {
@@ -95,7 +91,7 @@ public final class AgentService: Sendable {
     /// Adds alternative URLs for one file; each is checked as a mirror, then by the engine.
     public func addMirrors(_ id: String, file: Int, urls: [String], for caller: Caller) throws(FerryError) -> Job {
         let job = try job(id, for: caller)
-        for url in urls { try Self.checkMirrorURL(url) }
+        for url in urls { try InputRules.checkMirrorURL(url) }
         try actAsCaller(job, caller)
         return try engine.addMirrors(job.id, file: file, urls: urls)
     }
@@ -115,7 +111,7 @@ public final class AgentService: Sendable {
     public func update(_ id: String, _ settings: JobSettings, for caller: Caller) throws(FerryError) -> Job {
         let job = try job(id, for: caller)
         if settings.tlsCAFile != nil || settings.notifyCommand != nil { try actAsCaller(job, caller) }
-        return try apply(settings, to: job.id)
+        return try engine.update(job.id, try Self.settingEvents(settings, current: job))
     }
 
     public func setRemoteURL(_ id: String, file: Int, url: String, for caller: Caller) throws(FerryError) -> Job {
@@ -164,65 +160,50 @@ public final class AgentService: Sendable {
         _ = try engine.setOwnerCredentials(job.id, caller.credentials)
     }
 
-    private func apply(_ settings: JobSettings, to id: JobID) throws(FerryError) -> Job {
-        var job = try engine.job(id)
+    /// The engine's setting events for a request's settings, in the order the API documents.
+    /// A setting given alone of a pair (dynamic content and its limit, the CA file and the
+    /// pin) keeps `current`'s value of the other.
+    static func settingEvents(_ settings: JobSettings, current job: Job) throws(FerryError) -> [JobEvent] {
+        var events: [JobEvent] = []
         if let name = settings.displayName {
-            guard !name.isEmpty, name.count <= 256 else {
-                throw FerryError(code: .invalidArgument, context: .queueManager, message: "displayName must have 1 to 256 characters")
-            }
-            job = try engine.setDisplayName(id, name)
+            try InputRules.checkDisplayName(name)
+            events.append(.setDisplayName(name))
         }
-        if let text = settings.description { job = try engine.setDescription(id, text) }
-        if let priority = settings.priority { job = try engine.setPriority(id, priority) }
-        if let seconds = settings.minRetryDelaySec { job = try engine.setMinimumRetryDelay(id, seconds: seconds) }
-        if let seconds = settings.noProgressTimeoutSec { job = try engine.setNoProgressTimeout(id, seconds: seconds) }
+        if let text = settings.description { events.append(.setDescription(text)) }
+        if let priority = settings.priority { events.append(.setPriority(priority)) }
+        if let seconds = settings.minRetryDelaySec { events.append(.setMinimumRetryDelay(seconds)) }
+        if let seconds = settings.noProgressTimeoutSec { events.append(.setNoProgressTimeout(seconds)) }
         if let headers = settings.customHeaders {
-            try Self.checkHeaders(headers)
-            job = try engine.setCustomHeaders(id, headers)
+            try InputRules.checkHeaders(headers)
+            events.append(.setCustomHeaders(headers))
         }
-        if let flags = settings.notifyFlags { job = try engine.setNotifyFlags(id, NotifyFlags(rawValue: flags)) }
-        if let command = settings.notifyCommand { job = try engine.setNotifyCommand(id, command) }
-        if let properties = settings.properties { job = try engine.setProperties(id, properties) }
+        if let flags = settings.notifyFlags { events.append(.setNotifyFlags(NotifyFlags(rawValue: flags))) }
+        if let command = settings.notifyCommand { events.append(.setNotifyCommand(command)) }
+        if let properties = settings.properties { events.append(.setProperties(properties)) }
         if settings.dynamicContent != nil || settings.maxFileBytes != nil {
-            // One of the pair alone keeps the job's value of the other; a limit of 0 removes the job's limit.
+            // A limit of 0 removes the job's limit.
             let enabled = settings.dynamicContent ?? job.dynamicContent
             let limit = settings.maxFileBytes.map { $0 == 0 ? nil : $0 } ?? job.maxFileBytes
-            job = try engine.setDynamicContent(id, enabled, maxFileBytes: limit)
+            events.append(.setDynamicContent(enabled, maxFileBytes: limit))
         }
         if settings.tlsCAFile != nil || settings.tlsPinnedPublicKey != nil {
-            // As above: one of the pair alone keeps the other; "" removes an option.
+            // "" removes an option.
             let caFile = settings.tlsCAFile.map { $0.isEmpty ? nil : $0 } ?? job.tlsCAFile
             let pin = settings.tlsPinnedPublicKey.map { $0.isEmpty ? nil : $0 } ?? job.tlsPinnedPublicKey
             if let caFile, !caFile.hasPrefix("/") {
                 // Checked before the engine opens it: a relative path would be read against the agent's directory.
                 throw FerryError(code: .invalidArgument, context: .queueManager, message: "tlsCAFile must be an absolute path, got '\(caFile)'")
             }
-            job = try engine.setTLSOptions(id, caFile: caFile, pinnedPublicKey: pin)
+            events.append(.setTLSOptions(caFile: caFile, pinnedPublicKey: pin))
         }
-        if let autoComplete = settings.autoComplete { job = try engine.setAutoComplete(id, autoComplete) }
-        return job
+        if let autoComplete = settings.autoComplete { events.append(.setAutoComplete(autoComplete)) }
+        return events
     }
 
     private func checkFileQuota(adding count: Int, to existing: Int, caller: Caller, limits: Settings) throws(FerryError) {
         guard !caller.isAdministrator, limits.filesPerJob > 0, existing + count > limits.filesPerJob else { return }
         throw FerryError(code: .quotaExceeded, context: .queueManager,
                          message: "a job may hold at most \(limits.filesPerJob) files (quotas.files_per_job); this one would have \(existing + count)")
-    }
-
-    /// BITS' rules for custom headers: `Name: value` lines, 16 KiB in all, no line breaks inside.
-    static func checkHeaders(_ headers: [String]) throws(FerryError) {
-        var total = 0
-        for header in headers {
-            total += header.utf8.count + 2
-            guard let colon = header.firstIndex(of: ":"), colon != header.startIndex,
-                  !header.contains("\r"), !header.contains("\n"),
-                  header[..<colon].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
-                throw FerryError(code: .invalidArgument, context: .queueManager, message: "not a header line 'Name: value': \(header.prefix(80))")
-            }
-        }
-        guard total <= 16_384 else {
-            throw FerryError(code: .invalidArgument, context: .queueManager, message: "custom headers take \(total) bytes; at most 16384 are allowed")
-        }
     }
 
     /// The engine's form of the files of a request, mirrors checked.
@@ -244,23 +225,13 @@ public final class AgentService: Sendable {
     static func newFile(_ document: NewFileDocument) throws(FerryError) -> NewFile {
         var file = JobFile(remoteURL: document.url, localPath: document.path, properties: document.properties ?? [:])
         let given = document.mirrors ?? []
-        for url in given { try checkMirrorURL(url) }
-        for url in file.mirrors { try checkMirrorURL(url) }
+        for url in given { try InputRules.checkMirrorURL(url) }
+        for url in file.mirrors { try InputRules.checkMirrorURL(url) }
         if !given.isEmpty {
             var list = file.mirrors
             for url in given where url != document.url && !list.contains(url) { list.append(url) }
             file.mirrors = list
         }
         return NewFile(remoteURL: file.remoteURL, localPath: file.localPath, properties: file.properties)
-    }
-
-    /// A mirror URL is one word (the `mirrors` property separates them with spaces) and a URL
-    /// the engine fetches: `http` or `https` with a host, or `file` with an absolute path.
-    /// The engine checks mirrors added to an existing file the same way.
-    static func checkMirrorURL(_ url: String) throws(FerryError) {
-        guard !url.isEmpty, !url.contains(where: \.isWhitespace) else {
-            throw FerryError(code: .invalidArgument, context: .queueManager, message: "a mirror URL may not be empty or contain spaces: '\(url)'")
-        }
-        try Engine.checkRemoteURL(url, kind: "mirror")
     }
 }

@@ -303,14 +303,8 @@ struct ErrorMiddleware: RouterMiddleware {
         try json(ErrorEnvelope(error: ErrorDocument(code: error.code.rawValue, context: error.context.rawValue, message: error.message)), status: status)
     }
 
+    /// The answer's status for a refusal: the error table's (``ErrorCode/httpStatus``).
     static func status(for code: ErrorCode) -> HTTPResponse.Status {
-        switch code {
-        case .notFound: .notFound
-        case .invalidState, .empty: .conflict
-        case .accessDenied, .quotaExceeded: .forbidden
-        case .invalidArgument, .unsupportedURL, .destinationMissing, .notARegularFile: .badRequest
-        case .busy: .serviceUnavailable
-        default: .internalServerError
-        }
+        HTTPResponse.Status(code: code.httpStatus)
     }
 }

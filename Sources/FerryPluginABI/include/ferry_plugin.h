@@ -62,6 +62,11 @@ extern "C" {
 #endif
 
 #define FERRY_PLUGIN_ABI_VERSION 1
+/* This header's minor version: 0 (1.0), 1 (1.1: retry delay, source health), 2 (1.2: the
+   host's minor version, job properties). Minor versions only add at the end of ferry_host.
+   A 1.2 host or later reports its own in host->abi_minor; an older one has no such field
+   (host->struct_size tells: below FERRY_HOST_V1_2_SIZE it is 1.0 or 1.1). */
+#define FERRY_PLUGIN_ABI_MINOR 2
 #define FERRY_PLUGIN_ENTRY_SYMBOL "ferry_plugin_v1"
 
 #if defined(__GNUC__)
@@ -226,12 +231,21 @@ typedef struct ferry_host {
     /* What the agent remembers of url's origin (scheme://host:port). Set out->struct_size first.
        FERRY_NOT_FOUND when nothing is known of it yet (or url is not http/https). */
     ferry_status (*source_health)(const ferry_job *job, const char *url, ferry_source_health *out);
+
+    /* ---- added in 1.2: use only when host->struct_size >= FERRY_HOST_V1_2_SIZE ---- */
+    /* The host's minor ABI version (its FERRY_PLUGIN_ABI_MINOR). */
+    uint32_t abi_minor;
+    /* The value of the job's property key (`ferry setproperty`, the API's `properties`);
+       NULL when absent or on a bad handle. Valid until the callback returns. */
+    const char *(*job_property)(const ferry_job *job, const char *key);
 } ferry_host;
 
 /* The size of ferry_host as ABI version 1 defined it. */
 #define FERRY_HOST_V1_SIZE ((uint32_t)(offsetof(ferry_host, file_set_validation_state) + sizeof(void *)))
 /* The size of ferry_host with the 1.1 additions (retry delay, source health). */
 #define FERRY_HOST_V1_1_SIZE ((uint32_t)(offsetof(ferry_host, source_health) + sizeof(void *)))
+/* The size of ferry_host with the 1.2 additions (abi_minor, job properties). */
+#define FERRY_HOST_V1_2_SIZE ((uint32_t)(offsetof(ferry_host, job_property) + sizeof(void *)))
 
 /* What a plugin is, returned by ferry_plugin_v1(). Static storage; never freed. */
 typedef struct ferry_plugin_descriptor {
@@ -270,6 +284,26 @@ typedef const ferry_plugin_descriptor *(*ferry_plugin_entry_fn)(void);
 #if !defined(__swift__)
 /* (Not declared for Swift, whose plugins define it with @_cdecl("ferry_plugin_v1").) */
 FERRY_PLUGIN_EXPORT const ferry_plugin_descriptor *ferry_plugin_v1(void);
+
+/* Writes a C plugin's descriptor (a static named ident) and its entry point. The arguments
+   after the flags are the callbacks, as designated initializers; those left out are NULL:
+
+     FERRY_PLUGIN_DEFINE(channel_guard, "channel-guard", "1.0.0", FERRY_ROLE_VALIDATOR, 0,
+                         .create = guard_create, .file_transferred = guard_file_transferred)
+
+   struct_size and abi_version are this header's. (Added in 1.2; a plugin that uses it still
+   loads in any 1.x host.) */
+#define FERRY_PLUGIN_DEFINE(ident, plugin_name, plugin_version, plugin_roles, plugin_flags, ...) \
+    static const ferry_plugin_descriptor ident = {                                            \
+        .struct_size = sizeof(ferry_plugin_descriptor),                                        \
+        .abi_version = FERRY_PLUGIN_ABI_VERSION,                                               \
+        .name = plugin_name,                                                                   \
+        .version = plugin_version,                                                             \
+        .roles = plugin_roles,                                                                 \
+        .flags = plugin_flags,                                                                 \
+        __VA_ARGS__                                                                            \
+    };                                                                                         \
+    FERRY_PLUGIN_EXPORT const ferry_plugin_descriptor *ferry_plugin_v1(void) { return &ident; }
 #endif
 
 #ifdef __cplusplus
