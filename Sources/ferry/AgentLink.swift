@@ -26,10 +26,9 @@ struct OutputOptions: ParsableArguments {
 
 /// Where ferryd listens when nothing says otherwise.
 enum AgentSocket {
-    /// The socket's default path: `$FERRY_SOCKET`, else the default of a ferryd run with its
-    /// built-in paths: `/run/ferry/ferryd.sock` for root; else `$XDG_RUNTIME_DIR/ferry/ferryd.sock`;
-    /// else `ferryd.sock` in the default state directory (`$XDG_STATE_HOME/ferry`, or
-    /// `~/.local/state/ferry`). Relative values of the XDG variables are ignored, as ferryd ignores them.
+    /// The socket's default path: `$FERRY_SOCKET`, else the ``DefaultSocket`` of a ferryd run
+    /// by this user with its built-in paths (its state directory the default one,
+    /// `$XDG_STATE_HOME/ferry` or `~/.local/state/ferry`).
     /// - Parameters:
     ///   - environment: the variables to read.
     ///   - uid: the caller's user id.
@@ -37,12 +36,8 @@ enum AgentSocket {
     static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment,
                             uid: uid_t = getuid()) -> String {
         if let path = environment["FERRY_SOCKET"], !path.isEmpty { return path }
-        if uid == 0 { return "/run/ferry/ferryd.sock" }
-        if var runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
-            while runtime.count > 1, runtime.hasSuffix("/") { runtime.removeLast() }
-            return runtime + "/ferry/ferryd.sock"
-        }
-        return StateDirectory.defaultPath(environment: environment) + "/ferryd.sock"
+        return DefaultSocket(isRoot: uid == 0, environment: environment,
+                             stateDirectory: StateDirectory.defaultPath(environment: environment)).path
     }
 }
 

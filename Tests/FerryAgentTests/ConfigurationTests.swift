@@ -1,3 +1,4 @@
+import FerryControl
 import FerryEngine
 import FerryPluginHost
 import FerryTestSupport
@@ -72,6 +73,13 @@ struct ConfigurationDefaultsTests {
         let withoutRuntime = AgentConfiguration.defaults(environment: ["HOME": "/home/ann"], isRoot: false)
         #expect(withoutRuntime.socketPath == withoutRuntime.stateDirectory + "/ferryd.sock")
         #expect(withoutRuntime.sources["paths.socket"] == .builtInDefault)
+
+        // ferry finds the socket through the same DefaultSocket.
+        let slashes = ["XDG_RUNTIME_DIR": "/run/user/1000//", "HOME": "/home/ann"]
+        #expect(AgentConfiguration.defaults(environment: slashes, isRoot: false).socketPath == "/run/user/1000/ferry/ferryd.sock")
+        #expect(DefaultSocket(isRoot: false, environment: slashes, stateDirectory: "/home/ann/.local/state/ferry") == .runtimeDirectory("/run/user/1000"))
+        #expect(DefaultSocket(isRoot: false, environment: ["XDG_RUNTIME_DIR": "run"], stateDirectory: "/srv/state/").path == "/srv/state/ferryd.sock")
+        #expect(DefaultSocket(isRoot: true, environment: slashes, stateDirectory: "/var/lib/ferry").path == "/run/ferry/ferryd.sock")
     }
 
     @Test func aFullValidFile() throws {
