@@ -269,6 +269,36 @@ struct ConfigurationOverrideTests {
         let long = "/" + String(repeating: "s", count: 120)
         #expect(throws: ConfigurationError.self) { try load("", overrides: .init(socketPath: long)) }
     }
+
+    @Test func theLogLevelIsReadAsTheFileReadsIt() throws {
+        var overrides = AgentConfiguration.Overrides()
+        try overrides.setLogLevel(named: "DEBUG")
+        #expect(overrides.logLevel == .debug)
+        #expect(try load("logging:\n  level: DEBUG\n").logLevel == .debug)
+
+        let message = "must be one of trace, debug, info, notice, warning, error, critical, got 'loud'"
+        #expect(performing: { try overrides.setLogLevel(named: "loud") }, throws: { error in
+            (error as? ConfigurationError)?.description == "command line: logging.level: " + message
+        })
+        #expect(refusal("logging:\n  level: loud\n")?.description == "ferryd.yaml:2:10: logging.level: " + message)
+        #expect(overrides.logLevel == .debug, "a refused name changes nothing")
+    }
+
+    /// ferryd takes `--log-level` in any case, as the file, and names the command line when it
+    /// refuses one, with the file's message and status.
+    @Test func ferrydReadsItsLogLevelAsTheFileDoes() throws {
+        let directory = try TemporaryDirectory("ferry-log-level")
+        defer { directory.remove() }
+        let arguments = ["--check-config", "--state-dir", directory.file("state"), "--socket", directory.file("ferryd.sock")]
+        let upper = try ChildProcess.run("ferryd", arguments + ["--log-level", "DEBUG"], timeout: 60)
+        #expect(upper.status == 0, "\(upper.stderr)")
+        #expect(upper.stdout.split(separator: "\n").contains { $0.hasPrefix("logging.level = debug ") && $0.hasSuffix("(command line)") },
+                "\(upper.stdout)")
+
+        let loud = try ChildProcess.run("ferryd", arguments + ["--log-level", "loud"], timeout: 60)
+        #expect(loud.status == 78, "\(loud.stderr)")
+        #expect(loud.stderr == "ferryd: command line: logging.level: must be one of trace, debug, info, notice, warning, error, critical, got 'loud'\n")
+    }
 }
 
 @Suite("Configuration: reloading")

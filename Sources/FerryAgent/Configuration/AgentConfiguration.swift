@@ -121,6 +121,15 @@ public struct AgentConfiguration: Sendable, Equatable {
             self.socketPath = socketPath
             self.logLevel = logLevel
         }
+
+        /// Sets ``logLevel`` from the text of `--log-level`, read as the file's `logging.level` is.
+        /// - Parameter name: a level's name, in any case: `trace`, `debug`, `info`, `notice`,
+        ///   `warning`, `error` or `critical`.
+        /// - Throws: ``ConfigurationError`` naming the command line where a file's error names its
+        ///   line: `command line: logging.level: must be one of trace, …, got 'loud'`.
+        public mutating func setLogLevel(named name: String) throws(ConfigurationError) {
+            logLevel = try LogLevelName.level(name) { ConfigurationError(file: "command line", key: "logging.level", message: $0) }
+        }
     }
 
     /// Every dotted key the file accepts, in the order ``describe()`` prints them.
