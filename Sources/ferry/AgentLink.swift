@@ -18,6 +18,26 @@ struct AgentOptions: ParsableArguments {
     func link() -> AgentLink { AgentLink(socket: socketPath) }
 }
 
+/// The job a command acts on and the agent holding it: `[--socket <path>] <job>`, for the
+/// commands that take nothing between the two.
+struct JobTarget: ParsableArguments {
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+
+    /// Runs one request about the job through ``AgentLink/call(job:_:)``, which names the job
+    /// in a refusal.
+    /// - Throws: `ExitCode` after printing the agent's refusal.
+    func call<Answer>(_ request: (ControlClient) throws -> Answer) throws(ExitCode) -> Answer {
+        try agent.link().call(job: job, request)
+    }
+
+    /// Applies `settings` to the job (`PATCH /v1/jobs/{id}`) and returns the job as it now is.
+    /// - Throws: `ExitCode` after printing the agent's refusal.
+    func update(_ settings: JobSettings) throws(ExitCode) -> JobDocument {
+        try agent.link().update(job, settings)
+    }
+}
+
 /// `--json`, shared by the commands that show something.
 struct OutputOptions: ParsableArguments {
     @Flag(name: .long, help: "Print the control API's JSON documents instead of text.")
