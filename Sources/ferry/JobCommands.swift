@@ -66,7 +66,7 @@ struct AddFileCommand: ParsableCommand {
         let parsed = try KeyValue.parse(properties, option: "--property")
         let file = NewFileDocument(url: url, path: LocalPath.absolute(path), properties: parsed.isEmpty ? nil : parsed,
                                    mirrors: mirrors.isEmpty ? nil : mirrors)
-        let link = try agent.link()
+        let link = agent.link()
         let result = try link.call(job: job) { try $0.addFiles(job, [file]) }
         let index = result.progress.filesTotal - 1
         print("Added file \(index) to job \(result.id): \(file.url) -> \(file.path)")
