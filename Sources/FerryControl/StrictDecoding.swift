@@ -58,88 +58,95 @@ extension KeyedDecodingContainer {
     }
 }
 
-extension NewFileDocument {
-    enum CodingKeys: String, CodingKey, CaseIterable { case url, path, properties, mirrors }
+/// A request document that refuses the fields it does not know: JSONDecoder would silently
+/// ignore them, and a misspelt field must not be dropped without a word.
+///
+/// A document lists its fields in ``CodingKeys`` and reads them in ``init(fields:)``; the
+/// refusal of any other key, and its message, are the same for every document.
+public protocol StrictlyDecodable: Decodable {
+    /// The document's fields: the only keys its JSON object may hold.
+    associatedtype CodingKeys: CodingKey & CaseIterable
+
+    /// Reads the document once its object is known to hold no key but its fields.
+    /// - Parameter fields: the document's object.
+    /// - Throws: `DecodingError` naming the field at fault.
+    init(fields: KeyedDecodingContainer<CodingKeys>) throws
+}
+
+extension StrictlyDecodable {
+    /// Refuses keys that are not ``CodingKeys``, then reads the fields with ``init(fields:)``.
+    /// - Throws: `DecodingError`; for unknown keys, `dataCorrupted` naming them and the known ones.
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        url = try c.decode(String.self, forKey: .url)
-        path = try c.decode(String.self, forKey: .path)
-        properties = try c.decodeIfPresent([String: String].self, forKey: .properties)
-        mirrors = try c.decodeIfPresent([String].self, forKey: .mirrors)
+        try self.init(fields: decoder.container(keyedBy: CodingKeys.self))
     }
 }
 
-extension CreateJobRequest {
-    enum CodingKeys: String, CodingKey, CaseIterable { case displayName, description, priority, files, settings }
-    public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownKeys(CodingKeys.self)
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        displayName = try c.decode(String.self, forKey: .displayName)
-        description = try c.decodeIfPresent(String.self, forKey: .description)
-        priority = try c.decodeIfPresent(JobPriority.self, forKey: .priority)
-        files = try c.decodeIfPresent([NewFileDocument].self, forKey: .files)
-        settings = try c.decodeIfPresent(JobSettings.self, forKey: .settings)
+extension NewFileDocument: StrictlyDecodable {
+    public enum CodingKeys: String, CodingKey, CaseIterable { case url, path, properties, mirrors }
+    public init(fields: KeyedDecodingContainer<CodingKeys>) throws {
+        url = try fields.decode(String.self, forKey: .url)
+        path = try fields.decode(String.self, forKey: .path)
+        properties = try fields.decodeIfPresent([String: String].self, forKey: .properties)
+        mirrors = try fields.decodeIfPresent([String].self, forKey: .mirrors)
     }
 }
 
-extension AddFilesRequest {
-    enum CodingKeys: String, CodingKey, CaseIterable { case files }
-    public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownKeys(CodingKeys.self)
-        files = try decoder.container(keyedBy: CodingKeys.self).decode([NewFileDocument].self, forKey: .files)
+extension CreateJobRequest: StrictlyDecodable {
+    public enum CodingKeys: String, CodingKey, CaseIterable { case displayName, description, priority, files, settings }
+    public init(fields: KeyedDecodingContainer<CodingKeys>) throws {
+        displayName = try fields.decode(String.self, forKey: .displayName)
+        description = try fields.decodeIfPresent(String.self, forKey: .description)
+        priority = try fields.decodeIfPresent(JobPriority.self, forKey: .priority)
+        files = try fields.decodeIfPresent([NewFileDocument].self, forKey: .files)
+        settings = try fields.decodeIfPresent(JobSettings.self, forKey: .settings)
     }
 }
 
-extension JobSettings {
-    enum CodingKeys: String, CodingKey, CaseIterable {
+extension AddFilesRequest: StrictlyDecodable {
+    public enum CodingKeys: String, CodingKey, CaseIterable { case files }
+    public init(fields: KeyedDecodingContainer<CodingKeys>) throws { files = try fields.decode([NewFileDocument].self, forKey: .files) }
+}
+
+extension JobSettings: StrictlyDecodable {
+    public enum CodingKeys: String, CodingKey, CaseIterable {
         case displayName, description, priority, minRetryDelaySec, noProgressTimeoutSec, customHeaders
         case notifyFlags, notifyCommand, properties, dynamicContent, maxFileBytes, tlsCAFile, tlsPinnedPublicKey
         case autoComplete
     }
-    public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownKeys(CodingKeys.self)
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        displayName = try c.decodeIfPresent(String.self, forKey: .displayName)
-        description = try c.decodeIfPresent(String.self, forKey: .description)
-        priority = try c.decodeIfPresent(JobPriority.self, forKey: .priority)
-        minRetryDelaySec = try c.decodeSecondsIfPresent(forKey: .minRetryDelaySec)
-        noProgressTimeoutSec = try c.decodeSecondsIfPresent(forKey: .noProgressTimeoutSec)
-        customHeaders = try c.decodeIfPresent([String].self, forKey: .customHeaders)
-        notifyFlags = try c.decodeIfPresent(UInt32.self, forKey: .notifyFlags)
-        notifyCommand = try c.decodeIfPresent([String].self, forKey: .notifyCommand)
-        properties = try c.decodeIfPresent([String: String].self, forKey: .properties)
-        dynamicContent = try c.decodeIfPresent(Bool.self, forKey: .dynamicContent)
-        maxFileBytes = try c.decodeByteCountIfPresent(forKey: .maxFileBytes)
-        tlsCAFile = try c.decodeIfPresent(String.self, forKey: .tlsCAFile)
-        tlsPinnedPublicKey = try c.decodeIfPresent(String.self, forKey: .tlsPinnedPublicKey)
-        autoComplete = try c.decodeIfPresent(Bool.self, forKey: .autoComplete)
+    public init(fields: KeyedDecodingContainer<CodingKeys>) throws {
+        displayName = try fields.decodeIfPresent(String.self, forKey: .displayName)
+        description = try fields.decodeIfPresent(String.self, forKey: .description)
+        priority = try fields.decodeIfPresent(JobPriority.self, forKey: .priority)
+        minRetryDelaySec = try fields.decodeSecondsIfPresent(forKey: .minRetryDelaySec)
+        noProgressTimeoutSec = try fields.decodeSecondsIfPresent(forKey: .noProgressTimeoutSec)
+        customHeaders = try fields.decodeIfPresent([String].self, forKey: .customHeaders)
+        notifyFlags = try fields.decodeIfPresent(UInt32.self, forKey: .notifyFlags)
+        notifyCommand = try fields.decodeIfPresent([String].self, forKey: .notifyCommand)
+        properties = try fields.decodeIfPresent([String: String].self, forKey: .properties)
+        dynamicContent = try fields.decodeIfPresent(Bool.self, forKey: .dynamicContent)
+        maxFileBytes = try fields.decodeByteCountIfPresent(forKey: .maxFileBytes)
+        tlsCAFile = try fields.decodeIfPresent(String.self, forKey: .tlsCAFile)
+        tlsPinnedPublicKey = try fields.decodeIfPresent(String.self, forKey: .tlsPinnedPublicKey)
+        autoComplete = try fields.decodeIfPresent(Bool.self, forKey: .autoComplete)
     }
 }
 
-extension AddMirrorsRequest {
-    enum CodingKeys: String, CodingKey, CaseIterable { case urls }
-    public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownKeys(CodingKeys.self)
-        urls = try decoder.container(keyedBy: CodingKeys.self).decode([String].self, forKey: .urls)
-    }
+extension AddMirrorsRequest: StrictlyDecodable {
+    public enum CodingKeys: String, CodingKey, CaseIterable { case urls }
+    public init(fields: KeyedDecodingContainer<CodingKeys>) throws { urls = try fields.decode([String].self, forKey: .urls) }
 }
 
-extension RemoteURLRequest {
-    enum CodingKeys: String, CodingKey, CaseIterable { case url }
-    public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownKeys(CodingKeys.self)
-        url = try decoder.container(keyedBy: CodingKeys.self).decode(String.self, forKey: .url)
-    }
+extension RemoteURLRequest: StrictlyDecodable {
+    public enum CodingKeys: String, CodingKey, CaseIterable { case url }
+    public init(fields: KeyedDecodingContainer<CodingKeys>) throws { url = try fields.decode(String.self, forKey: .url) }
 }
 
-extension ReplacePrefixRequest {
-    enum CodingKeys: String, CodingKey, CaseIterable { case old, new }
-    public init(from decoder: any Decoder) throws {
-        try decoder.rejectUnknownKeys(CodingKeys.self)
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        old = try c.decode(String.self, forKey: .old)
-        new = try c.decode(String.self, forKey: .new)
+extension ReplacePrefixRequest: StrictlyDecodable {
+    public enum CodingKeys: String, CodingKey, CaseIterable { case old, new }
+    public init(fields: KeyedDecodingContainer<CodingKeys>) throws {
+        old = try fields.decode(String.self, forKey: .old)
+        new = try fields.decode(String.self, forKey: .new)
     }
 }
 

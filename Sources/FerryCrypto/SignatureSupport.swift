@@ -7,18 +7,35 @@ import Glibc
 /// The size of the chunks files are streamed in.
 let streamingChunkSize = 1 << 20
 
-/// The whole content of a small file (a key, a signature).
-/// - Throws: ``CryptoError`` naming the path when the file cannot be read or is larger than `limit`.
-public func contentsOfSmallFile(atPath path: String, limit: Int) throws(CryptoError) -> [UInt8] {
+/// Opens a regular file for reading and calls `body` with its descriptor and its size; the
+/// descriptor is closed when `body` returns.
+/// - Throws: ``CryptoError`` naming the path when the file cannot be opened or is not a regular
+///   file, or what `body` throws.
+func withRegularFile<Result>(atPath path: String,
+                             _ body: (_ descriptor: Int32, _ size: Int) throws(CryptoError) -> Result) throws(CryptoError) -> Result {
     let descriptor = open(path, O_RDONLY | O_CLOEXEC)
     guard descriptor >= 0 else { throw CryptoError(message: "cannot open \(path): \(errorText(errno))") }
     defer { close(descriptor) }
     var info = stat()
     guard fstat(descriptor, &info) == 0 else { throw CryptoError(message: "cannot stat \(path): \(errorText(errno))") }
     guard (info.st_mode & S_IFMT) == S_IFREG else { throw CryptoError(message: "\(path) is not a regular file") }
-    guard info.st_size <= limit else {
-        throw CryptoError(message: "\(path) is \(info.st_size) bytes, more than the \(limit) bytes allowed here")
+    return try body(descriptor, Int(info.st_size))
+}
+
+/// The whole content of a small file (a key, a signature).
+/// - Throws: ``CryptoError`` naming the path when the file cannot be read or is larger than `limit`.
+public func contentsOfSmallFile(atPath path: String, limit: Int) throws(CryptoError) -> [UInt8] {
+    try withRegularFile(atPath: path) { (descriptor, size) throws(CryptoError) in
+        guard size <= limit else {
+            throw CryptoError(message: "\(path) is \(size) bytes, more than the \(limit) bytes allowed here")
+        }
+        return try readToEnd(descriptor, path: path, limit: limit)
     }
+}
+
+/// Reads `descriptor` to its end.
+/// - Throws: ``CryptoError`` naming `path` when a read fails or the file grows beyond `limit`.
+private func readToEnd(_ descriptor: Int32, path: String, limit: Int) throws(CryptoError) -> [UInt8] {
     var bytes: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 64 * 1024)
     while true {
@@ -60,21 +77,16 @@ func forEachChunk(ofFileAtPath path: String,
 /// are touched. The file must not shrink while mapped.
 func withMappedFile<Result>(atPath path: String,
                             _ body: (UnsafeRawBufferPointer) throws(CryptoError) -> Result) throws(CryptoError) -> Result {
-    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-    guard descriptor >= 0 else { throw CryptoError(message: "cannot open \(path): \(errorText(errno))") }
-    defer { close(descriptor) }
-    var info = stat()
-    guard fstat(descriptor, &info) == 0 else { throw CryptoError(message: "cannot stat \(path): \(errorText(errno))") }
-    guard (info.st_mode & S_IFMT) == S_IFREG else { throw CryptoError(message: "\(path) is not a regular file") }
-    let size = Int(info.st_size)
-    if size == 0 { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
-    guard let mapping = mmap(nil, size, PROT_READ, MAP_PRIVATE, descriptor, 0),
-          mapping != UnsafeMutableRawPointer(bitPattern: -1) else {
-        throw CryptoError(message: "cannot map \(path) (\(size) bytes) into memory: \(errorText(errno))")
+    try withRegularFile(atPath: path) { (descriptor, size) throws(CryptoError) in
+        if size == 0 { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        guard let mapping = mmap(nil, size, PROT_READ, MAP_PRIVATE, descriptor, 0),
+              mapping != UnsafeMutableRawPointer(bitPattern: -1) else {
+            throw CryptoError(message: "cannot map \(path) (\(size) bytes) into memory: \(errorText(errno))")
+        }
+        defer { munmap(mapping, size) }
+        _ = madvise(mapping, size, MADV_SEQUENTIAL)
+        return try body(UnsafeRawBufferPointer(start: mapping, count: size))
     }
-    defer { munmap(mapping, size) }
-    _ = madvise(mapping, size, MADV_SEQUENTIAL)
-    return try body(UnsafeRawBufferPointer(start: mapping, count: size))
 }
 
 /// `array.withUnsafeBytes`, keeping the typed error (the standard library's variant rethrows `any Error`).

@@ -18,6 +18,26 @@ struct AgentOptions: ParsableArguments {
     func link() -> AgentLink { AgentLink(socket: socketPath) }
 }
 
+/// The job a command acts on and the agent holding it: `[--socket <path>] <job>`, for the
+/// commands that take nothing between the two.
+struct JobTarget: ParsableArguments {
+    @OptionGroup var agent: AgentOptions
+    @Argument(help: "The job's id.") var job: String
+
+    /// Runs one request about the job through ``AgentLink/call(job:_:)``, which names the job
+    /// in a refusal.
+    /// - Throws: `ExitCode` after printing the agent's refusal.
+    func call<Answer>(_ request: (ControlClient) throws -> Answer) throws(ExitCode) -> Answer {
+        try agent.link().call(job: job, request)
+    }
+
+    /// Applies `settings` to the job (`PATCH /v1/jobs/{id}`) and returns the job as it now is.
+    /// - Throws: `ExitCode` after printing the agent's refusal.
+    func update(_ settings: JobSettings) throws(ExitCode) -> JobDocument {
+        try agent.link().update(job, settings)
+    }
+}
+
 /// `--json`, shared by the commands that show something.
 struct OutputOptions: ParsableArguments {
     @Flag(name: .long, help: "Print the control API's JSON documents instead of text.")
@@ -26,10 +46,9 @@ struct OutputOptions: ParsableArguments {
 
 /// Where ferryd listens when nothing says otherwise.
 enum AgentSocket {
-    /// The socket's default path: `$FERRY_SOCKET`, else the default of a ferryd run with its
-    /// built-in paths: `/run/ferry/ferryd.sock` for root; else `$XDG_RUNTIME_DIR/ferry/ferryd.sock`;
-    /// else `ferryd.sock` in the default state directory (`$XDG_STATE_HOME/ferry`, or
-    /// `~/.local/state/ferry`). Relative values of the XDG variables are ignored, as ferryd ignores them.
+    /// The socket's default path: `$FERRY_SOCKET`, else the ``DefaultSocket`` of a ferryd run
+    /// by this user with its built-in paths (its state directory the default one,
+    /// `$XDG_STATE_HOME/ferry` or `~/.local/state/ferry`).
     /// - Parameters:
     ///   - environment: the variables to read.
     ///   - uid: the caller's user id.
@@ -37,12 +56,8 @@ enum AgentSocket {
     static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment,
                             uid: uid_t = getuid()) -> String {
         if let path = environment["FERRY_SOCKET"], !path.isEmpty { return path }
-        if uid == 0 { return "/run/ferry/ferryd.sock" }
-        if var runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
-            while runtime.count > 1, runtime.hasSuffix("/") { runtime.removeLast() }
-            return runtime + "/ferry/ferryd.sock"
-        }
-        return StateDirectory.defaultPath(environment: environment) + "/ferryd.sock"
+        return DefaultSocket(isRoot: uid == 0, environment: environment,
+                             stateDirectory: StateDirectory.defaultPath(environment: environment)).path
     }
 }
 

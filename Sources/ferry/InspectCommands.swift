@@ -148,7 +148,7 @@ struct MonitorCommand: ParsableCommand {
 
     func run() throws {
         let link = agent.link()
-        let interrupted = InterruptLatch()
+        let interrupted = SignalLatch()
         let redraw = isatty(STDOUT_FILENO) == 1 && !output.json
         var seen = false
         var finished = false
@@ -216,7 +216,7 @@ struct EventsCommand: ParsableCommand {
         // Checked first, so that a wrong id is reported as such rather than as a refused stream.
         if let job { _ = try link.call(job: job) { try $0.job(job) } }
         // Ctrl-C is how this command ends: leave at once with status 0, whatever the stream is doing.
-        let interrupt = InterruptLatch { fflush(nil); _exit(ExitStatus.success) }
+        let interrupt = SignalLatch { fflush(nil); _exit(ExitStatus.success) }
         defer { withExtendedLifetime(interrupt) {} }
         var ackFailure: ControlError?
         let json = output.json

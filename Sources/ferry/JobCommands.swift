@@ -66,7 +66,7 @@ struct AddFileCommand: ParsableCommand {
         let parsed = try KeyValue.parse(properties, option: "--property")
         let file = NewFileDocument(url: url, path: LocalPath.absolute(path), properties: parsed.isEmpty ? nil : parsed,
                                    mirrors: mirrors.isEmpty ? nil : mirrors)
-        let link = try agent.link()
+        let link = agent.link()
         let result = try link.call(job: job) { try $0.addFiles(job, [file]) }
         let index = result.progress.filesTotal - 1
         print("Added file \(index) to job \(result.id): \(file.url) -> \(file.path)")
@@ -90,20 +90,14 @@ struct AddMirrorCommand: ParsableCommand {
             """
     )
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
-    @Argument(help: "The file's index.") var fileIndex: Int
+    @OptionGroup var target: JobTarget
+    @OptionGroup var file: FileIndexArgument
     @Argument(help: ArgumentHelp("The mirror URLs (http, https or file).", valueName: "url")) var urls: [String]
 
-    func validate() throws {
-        guard fileIndex >= 0 else { throw ValidationError("FILEINDEX must be 0 or more, got \(fileIndex)") }
-    }
-
     func run() throws {
-        let link = try agent.link()
-        let result = try link.call(job: job) { try $0.addMirrors(job, file: fileIndex, urls: urls) }
-        let mirrors = try link.call(job: job) { try $0.file(job, index: fileIndex) }?.mirrors ?? []
-        print("Job \(result.id): file \(fileIndex) mirrors " + (mirrors.isEmpty ? "(none)" : mirrors.joined(separator: " ")))
+        let result = try target.call { try $0.addMirrors(target.job, file: file.fileIndex, urls: urls) }
+        let mirrors = try target.call { try $0.file(target.job, index: file.fileIndex) }?.mirrors ?? []
+        print("Job \(result.id): file \(file.fileIndex) mirrors " + (mirrors.isEmpty ? "(none)" : mirrors.joined(separator: " ")))
     }
 }
 
@@ -156,76 +150,76 @@ struct AddFilesCommand: ParsableCommand {
     }
 }
 
-/// What `resume`, `suspend`, `cancel` and `complete` share: one action on the job, then its new state.
-protocol JobActionCommand: ParsableCommand {
-    /// The API's action: `resume`, `suspend`, `cancel` or `complete`.
-    static var action: String { get }
+/// The moves `resume`, `suspend`, `cancel` and `complete` ask of a job: each command is
+/// one request, then the job's new state (`Job <id> resumed: QUEUED`).
+enum JobAction: String {
+    case resume, suspend, cancel, complete
+
+    /// The command's name and help.
+    var configuration: CommandConfiguration {
+        switch self {
+        case .resume:
+            CommandConfiguration(commandName: rawValue, abstract: "Start a job, or retry one in error at once.",
+                                 discussion: "A job in TRANSIENT_ERROR or ERROR is queued again without waiting for its retry delay.")
+        case .suspend:
+            CommandConfiguration(commandName: rawValue, abstract: "Stop a job's transfers; 'ferry resume' continues them.")
+        case .cancel:
+            CommandConfiguration(commandName: rawValue, abstract: "Cancel a job and delete its temporary files.",
+                                 discussion: "This cannot be undone. The destinations are not touched.")
+        case .complete:
+            CommandConfiguration(commandName: rawValue, abstract: "Complete a job: move its transferred files into place.",
+                                 discussion: "Files that have not arrived are deleted, not moved. Until a job is completed its files stay hidden.")
+        }
+    }
+
     /// The past participle printed on success.
-    static var done: String { get }
-    var agent: AgentOptions { get }
-    var job: String { get }
+    var done: String {
+        switch self {
+        case .resume: "resumed"
+        case .suspend: "suspended"
+        case .cancel: "cancelled"
+        case .complete: "completed"
+        }
+    }
+}
+
+/// A command that asks one ``JobAction`` of a job.
+protocol JobActionCommand: ParsableCommand {
+    static var action: JobAction { get }
+    var target: JobTarget { get }
 }
 
 extension JobActionCommand {
+    static var configuration: CommandConfiguration { action.configuration }
+
     func run() throws {
-        let result = try agent.link().call(job: job) { try $0.perform(Self.action, on: job) }
-        print("Job \(result.id) \(Self.done): \(result.state.rawValue)")
+        let result = try target.call { try $0.perform(Self.action.rawValue, on: target.job) }
+        print("Job \(result.id) \(Self.action.done): \(result.state.rawValue)")
     }
 }
 
 /// `ferry resume`.
 struct ResumeCommand: JobActionCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "resume",
-        abstract: "Start a job, or retry one in error at once.",
-        discussion: "A job in TRANSIENT_ERROR or ERROR is queued again without waiting for its retry delay."
-    )
-    static let action = "resume"
-    static let done = "resumed"
-
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    static let action = JobAction.resume
+    @OptionGroup var target: JobTarget
 }
 
 /// `ferry suspend`.
 struct SuspendCommand: JobActionCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "suspend",
-        abstract: "Stop a job's transfers; 'ferry resume' continues them."
-    )
-    static let action = "suspend"
-    static let done = "suspended"
-
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    static let action = JobAction.suspend
+    @OptionGroup var target: JobTarget
 }
 
 /// `ferry cancel`.
 struct CancelCommand: JobActionCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "cancel",
-        abstract: "Cancel a job and delete its temporary files.",
-        discussion: "This cannot be undone. The destinations are not touched."
-    )
-    static let action = "cancel"
-    static let done = "cancelled"
-
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    static let action = JobAction.cancel
+    @OptionGroup var target: JobTarget
 }
 
 /// `ferry complete`.
 struct CompleteCommand: JobActionCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "complete",
-        abstract: "Complete a job: move its transferred files into place.",
-        discussion: "Files that have not arrived are deleted, not moved. Until a job is completed its files stay hidden."
-    )
-    static let action = "complete"
-    static let done = "completed"
-
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    static let action = JobAction.complete
+    @OptionGroup var target: JobTarget
 }
 
 // MARK: - Input helpers
@@ -246,6 +240,15 @@ enum KeyValue {
             result[String(word[..<equals])] = String(word[word.index(after: equals)...])
         }
         return result
+    }
+}
+
+/// The `FILEINDEX` argument of `addmirror` and `setremotename`: one file of the job, counted from 0.
+struct FileIndexArgument: ParsableArguments {
+    @Argument(help: "The file's index.") var fileIndex: Int
+
+    func validate() throws {
+        guard fileIndex >= 0 else { throw ValidationError("FILEINDEX must be 0 or more, got \(fileIndex)") }
     }
 }
 

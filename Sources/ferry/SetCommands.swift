@@ -14,69 +14,93 @@ extension AgentLink {
     }
 }
 
+/// What every command of this file shares: it changes one job with one request, then prints
+/// the setting as the agent now holds it, `Job <id>: <setting>`.
+protocol JobSettingCommand: ParsableCommand {
+    /// Asks the agent for the change.
+    /// - Returns: the job as it now is.
+    /// - Throws: `ExitCode` after printing the agent's refusal.
+    func change() throws -> JobDocument
+
+    /// The setting as `job` now holds it, such as `priority high`.
+    func setting(of job: JobDocument) -> String
+}
+
+extension JobSettingCommand {
+    func run() throws {
+        let result = try change()
+        print("Job \(result.id): \(setting(of: result))")
+    }
+}
+
 /// `ferry setpriority`.
-struct SetPriorityCommand: ParsableCommand {
+struct SetPriorityCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "setpriority",
         abstract: "Set a job's priority.",
         discussion: "Foreground jobs run at once; background levels (high, normal, low) take turns, the higher first."
     )
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    @OptionGroup var target: JobTarget
     @Argument(help: "foreground, high, normal or low.") var priority: JobPriority
 
-    func run() throws {
-        let result = try agent.link().update(job, JobSettings(priority: priority))
-        print("Job \(result.id): priority \(result.priority.rawValue)")
-    }
+    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(priority: priority)) }
+    func setting(of job: JobDocument) -> String { "priority \(job.priority.rawValue)" }
 }
 
 /// `ferry setremotename`.
-struct SetRemoteNameCommand: ParsableCommand {
+struct SetRemoteNameCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "setremotename",
         abstract: "Point one file of a job at another URL.",
         discussion: "FILEINDEX counts from 0, in the order the files were added ('ferry info' shows it)."
     )
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
-    @Argument(help: "The file's index.") var fileIndex: Int
+    @OptionGroup var target: JobTarget
+    @OptionGroup var file: FileIndexArgument
     @Argument(help: "The new source URL.") var url: String
 
-    func validate() throws {
-        guard fileIndex >= 0 else { throw ValidationError("FILEINDEX must be 0 or more, got \(fileIndex)") }
+    func change() throws(ExitCode) -> JobDocument {
+        try target.call { try $0.setRemoteURL(target.job, file: file.fileIndex, url: url) }
     }
 
-    func run() throws {
-        let result = try agent.link().call(job: job) { try $0.setRemoteURL(job, file: fileIndex, url: url) }
-        let file = result.files.first { $0.index == fileIndex }
-        print("Job \(result.id): file \(fileIndex) now comes from \(file?.url ?? url)")
+    func setting(of job: JobDocument) -> String {
+        "file \(file.fileIndex) now comes from \(job.files.first { $0.index == file.fileIndex }?.url ?? url)"
     }
 }
 
 /// `ferry replaceremoteprefix`.
-struct ReplaceRemotePrefixCommand: ParsableCommand {
+struct ReplaceRemotePrefixCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "replaceremoteprefix",
         abstract: "Change the URL prefix of files not yet transferred.",
         discussion: "Example: ferry replaceremoteprefix JOB http://old-mirror/ https://new-mirror/ (case-sensitive)."
     )
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    @OptionGroup var target: JobTarget
     @Argument(help: "The prefix to replace.") var old: String
     @Argument(help: "The prefix to put in its place.") var new: String
 
-    func run() throws {
-        let result = try agent.link().call(job: job) { try $0.replaceRemotePrefix(job, old: old, new: new) }
-        print("Job \(result.id): \(old) replaced with \(new) in the URLs of the files not yet transferred")
+    func change() throws(ExitCode) -> JobDocument {
+        try target.call { try $0.replaceRemotePrefix(target.job, old: old, new: new) }
+    }
+
+    func setting(of job: JobDocument) -> String {
+        "\(old) replaced with \(new) in the URLs of the files not yet transferred"
+    }
+}
+
+/// The `SECONDS` argument of `setminretrydelay` and `setnoprogresstimeout`.
+struct SecondsArgument: ParsableArguments {
+    @Argument(help: "Seconds.") var seconds: Double
+
+    func validate() throws {
+        guard seconds.isFinite, seconds >= 0 else { throw ValidationError("SECONDS must be a number ≥ 0, got \(seconds)") }
     }
 }
 
 /// `ferry setminretrydelay`.
-struct SetMinRetryDelayCommand: ParsableCommand {
+struct SetMinRetryDelayCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "setminretrydelay",
         abstract: "Set the wait after a transient error.",
@@ -87,22 +111,15 @@ struct SetMinRetryDelayCommand: ParsableCommand {
             """
     )
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
-    @Argument(help: "Seconds.") var seconds: Double
+    @OptionGroup var target: JobTarget
+    @OptionGroup var delay: SecondsArgument
 
-    func validate() throws {
-        guard seconds.isFinite, seconds >= 0 else { throw ValidationError("SECONDS must be a number ≥ 0, got \(seconds)") }
-    }
-
-    func run() throws {
-        let result = try agent.link().update(job, JobSettings(minRetryDelaySec: seconds))
-        print("Job \(result.id): minimum retry delay \(Format.seconds(result.minRetryDelaySec))")
-    }
+    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(minRetryDelaySec: delay.seconds)) }
+    func setting(of job: JobDocument) -> String { "minimum retry delay \(Format.seconds(job.minRetryDelaySec))" }
 }
 
 /// `ferry setnoprogresstimeout`.
-struct SetNoProgressTimeoutCommand: ParsableCommand {
+struct SetNoProgressTimeoutCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "setnoprogresstimeout",
         abstract: "Set when a transient error becomes fatal.",
@@ -112,30 +129,22 @@ struct SetNoProgressTimeoutCommand: ParsableCommand {
             """
     )
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
-    @Argument(help: "Seconds.") var seconds: Double
+    @OptionGroup var target: JobTarget
+    @OptionGroup var timeout: SecondsArgument
 
-    func validate() throws {
-        guard seconds.isFinite, seconds >= 0 else { throw ValidationError("SECONDS must be a number ≥ 0, got \(seconds)") }
-    }
-
-    func run() throws {
-        let result = try agent.link().update(job, JobSettings(noProgressTimeoutSec: seconds))
-        print("Job \(result.id): no-progress timeout \(Format.seconds(result.noProgressTimeoutSec))")
-    }
+    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(noProgressTimeoutSec: timeout.seconds)) }
+    func setting(of job: JobDocument) -> String { "no-progress timeout \(Format.seconds(job.noProgressTimeoutSec))" }
 }
 
 /// `ferry setcustomheaders`.
-struct SetCustomHeadersCommand: ParsableCommand {
+struct SetCustomHeadersCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "setcustomheaders",
         abstract: "Set the extra HTTP headers of a job's requests.",
         discussion: "Each header is one argument, 'Name: value'. They replace the job's headers; none clears them."
     )
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    @OptionGroup var target: JobTarget
     @Argument(help: "Headers such as 'Authorization: Bearer abc'.") var headers: [String] = []
 
     func validate() throws {
@@ -146,15 +155,16 @@ struct SetCustomHeadersCommand: ParsableCommand {
         }
     }
 
-    func run() throws {
-        let result = try agent.link().update(job, JobSettings(customHeaders: headers))
-        let count = result.customHeaders.count
-        print("Job \(result.id): " + (count == 0 ? "no custom headers" : "\(count) custom header\(count == 1 ? "" : "s")"))
+    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(customHeaders: headers)) }
+
+    func setting(of job: JobDocument) -> String {
+        let count = job.customHeaders.count
+        return count == 0 ? "no custom headers" : "\(count) custom header\(count == 1 ? "" : "s")"
     }
 }
 
 /// `ferry setnotifycmdline`.
-struct SetNotifyCmdLineCommand: ParsableCommand {
+struct SetNotifyCmdLineCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "setnotifycmdline",
         abstract: "Set the program run on a job's transfer or error.",
@@ -165,8 +175,7 @@ struct SetNotifyCmdLineCommand: ParsableCommand {
             """
     )
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    @OptionGroup var target: JobTarget
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The program's absolute path and its arguments.", valueName: "program-and-args"))
     var command: [String] = []
 
@@ -176,14 +185,15 @@ struct SetNotifyCmdLineCommand: ParsableCommand {
         }
     }
 
-    func run() throws {
-        let result = try agent.link().update(job, JobSettings(notifyCommand: command))
-        print("Job \(result.id): " + (result.notifyCommand.isEmpty ? "no notify command" : "notify command \(Format.shellWords(result.notifyCommand))"))
+    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(notifyCommand: command)) }
+
+    func setting(of job: JobDocument) -> String {
+        job.notifyCommand.isEmpty ? "no notify command" : "notify command \(Format.shellWords(job.notifyCommand))"
     }
 }
 
 /// `ferry setnotifyflags`.
-struct SetNotifyFlagsCommand: ParsableCommand {
+struct SetNotifyFlagsCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "setnotifyflags",
         abstract: "Choose which notifications a job sends.",
@@ -198,47 +208,38 @@ struct SetNotifyFlagsCommand: ParsableCommand {
             """
     )
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    @OptionGroup var target: JobTarget
     @Argument(help: "The flags, such as 0x3 or transferred,error.", transform: { try NotifyFlagNames.parse($0) })
     var flags: UInt32
 
-    func run() throws {
-        let result = try agent.link().update(job, JobSettings(notifyFlags: flags))
-        print("Job \(result.id): notify flags \(NotifyFlagNames.describe(result.notifyFlags))")
-    }
+    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(notifyFlags: flags)) }
+    func setting(of job: JobDocument) -> String { "notify flags \(NotifyFlagNames.describe(job.notifyFlags))" }
 }
 
 /// `ferry setdisplayname`.
-struct SetDisplayNameCommand: ParsableCommand {
+struct SetDisplayNameCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(commandName: "setdisplayname", abstract: "Rename a job.")
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    @OptionGroup var target: JobTarget
     @Argument(help: "The new display name (1 to 256 characters).") var name: String
 
-    func run() throws {
-        let result = try agent.link().update(job, JobSettings(displayName: name))
-        print("Job \(result.id): display name \(result.displayName)")
-    }
+    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(displayName: name)) }
+    func setting(of job: JobDocument) -> String { "display name \(job.displayName)" }
 }
 
 /// `ferry setdescription`.
-struct SetDescriptionCommand: ParsableCommand {
+struct SetDescriptionCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(commandName: "setdescription", abstract: "Set a job's description.")
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    @OptionGroup var target: JobTarget
     @Argument(help: "The new description (empty to clear it).") var text: String
 
-    func run() throws {
-        let result = try agent.link().update(job, JobSettings(description: text))
-        print("Job \(result.id): " + (result.description.isEmpty ? "no description" : "description \(result.description)"))
-    }
+    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(description: text)) }
+    func setting(of job: JobDocument) -> String { job.description.isEmpty ? "no description" : "description \(job.description)" }
 }
 
 /// `ferry setproperty`.
-struct SetPropertyCommand: ParsableCommand {
+struct SetPropertyCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "setproperty",
         abstract: "Set properties of a job.",
@@ -261,7 +262,7 @@ struct SetPropertyCommand: ParsableCommand {
         _ = try KeyValue.parse(properties, option: "a property")
     }
 
-    func run() throws {
+    func change() throws -> JobDocument {
         let given = try KeyValue.parse(properties, option: "a property")
         let link = agent.link()
         var merged = given
@@ -270,26 +271,27 @@ struct SetPropertyCommand: ParsableCommand {
             let current = try link.call(job: job) { try $0.job(job) }
             merged = current.properties.merging(given) { _, new in new }
         }
-        let result = try link.update(job, JobSettings(properties: merged))
-        print("Job \(result.id): properties \(Format.properties(result.properties))")
+        return try link.update(job, JobSettings(properties: merged))
     }
+
+    func setting(of job: JobDocument) -> String { "properties \(Format.properties(job.properties))" }
 }
 
 /// `ferry setautocomplete`.
-struct SetAutoCompleteCommand: ParsableCommand {
+struct SetAutoCompleteCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "setautocomplete",
         abstract: "Complete a job by itself once every file arrives.",
         discussion: "A job already TRANSFERRED is completed at once when this is turned on."
     )
 
-    @OptionGroup var agent: AgentOptions
-    @Argument(help: "The job's id.") var job: String
+    @OptionGroup var target: JobTarget
     @Argument(help: ArgumentHelp("true or false.", valueName: "true|false")) var enabled: Bool
 
-    func run() throws {
-        let result = try agent.link().update(job, JobSettings(autoComplete: enabled))
-        print("Job \(result.id): auto-complete \(result.autoComplete ? "on" : "off")" + (result.state == .acknowledged ? " (completed now)" : ""))
+    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(autoComplete: enabled)) }
+
+    func setting(of job: JobDocument) -> String {
+        "auto-complete \(job.autoComplete ? "on" : "off")" + (job.state == .acknowledged ? " (completed now)" : "")
     }
 }
 
@@ -299,7 +301,7 @@ enum Switch: String, ExpressibleByArgument, CaseIterable {
 }
 
 /// `ferry setdynamic`.
-struct SetDynamicCommand: ParsableCommand {
+struct SetDynamicCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "setdynamic",
         abstract: "Fetch a job's files as dynamic content.",
@@ -319,15 +321,18 @@ struct SetDynamicCommand: ParsableCommand {
     @Argument(help: "The job's id.") var job: String
     @Argument(help: ArgumentHelp("on or off.", valueName: "on|off")) var mode: Switch
 
-    func run() throws {
-        let result = try agent.link().update(job, JobSettings(dynamicContent: mode == .on, maxFileBytes: maxSize))
-        print("Job \(result.id): dynamic content \(result.dynamicContent ? "on" : "off"), "
-            + (result.maxFileBytes.map { "max file size \(Format.byteCount($0))" } ?? "no job limit on file size"))
+    func change() throws(ExitCode) -> JobDocument {
+        try agent.link().update(job, JobSettings(dynamicContent: mode == .on, maxFileBytes: maxSize))
+    }
+
+    func setting(of job: JobDocument) -> String {
+        "dynamic content \(job.dynamicContent ? "on" : "off"), "
+            + (job.maxFileBytes.map { "max file size \(Format.byteCount($0))" } ?? "no job limit on file size")
     }
 }
 
 /// `ferry settls`.
-struct SetTLSCommand: ParsableCommand {
+struct SetTLSCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
         commandName: "settls",
         abstract: "Trust an extra CA or pin a key for a job's https URLs.",
@@ -363,14 +368,17 @@ struct SetTLSCommand: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func change() throws(ExitCode) -> JobDocument {
         let settings = clear
             ? JobSettings(tlsCAFile: "", tlsPinnedPublicKey: "")
             : JobSettings(tlsCAFile: caFile.map { LocalPath.absolute($0) }, tlsPinnedPublicKey: pin)
-        let result = try agent.link().update(job, settings)
+        return try agent.link().update(job, settings)
+    }
+
+    func setting(of job: JobDocument) -> String {
         var held: [String] = []
-        if let file = result.tlsCAFile { held.append("CA file \(file)") }
-        if let key = result.tlsPinnedPublicKey { held.append("pinned key \(key)") }
-        print("Job \(result.id): " + (held.isEmpty ? "no TLS options (the system's CAs, no pin)" : held.joined(separator: ", ")))
+        if let file = job.tlsCAFile { held.append("CA file \(file)") }
+        if let key = job.tlsPinnedPublicKey { held.append("pinned key \(key)") }
+        return held.isEmpty ? "no TLS options (the system's CAs, no pin)" : held.joined(separator: ", ")
     }
 }

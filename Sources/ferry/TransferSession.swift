@@ -93,7 +93,7 @@ struct TransferSession {
     /// Runs the transfer and returns the process exit status.
     func run() -> Int32 {
         let doorbell = Doorbell()
-        let interrupted = InterruptLatch { doorbell.ring() }
+        let interrupted = SignalLatch { doorbell.ring() }
         let outcome: SessionOutcome
         do {
             let id = try prepareJob()
@@ -130,7 +130,7 @@ struct TransferSession {
         return id
     }
 
-    private func wait(for id: String, doorbell: Doorbell, interrupted: InterruptLatch) -> SessionOutcome {
+    private func wait(for id: String, doorbell: Doorbell, interrupted: SignalLatch) -> SessionOutcome {
         let started = Date()
         let output = ProgressOutput()
         var lastState: JobState?

@@ -38,14 +38,9 @@ struct FerryDaemon: AsyncParsableCommand {
         var overrides = AgentConfiguration.Overrides()
         overrides.stateDirectory = stateDirectory
         overrides.socketPath = socket
-        if let logLevel {
-            guard let level = Logger.Level(rawValue: logLevel) else {
-                throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            overrides.logLevel = level
-        }
         let configuration: AgentConfiguration
         do {
+            if let logLevel { try overrides.setLogLevel(named: logLevel) }
             configuration = try AgentConfiguration.load(path: config, overrides: overrides)
         } catch {
             FileHandle.standardError.write(Data("ferryd: \(error)\n".utf8))

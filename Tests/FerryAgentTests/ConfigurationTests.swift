@@ -1,3 +1,4 @@
+import FerryControl
 import FerryEngine
 import FerryPluginHost
 import FerryTestSupport
@@ -72,6 +73,13 @@ struct ConfigurationDefaultsTests {
         let withoutRuntime = AgentConfiguration.defaults(environment: ["HOME": "/home/ann"], isRoot: false)
         #expect(withoutRuntime.socketPath == withoutRuntime.stateDirectory + "/ferryd.sock")
         #expect(withoutRuntime.sources["paths.socket"] == .builtInDefault)
+
+        // ferry finds the socket through the same DefaultSocket.
+        let slashes = ["XDG_RUNTIME_DIR": "/run/user/1000//", "HOME": "/home/ann"]
+        #expect(AgentConfiguration.defaults(environment: slashes, isRoot: false).socketPath == "/run/user/1000/ferry/ferryd.sock")
+        #expect(DefaultSocket(isRoot: false, environment: slashes, stateDirectory: "/home/ann/.local/state/ferry") == .runtimeDirectory("/run/user/1000"))
+        #expect(DefaultSocket(isRoot: false, environment: ["XDG_RUNTIME_DIR": "run"], stateDirectory: "/srv/state/").path == "/srv/state/ferryd.sock")
+        #expect(DefaultSocket(isRoot: true, environment: slashes, stateDirectory: "/var/lib/ferry").path == "/run/ferry/ferryd.sock")
     }
 
     @Test func aFullValidFile() throws {
@@ -260,6 +268,36 @@ struct ConfigurationOverrideTests {
     @Test func aCommandLineSocketThatIsTooLongIsRefused() {
         let long = "/" + String(repeating: "s", count: 120)
         #expect(throws: ConfigurationError.self) { try load("", overrides: .init(socketPath: long)) }
+    }
+
+    @Test func theLogLevelIsReadAsTheFileReadsIt() throws {
+        var overrides = AgentConfiguration.Overrides()
+        try overrides.setLogLevel(named: "DEBUG")
+        #expect(overrides.logLevel == .debug)
+        #expect(try load("logging:\n  level: DEBUG\n").logLevel == .debug)
+
+        let message = "must be one of trace, debug, info, notice, warning, error, critical, got 'loud'"
+        #expect(performing: { try overrides.setLogLevel(named: "loud") }, throws: { error in
+            (error as? ConfigurationError)?.description == "command line: logging.level: " + message
+        })
+        #expect(refusal("logging:\n  level: loud\n")?.description == "ferryd.yaml:2:10: logging.level: " + message)
+        #expect(overrides.logLevel == .debug, "a refused name changes nothing")
+    }
+
+    /// ferryd takes `--log-level` in any case, as the file, and names the command line when it
+    /// refuses one, with the file's message and status.
+    @Test func ferrydReadsItsLogLevelAsTheFileDoes() throws {
+        let directory = try TemporaryDirectory("ferry-log-level")
+        defer { directory.remove() }
+        let arguments = ["--check-config", "--state-dir", directory.file("state"), "--socket", directory.file("ferryd.sock")]
+        let upper = try ChildProcess.run("ferryd", arguments + ["--log-level", "DEBUG"], timeout: 60)
+        #expect(upper.status == 0, "\(upper.stderr)")
+        #expect(upper.stdout.split(separator: "\n").contains { $0.hasPrefix("logging.level = debug ") && $0.hasSuffix("(command line)") },
+                "\(upper.stdout)")
+
+        let loud = try ChildProcess.run("ferryd", arguments + ["--log-level", "loud"], timeout: 60)
+        #expect(loud.status == 78, "\(loud.stderr)")
+        #expect(loud.stderr == "ferryd: command line: logging.level: must be one of trace, debug, info, notice, warning, error, critical, got 'loud'\n")
     }
 }
 

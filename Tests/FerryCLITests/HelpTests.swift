@@ -200,6 +200,9 @@ final class HelpTests: XCTestCase {
         var result = try ferryAsUser(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": runtime, "XDG_STATE_HOME": directory.file("state")])
         XCTAssertEqual(result.status, 69, result.stderr)
         XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(runtime)/ferry/ferryd.sock:"), result.stderr)
+        // Trailing slashes are dropped, as ferryd drops them when it makes the socket.
+        result = try ferryAsUser(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": runtime + "//", "XDG_STATE_HOME": directory.file("state")])
+        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(runtime)/ferry/ferryd.sock:"), result.stderr)
         result = try ferryAsUser(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": "", "XDG_STATE_HOME": directory.file("state")])
         XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(directory.file("state"))/ferry/ferryd.sock:"), result.stderr)
     }

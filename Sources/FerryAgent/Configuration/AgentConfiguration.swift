@@ -1,3 +1,4 @@
+import FerryControl
 import FerryEngine
 import FerryPluginHost
 import Foundation
@@ -24,7 +25,7 @@ import Glibc
 public struct AgentConfiguration: Sendable, Equatable {
     /// Where the agent keeps its job store; the default is `StateDirectory.defaultPath()`.
     public var stateDirectory: String
-    /// The control socket. Default: `/run/ferry/ferryd.sock` for root; otherwise
+    /// The control socket. Default (``DefaultSocket``): `/run/ferry/ferryd.sock` for root; otherwise
     /// `$XDG_RUNTIME_DIR/ferry/ferryd.sock`, or `<stateDirectory>/ferryd.sock` without it.
     public var socketPath: String
     /// The socket's permission bits, default `0o666`: access is decided per request from
@@ -119,6 +120,15 @@ public struct AgentConfiguration: Sendable, Equatable {
             self.stateDirectory = stateDirectory
             self.socketPath = socketPath
             self.logLevel = logLevel
+        }
+
+        /// Sets ``logLevel`` from the text of `--log-level`, read as the file's `logging.level` is.
+        /// - Parameter name: a level's name, in any case: `trace`, `debug`, `info`, `notice`,
+        ///   `warning`, `error` or `critical`.
+        /// - Throws: ``ConfigurationError`` naming the command line where a file's error names its
+        ///   line: `command line: logging.level: must be one of trace, …, got 'loud'`.
+        public mutating func setLogLevel(named name: String) throws(ConfigurationError) {
+            logLevel = try LogLevelName.level(name) { ConfigurationError(file: "command line", key: "logging.level", message: $0) }
         }
     }
 
@@ -314,14 +324,9 @@ extension AgentConfiguration {
     /// Fills in what depends on other values: the default socket, the store, the plugin search.
     private mutating func deriveDependentValues(environment: [String: String], isRoot: Bool) {
         if sources["paths.socket"] == .builtInDefault {
-            if isRoot {
-                socketPath = "/run/ferry/ferryd.sock"
-            } else if let runtime = environment["XDG_RUNTIME_DIR"], runtime.hasPrefix("/") {
-                socketPath = ConfigurationReader.normalized(path: runtime) + "/ferry/ferryd.sock"
-                sources["paths.socket"] = .environment("XDG_RUNTIME_DIR")
-            } else {
-                socketPath = Self.join(stateDirectory, "ferryd.sock")
-            }
+            let socket = DefaultSocket(isRoot: isRoot, environment: environment, stateDirectory: stateDirectory)
+            socketPath = socket.path
+            if case .runtimeDirectory = socket { sources["paths.socket"] = .environment("XDG_RUNTIME_DIR") }
         }
         engine.storePath = Self.join(stateDirectory, "jobs.db")
         engine.pluginCallRecordsDirectory = Self.join(stateDirectory, "plugin-calls")

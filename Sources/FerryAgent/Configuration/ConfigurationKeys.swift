@@ -64,12 +64,8 @@ extension ConfigurationKey {
         }, show: { ConfigurationFormat.list($0.engine.pluginDirectories.map(ConfigurationFormat.yamlString)) }),
 
         ConfigurationKey(path: "logging.level", read: { node, key, reader, configuration throws(ConfigurationError) in
-            let names = Logger.Level.allCases.map(\.rawValue)
-            let text = try reader.scalarText(node, key: key, expected: "one of \(names.joined(separator: ", "))")
-            guard let level = Logger.Level(rawValue: text.lowercased()) else {
-                throw reader.error(at: node, key: key, "must be one of \(names.joined(separator: ", ")), got '\(text)'")
-            }
-            configuration.logLevel = level
+            let text = try reader.scalarText(node, key: key, expected: LogLevelName.expected)
+            configuration.logLevel = try LogLevelName.level(text) { reader.error(at: node, key: key, $0) }
         }, show: { $0.logLevel.rawValue }),
 
         .integer("transfers.max_connections", 1...1024, \.engine.maxConnections),

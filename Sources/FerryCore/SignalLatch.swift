@@ -1,19 +1,23 @@
 import Dispatch
 import Foundation
 
-/// Catches SIGINT and SIGTERM instead of dying of them: remembers that one arrived,
-/// wakes whoever waits, and runs an optional action.
-final class InterruptLatch: @unchecked Sendable {
+/// Catches signals instead of letting them act as they would: remembers that one arrived,
+/// wakes whoever waits for it, and runs an optional action.
+///
+/// `ferry` catches SIGINT and SIGTERM with it (a transfer is saved, a watch ends), `ferryd`
+/// SIGHUP (the configuration is read again).
+public final class SignalLatch: @unchecked Sendable {
     private var sources: [DispatchSourceSignal] = []
-    private let queue = DispatchQueue(label: "ferry.interrupts")
+    private let queue = DispatchQueue(label: "ferry.signals")
     private let condition = NSCondition()
     private var arrived = false
 
-    /// Starts catching the signals.
+    /// Starts catching the signals: each is ignored from now on, and reported to the latch instead.
     /// - Parameters:
     ///   - signals: the signals to catch (default SIGINT and SIGTERM).
-    ///   - action: run on a private queue when one arrives, after the latch is set.
-    init(signals: [Int32] = [SIGINT, SIGTERM], action: (@Sendable () -> Void)? = nil) {
+    ///   - action: run on a private queue each time one arrives, after the latch is set; one
+    ///     run at a time.
+    public init(signals: [Int32] = [SIGINT, SIGTERM], action: (@Sendable () -> Void)? = nil) {
         for number in signals {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
@@ -31,7 +35,7 @@ final class InterruptLatch: @unchecked Sendable {
     }
 
     /// Whether a signal has arrived.
-    var fired: Bool {
+    public var fired: Bool {
         condition.lock()
         defer { condition.unlock() }
         return arrived
@@ -39,11 +43,16 @@ final class InterruptLatch: @unchecked Sendable {
 
     /// Sleeps up to `seconds`, waking early when a signal arrives.
     /// - Returns: whether a signal has arrived.
-    func wait(seconds: Double) -> Bool {
+    public func wait(seconds: Double) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         condition.lock()
         defer { condition.unlock() }
         while !arrived && condition.wait(until: deadline) {}
         return arrived
+    }
+
+    /// Stops running the action. The signals stay ignored.
+    public func cancel() {
+        for source in sources { source.cancel() }
     }
 }
