@@ -98,10 +98,8 @@ public final class Agent: Sendable {
     }
 
     /// SIGHUP: read the file again; keep the running configuration if it has errors.
-    private func installReloadHandler(service: AgentService, notifications: NotificationCenter) -> any DispatchSourceSignal {
-        signal(SIGHUP, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-        source.setEventHandler { [self] in
+    private func installReloadHandler(service: AgentService, notifications: NotificationCenter) -> SignalLatch {
+        SignalLatch(signals: [SIGHUP]) { [self] in
             do {
                 let fresh = try AgentConfiguration.load(path: configurationPath, overrides: overrides)
                 let previous = current.withLock { state -> AgentConfiguration in
@@ -124,8 +122,6 @@ public final class Agent: Sendable {
                 logger.error("configuration not reloaded: the running one is kept", metadata: ["error": "\(error)"])
             }
         }
-        source.resume()
-        return source
     }
 }
 

@@ -193,16 +193,20 @@ extension Engine {
         // A local source that stops giving bytes (a hung file system) fails like a stalled
         // server; its reader thread is left to end by itself.
         let stall = Double(configuration.stallTimeoutSeconds)
-        let all = transfers.all
-        for transfer in all where transfer.localSource != nil && now.timeIntervalSince(transfer.lastActivity) > stall {
+        var stalled: [FileTransfer] = []
+        transfers.forEach { transfer in
+            if transfer.localSource != nil, now.timeIntervalSince(transfer.lastActivity) > stall { stalled.append(transfer) }
+        }
+        // (Failing one changes the running transfers: after the walk.)
+        for transfer in stalled {
             transfer.localSourceFailed(FerryError(code: .timeout, context: .remoteFile, isTransient: true, fileIndex: transfer.fileIndex,
                                                   message: "the source \(transfer.request.url) gave no bytes for \(Int(stall)) s"))
         }
-        for transfer in all where !transfer.isFinishing && !transfer.checkpointInFlight {
-            if transfer.file.snapshot.length != transfer.lastCheckpointLength,
-               now.timeIntervalSince(transfer.lastCheckpointTime) >= configuration.checkpointIntervalSeconds {
-                durability.checkpoint(transfer, transferred: false, then: nil)
-            }
+        let interval = configuration.checkpointIntervalSeconds
+        transfers.forEach { transfer in
+            guard !transfer.isFinishing, !transfer.checkpointInFlight, now.timeIntervalSince(transfer.lastCheckpointTime) >= interval,
+                  transfer.file.snapshot.length != transfer.lastCheckpointLength else { return }
+            durability.checkpoint(transfer, transferred: false, then: nil)
         }
     }
 }

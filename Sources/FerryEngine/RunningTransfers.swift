@@ -22,8 +22,13 @@ struct RunningTransfers {
     var moving: Int { count - finishing }
     /// The jobs with transfers.
     var jobs: [JobID] { Array(byJob.keys) }
-    /// Every transfer.
-    var all: [FileTransfer] { byJob.values.flatMap(\.values) }
+    /// Calls `body` with every transfer, without collecting them (the loop does this on
+    /// every turn).
+    func forEach(_ body: (FileTransfer) -> Void) {
+        for transfers in byJob.values {
+            for transfer in transfers.values { body(transfer) }
+        }
+    }
 
     /// The transfer of a file, if it runs.
     subscript(_ id: JobID, file index: Int) -> FileTransfer? { byJob[id]?[index] }

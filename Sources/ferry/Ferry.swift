@@ -41,35 +41,12 @@ struct Ferry: ParsableCommand {
 }
 
 /// Exit codes shared by every command (documented in docs/cli.md).
-enum ExitStatus {
-    static let success: Int32 = 0
-    /// The job or the operation failed (a fatal job error; the agent refused for another reason).
-    static let jobFailed: Int32 = 1
-    /// No such job (the API answered 404).
-    static let notFound: Int32 = 2
-    /// EX_USAGE: reported by the argument parser.
-    static let usage: Int32 = 64
-    /// EX_DATAERR: a manifest, list or argument the agent or the engine cannot use.
-    static let badInput: Int32 = 65
-    /// EX_UNAVAILABLE: the agent cannot be reached, or the store or state directory is unusable.
-    static let cannotRun: Int32 = 69
-    /// EX_TEMPFAIL: the same transfer is already running, or the agent is too busy to answer.
-    static let busy: Int32 = 75
-    /// EX_NOPERM: the agent refused the caller (API 403), or its socket is closed to the caller.
-    static let permission: Int32 = 77
-    /// 128 + SIGINT.
-    static let interrupted: Int32 = 130
-
-    /// The exit status for a refused or failed control request.
+extension ExitStatus {
+    /// The exit status for a refused or failed control request: the error table's for the
+    /// code the agent answered (``ErrorCode/exitStatus``); 69 when no agent answered.
     static func of(_ error: ControlError) -> Int32 {
-        switch error.status {
-        case 0: cannotRun
-        case 400, 413: badInput
-        case 403: permission
-        case 404: notFound
-        case 429, 503: busy
-        default: jobFailed
-        }
+        guard error.status != 0 else { return cannotRun }
+        return ErrorCode(rawValue: error.error.code).exitStatus
     }
 }
 

@@ -84,10 +84,12 @@ final class InProcessBackend: TransferBackend {
         _ = try engine.resume(id)
     }
 
-    /// Input the engine refused is bad input (65); anything else failed the job (1).
+    /// What the engine refused, with the error table's exit status (``ErrorCode/exitStatus``);
+    /// for `transfer`, a destination the caller may not write is bad input (65), as a
+    /// refused URL is (docs/cli.md).
     private static func refusal(_ error: FerryError) -> TransferFailure {
-        let badInput: Set<ErrorCode> = [.invalidArgument, .unsupportedURL, .destinationMissing, .accessDenied]
-        return TransferFailure(status: badInput.contains(error.code) ? ExitStatus.badInput : ExitStatus.jobFailed, message: "ferry: \(error.message)")
+        let status = error.code == .accessDenied ? ExitStatus.badInput : error.code.exitStatus
+        return TransferFailure(status: status, message: "ferry: \(error.message)")
     }
 
     func summary(_ id: String) throws(TransferFailure) -> JobDocument? {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryAgent
+import FerryCore
 import FerryEngine
 import FerryPluginHost
 import Foundation
@@ -44,7 +45,7 @@ struct FerryDaemon: AsyncParsableCommand {
             configuration = try AgentConfiguration.load(path: config, overrides: overrides)
         } catch {
             FileHandle.standardError.write(Data("ferryd: \(error)\n".utf8))
-            throw ExitCode(78)  // EX_CONFIG
+            throw ExitCode(ExitStatus.configuration)
         }
         let level = configuration.logLevel
         LoggingSystem.bootstrap { AgentLogHandler(label: $0, level: level) }
@@ -66,7 +67,7 @@ struct FerryDaemon: AsyncParsableCommand {
                 }
             } catch {
                 FileHandle.standardError.write(Data("ferryd: \(error)\n".utf8))
-                throw ExitCode(78)
+                throw ExitCode(ExitStatus.configuration)
             }
             print("configuration OK")
             return
@@ -75,7 +76,7 @@ struct FerryDaemon: AsyncParsableCommand {
             try await Agent(configuration: configuration, path: config, overrides: overrides, logger: logger).run()
         } catch let error as AgentError {
             logger.critical("cannot run: \(error.description)")
-            throw ExitCode(69)
+            throw ExitCode(ExitStatus.cannotRun)
         }
     }
 }

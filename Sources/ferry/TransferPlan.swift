@@ -1,4 +1,5 @@
 import FerryCore
+import FerryEngine
 import Foundation
 
 /// What `ferry transfer` is asked to do.

@@ -1,4 +1,5 @@
 import FerryCore
+import FerryEngine
 import Foundation
 
 /// A list of files to fetch in one job, as pipelines hand them over.
