@@ -144,8 +144,8 @@ extension Engine {
         return try call(.replaceRemotePrefix(old: old, new: new), id)
     }
 
-    /// Adds alternative URLs for one file (its `mirrors` property). Each must be an
-    /// `http`, `https` or `file` URL; the engine starts the file from the healthiest one and
+    /// Adds alternative URLs for one file (its `mirrors` property). Each must be one word
+    /// and an `http`, `https` or `file` URL (``InputRules/checkMirrorURL(_:)``); the engine starts the file from the healthiest one and
     /// the `mirror-failover` policy switches between them on errors.
     public func addMirrors(_ id: JobID, file: Int, urls: [String]) throws(FerryError) -> Job {
         guard !urls.isEmpty else {
@@ -153,7 +153,7 @@ extension Engine {
         }
         let owner = try job(id)
         for url in urls {
-            try InputRules.checkRemoteURL(url, kind: "mirror")
+            try InputRules.checkMirrorURL(url)
             try FileAdmission.checkLocalSource(url, for: owner)
         }
         return try call(.addMirrors(file: file, urls: urls), id)

@@ -31,35 +31,32 @@ enum FileAdmission {
 
     /// Checks a file to add to `job`; `verifiedDirectories` remembers the destination
     /// directories already found usable by its owner in this call.
-    static func admit(_ file: NewFile, to job: Job, checkDirectory: Bool = true,
-                      verifiedDirectories: inout [String: DirectoryHandle]) throws(FerryError) -> JobFile {
+    static func admit(_ file: NewFile, to job: Job, verifiedDirectories: inout [String: DirectoryHandle]) throws(FerryError) -> JobFile {
         try InputRules.checkRemoteURL(file.remoteURL)
-        if checkDirectory { try checkLocalSource(file.remoteURL, for: job) }
+        try checkLocalSource(file.remoteURL, for: job)
         try InputRules.checkLocalPath(file.localPath)
         // Mirrors are checked as the URL itself is (a file: mirror must be readable by the owner).
         for mirror in JobFile.mirrors(in: file.properties[JobFile.mirrorsProperty] ?? "") {
             try InputRules.checkRemoteURL(mirror, kind: "mirror")
-            if checkDirectory { try checkLocalSource(mirror, for: job) }
+            try checkLocalSource(mirror, for: job)
         }
-        if checkDirectory {
-            let (directory, name) = Job.split(file.localPath)
-            let known = verifiedDirectories[directory]
-            let handle = try OwnerIdentity.run(as: job) { () throws(FerryError) -> DirectoryHandle in
-                if let known { return known }
-                let handle = try DirectoryHandle(opening: directory)
-                guard handle.allowsCreatingFiles() else {
-                    throw FerryError(code: .accessDenied, context: .localFile,
-                                     message: "uid \(job.owner) may not create files in \(directory)")
-                }
-                return handle
+        let (directory, name) = Job.split(file.localPath)
+        let known = verifiedDirectories[directory]
+        let handle = try OwnerIdentity.run(as: job) { () throws(FerryError) -> DirectoryHandle in
+            if let known { return known }
+            let handle = try DirectoryHandle(opening: directory)
+            guard handle.allowsCreatingFiles() else {
+                throw FerryError(code: .accessDenied, context: .localFile,
+                                 message: "uid \(job.owner) may not create files in \(directory)")
             }
-            if let existing = handle.status(of: name), (existing.st_mode & S_IFMT) == S_IFDIR {
-                throw FerryError(code: .invalidArgument, context: .localFile, message: "the destination \(file.localPath) is a directory")
-            }
-            // A few directories are kept open for the files that follow; a request naming many
-            // directories opens each again rather than hold a descriptor per directory.
-            if known == nil, verifiedDirectories.count < 64 { verifiedDirectories[directory] = handle }
+            return handle
         }
+        if let existing = handle.status(of: name), (existing.st_mode & S_IFMT) == S_IFDIR {
+            throw FerryError(code: .invalidArgument, context: .localFile, message: "the destination \(file.localPath) is a directory")
+        }
+        // A few directories are kept open for the files that follow; a request naming many
+        // directories opens each again rather than hold a descriptor per directory.
+        if known == nil, verifiedDirectories.count < 64 { verifiedDirectories[directory] = handle }
         return JobFile(remoteURL: file.remoteURL, localPath: file.localPath, properties: file.properties)
     }
 

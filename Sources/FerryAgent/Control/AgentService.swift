@@ -88,10 +88,9 @@ public final class AgentService: Sendable {
         return try engine.addFiles(job.id, try Self.newFiles(files))
     }
 
-    /// Adds alternative URLs for one file; each is checked as a mirror, then by the engine.
+    /// Adds alternative URLs for one file; the engine checks each as a mirror.
     public func addMirrors(_ id: String, file: Int, urls: [String], for caller: Caller) throws(FerryError) -> Job {
         let job = try job(id, for: caller)
-        for url in urls { try InputRules.checkMirrorURL(url) }
         try actAsCaller(job, caller)
         return try engine.addMirrors(job.id, file: file, urls: urls)
     }
