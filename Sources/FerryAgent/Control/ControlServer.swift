@@ -44,8 +44,8 @@ struct ControlRoutes: Sendable {
             let limit = try integer(query.get("limit"), named: "limit", in: 1...Paging.maxJobs) ?? Paging.defaultJobs
             let after = query.get("after")
             if let after, !Paging.isCursor(after) {
-                throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager,
-                                                       message: "after must be the next cursor of an earlier page, got '\(after)'"))
+                throw FerryError(code: .invalidArgument, context: .queueManager,
+                                 message: "after must be the next cursor of an earlier page, got '\(after)'")
             }
             // Files are left out of listings unless asked for, and then paged as for one job.
             let withFiles = try flag(query.get("files"), named: "files") ?? false
@@ -138,7 +138,7 @@ struct ControlRoutes: Sendable {
         v1.post("events/ack") { request, context in
             let who = try caller(context)
             guard let text = request.uri.queryParameters.get("upTo"), let upTo = Int64(text) else {
-                throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .notification, message: "give ?upTo=<sequence>"))
+                throw FerryError(code: .invalidArgument, context: .notification, message: "give ?upTo=<sequence>")
             }
             return try json(["acknowledged": try notifications.acknowledge(who, upTo: upTo)])
         }
@@ -169,22 +169,22 @@ struct ControlRoutes: Sendable {
         case "true", "1": return true
         case "false", "0": return false
         case let other?:
-            throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager, message: "\(name) must be true or false, got '\(other)'"))
+            throw FerryError(code: .invalidArgument, context: .queueManager, message: "\(name) must be true or false, got '\(other)'")
         }
     }
 
     private func integer(_ text: String?, named name: String, in range: ClosedRange<Int>) throws -> Int? {
         guard let text else { return nil }
         guard let value = Int(text), range.contains(value) else {
-            throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager,
-                                                   message: "\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), got '\(text)'"))
+            throw FerryError(code: .invalidArgument, context: .queueManager,
+                             message: "\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), got '\(text)'")
         }
         return value
     }
 
     private func caller(_ context: AgentRequestContext) throws -> Caller {
         guard let caller = context.caller else {
-            throw APIError(.forbidden, FerryError(code: .accessDenied, context: .queueManager, message: "cannot tell who is calling (SO_PEERCRED)"))
+            throw FerryError(code: .accessDenied, context: .queueManager, message: "cannot tell who is calling (SO_PEERCRED)")
         }
         return caller
     }
@@ -192,7 +192,7 @@ struct ControlRoutes: Sendable {
     /// The `{index}` of a file path: a whole number ≥ 0.
     private func fileIndex(_ context: AgentRequestContext) throws -> Int {
         guard let index = Int(try context.parameters.require("index")), index >= 0 else {
-            throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager, message: "the file index must be a whole number"))
+            throw FerryError(code: .invalidArgument, context: .queueManager, message: "the file index must be a whole number")
         }
         return index
     }
@@ -206,15 +206,17 @@ struct ControlRoutes: Sendable {
         }
         let data = Data(buffer.readableBytesView)
         guard !data.isEmpty else {
-            throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager, message: "the request needs a JSON body"))
+            throw FerryError(code: .invalidArgument, context: .queueManager, message: "the request needs a JSON body")
         }
         do { return try ControlJSON.decoder.decode(T.self, from: data) } catch {
-            throw APIError(.badRequest, FerryError(code: .invalidArgument, context: .queueManager, message: describeDecodingError(error)))
+            throw FerryError(code: .invalidArgument, context: .queueManager, message: describeDecodingError(error))
         }
     }
 }
 
 /// A refused request: the HTTP status and the error it carries.
+/// A refusal whose status is not the error table's (`413` for a body too large); every
+/// other refusal is a ``FerryError``, answered with ``ErrorCode/httpStatus``.
 struct APIError: Error {
     let status: HTTPResponse.Status
     let error: FerryError
