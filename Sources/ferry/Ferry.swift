@@ -22,17 +22,19 @@ struct Ferry: ParsableCommand {
         groupedSubcommands: [
             CommandGroup(name: "Jobs", subcommands: [
                 CreateCommand.self, AddFileCommand.self, AddFilesCommand.self, AddMirrorCommand.self,
-                ResumeCommand.self, SuspendCommand.self, CancelCommand.self, CompleteCommand.self,
+                JobActionCommand<ResumeAction>.self, JobActionCommand<SuspendAction>.self,
+                JobActionCommand<CancelAction>.self, JobActionCommand<CompleteAction>.self,
             ]),
             CommandGroup(name: "Inspection", subcommands: [
                 ListCommand.self, InfoCommand.self, MonitorCommand.self, GetErrorCommand.self, EventsCommand.self,
                 SourcesCommand.self,
             ]),
             CommandGroup(name: "Settings", subcommands: [
-                SetPriorityCommand.self, SetRemoteNameCommand.self, ReplaceRemotePrefixCommand.self,
-                SetMinRetryDelayCommand.self, SetNoProgressTimeoutCommand.self, SetCustomHeadersCommand.self,
-                SetNotifyCmdLineCommand.self, SetNotifyFlagsCommand.self, SetDisplayNameCommand.self,
-                SetDescriptionCommand.self, SetPropertyCommand.self, SetAutoCompleteCommand.self,
+                SetValueCommand<PrioritySetting>.self, SetRemoteNameCommand.self, ReplaceRemotePrefixCommand.self,
+                SetValueCommand<MinRetryDelaySetting>.self, SetValueCommand<NoProgressTimeoutSetting>.self,
+                SetCustomHeadersCommand.self, SetNotifyCmdLineCommand.self, SetNotifyFlagsCommand.self,
+                SetValueCommand<DisplayNameSetting>.self, SetValueCommand<DescriptionSetting>.self,
+                SetPropertyCommand.self, SetValueCommand<AutoCompleteSetting>.self,
                 SetDynamicCommand.self, SetTLSCommand.self,
             ]),
             CommandGroup(name: "Transfer", subcommands: [TransferCommand.self]),

@@ -183,43 +183,27 @@ enum JobAction: String {
     }
 }
 
-/// A command that asks one ``JobAction`` of a job.
-protocol JobActionCommand: ParsableCommand {
+/// Names one ``JobAction`` at the type level, so that one generic command serves all four.
+protocol JobActionKind {
     static var action: JobAction { get }
-    var target: JobTarget { get }
 }
 
-extension JobActionCommand {
-    static var configuration: CommandConfiguration { action.configuration }
+enum ResumeAction: JobActionKind { static let action = JobAction.resume }
+enum SuspendAction: JobActionKind { static let action = JobAction.suspend }
+enum CancelAction: JobActionKind { static let action = JobAction.cancel }
+enum CompleteAction: JobActionKind { static let action = JobAction.complete }
+
+/// `ferry resume`, `ferry suspend`, `ferry cancel` and `ferry complete`: asks `Kind`'s
+/// ``JobAction`` of one job, then prints the job's new state.
+struct JobActionCommand<Kind: JobActionKind>: ParsableCommand {
+    static var configuration: CommandConfiguration { Kind.action.configuration }
+
+    @OptionGroup var target: JobTarget
 
     func run() throws {
-        let result = try target.call { try $0.perform(Self.action.rawValue, on: target.job) }
-        print("Job \(result.id) \(Self.action.done): \(result.state.rawValue)")
+        let result = try target.call { try $0.perform(Kind.action.rawValue, on: target.job) }
+        print("Job \(result.id) \(Kind.action.done): \(result.state.rawValue)")
     }
-}
-
-/// `ferry resume`.
-struct ResumeCommand: JobActionCommand {
-    static let action = JobAction.resume
-    @OptionGroup var target: JobTarget
-}
-
-/// `ferry suspend`.
-struct SuspendCommand: JobActionCommand {
-    static let action = JobAction.suspend
-    @OptionGroup var target: JobTarget
-}
-
-/// `ferry cancel`.
-struct CancelCommand: JobActionCommand {
-    static let action = JobAction.cancel
-    @OptionGroup var target: JobTarget
-}
-
-/// `ferry complete`.
-struct CompleteCommand: JobActionCommand {
-    static let action = JobAction.complete
-    @OptionGroup var target: JobTarget
 }
 
 // MARK: - Input helpers

@@ -33,21 +33,6 @@ extension JobSettingCommand {
     }
 }
 
-/// `ferry setpriority`.
-struct SetPriorityCommand: JobSettingCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "setpriority",
-        abstract: "Set a job's priority.",
-        discussion: "Foreground jobs run at once; background levels (high, normal, low) take turns, the higher first."
-    )
-
-    @OptionGroup var target: JobTarget
-    @Argument(help: "foreground, high, normal or low.") var priority: JobPriority
-
-    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(priority: priority)) }
-    func setting(of job: JobDocument) -> String { "priority \(job.priority.rawValue)" }
-}
-
 /// `ferry setremotename`.
 struct SetRemoteNameCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
@@ -90,17 +75,69 @@ struct ReplaceRemotePrefixCommand: JobSettingCommand {
     }
 }
 
-/// The `SECONDS` argument of `setminretrydelay` and `setnoprogresstimeout`.
-struct SecondsArgument: ParsableArguments {
-    @Argument(help: "Seconds.") var seconds: Double
+/// A job setting that one argument sets: the command's help, the field of the request it
+/// fills, and the words that show what the job now holds. One generic command,
+/// ``SetValueCommand``, serves each of them.
+protocol SingleValueSetting {
+    associatedtype Value: ExpressibleByArgument
+    static var configuration: CommandConfiguration { get }
+    static var argumentHelp: ArgumentHelp { get }
+    /// The field of the request that sets it.
+    static var request: WritableKeyPath<JobSettings, Value?> { get }
+    /// Refuses a value before anything is sent.
+    static func check(_ value: Value) throws(ValidationError)
+    /// The setting as `job` now holds it, such as `priority high`.
+    static func described(_ job: JobDocument) -> String
+}
 
-    func validate() throws {
+extension SingleValueSetting {
+    static func check(_ value: Value) throws(ValidationError) {}
+}
+
+/// `ferry setpriority`, `setminretrydelay`, `setnoprogresstimeout`, `setdisplayname`,
+/// `setdescription` and `setautocomplete`.
+struct SetValueCommand<Setting: SingleValueSetting>: JobSettingCommand {
+    static var configuration: CommandConfiguration { Setting.configuration }
+
+    @OptionGroup var target: JobTarget
+    @Argument(help: Setting.argumentHelp) var value: Setting.Value
+
+    func validate() throws { try Setting.check(value) }
+
+    func change() throws(ExitCode) -> JobDocument {
+        var settings = JobSettings()
+        settings[keyPath: Setting.request] = value
+        return try target.update(settings)
+    }
+
+    func setting(of job: JobDocument) -> String { Setting.described(job) }
+}
+
+/// `setpriority`.
+enum PrioritySetting: SingleValueSetting {
+    static let configuration = CommandConfiguration(
+        commandName: "setpriority",
+        abstract: "Set a job's priority.",
+        discussion: "Foreground jobs run at once; background levels (high, normal, low) take turns, the higher first."
+    )
+    static var argumentHelp: ArgumentHelp { ArgumentHelp("foreground, high, normal or low.", valueName: "priority") }
+    static var request: WritableKeyPath<JobSettings, JobPriority?> { \.priority }
+    static func described(_ job: JobDocument) -> String { "priority \(job.priority.rawValue)" }
+}
+
+/// A number of seconds ≥ 0, as `setminretrydelay` and `setnoprogresstimeout` take it.
+protocol SecondsSetting: SingleValueSetting where Value == Double {}
+
+extension SecondsSetting {
+    static var argumentHelp: ArgumentHelp { ArgumentHelp("Seconds.", valueName: "seconds") }
+
+    static func check(_ seconds: Double) throws(ValidationError) {
         guard seconds.isFinite, seconds >= 0 else { throw ValidationError("SECONDS must be a number ≥ 0, got \(seconds)") }
     }
 }
 
-/// `ferry setminretrydelay`.
-struct SetMinRetryDelayCommand: JobSettingCommand {
+/// `setminretrydelay`: the wait after a transient error.
+enum MinRetryDelaySetting: SecondsSetting {
     static let configuration = CommandConfiguration(
         commandName: "setminretrydelay",
         abstract: "Set the wait after a transient error.",
@@ -110,16 +147,12 @@ struct SetMinRetryDelayCommand: JobSettingCommand {
             Retry-After can make the wait longer.
             """
     )
-
-    @OptionGroup var target: JobTarget
-    @OptionGroup var delay: SecondsArgument
-
-    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(minRetryDelaySec: delay.seconds)) }
-    func setting(of job: JobDocument) -> String { "minimum retry delay \(Format.seconds(job.minRetryDelaySec))" }
+    static var request: WritableKeyPath<JobSettings, Double?> { \.minRetryDelaySec }
+    static func described(_ job: JobDocument) -> String { "minimum retry delay \(Format.seconds(job.minRetryDelaySec))" }
 }
 
-/// `ferry setnoprogresstimeout`.
-struct SetNoProgressTimeoutCommand: JobSettingCommand {
+/// `setnoprogresstimeout`: when a transient error becomes fatal.
+enum NoProgressTimeoutSetting: SecondsSetting {
     static let configuration = CommandConfiguration(
         commandName: "setnoprogresstimeout",
         abstract: "Set when a transient error becomes fatal.",
@@ -128,12 +161,39 @@ struct SetNoProgressTimeoutCommand: JobSettingCommand {
             and the job goes to ERROR. 0 makes every error fatal.
             """
     )
+    static var request: WritableKeyPath<JobSettings, Double?> { \.noProgressTimeoutSec }
+    static func described(_ job: JobDocument) -> String { "no-progress timeout \(Format.seconds(job.noProgressTimeoutSec))" }
+}
 
-    @OptionGroup var target: JobTarget
-    @OptionGroup var timeout: SecondsArgument
+/// `setdisplayname`.
+enum DisplayNameSetting: SingleValueSetting {
+    static let configuration = CommandConfiguration(commandName: "setdisplayname", abstract: "Rename a job.")
+    static var argumentHelp: ArgumentHelp { ArgumentHelp("The new display name (1 to 256 characters).", valueName: "name") }
+    static var request: WritableKeyPath<JobSettings, String?> { \.displayName }
+    static func described(_ job: JobDocument) -> String { "display name \(job.displayName)" }
+}
 
-    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(noProgressTimeoutSec: timeout.seconds)) }
-    func setting(of job: JobDocument) -> String { "no-progress timeout \(Format.seconds(job.noProgressTimeoutSec))" }
+/// `setdescription`.
+enum DescriptionSetting: SingleValueSetting {
+    static let configuration = CommandConfiguration(commandName: "setdescription", abstract: "Set a job's description.")
+    static var argumentHelp: ArgumentHelp { ArgumentHelp("The new description (empty to clear it).", valueName: "text") }
+    static var request: WritableKeyPath<JobSettings, String?> { \.description }
+    static func described(_ job: JobDocument) -> String { job.description.isEmpty ? "no description" : "description \(job.description)" }
+}
+
+/// `setautocomplete`.
+enum AutoCompleteSetting: SingleValueSetting {
+    static let configuration = CommandConfiguration(
+        commandName: "setautocomplete",
+        abstract: "Complete a job by itself once every file arrives.",
+        discussion: "A job already TRANSFERRED is completed at once when this is turned on."
+    )
+    static var argumentHelp: ArgumentHelp { ArgumentHelp("true or false.", valueName: "true|false") }
+    static var request: WritableKeyPath<JobSettings, Bool?> { \.autoComplete }
+
+    static func described(_ job: JobDocument) -> String {
+        "auto-complete \(job.autoComplete ? "on" : "off")" + (job.state == .acknowledged ? " (completed now)" : "")
+    }
 }
 
 /// `ferry setcustomheaders`.
@@ -216,28 +276,6 @@ struct SetNotifyFlagsCommand: JobSettingCommand {
     func setting(of job: JobDocument) -> String { "notify flags \(NotifyFlagNames.describe(job.notifyFlags))" }
 }
 
-/// `ferry setdisplayname`.
-struct SetDisplayNameCommand: JobSettingCommand {
-    static let configuration = CommandConfiguration(commandName: "setdisplayname", abstract: "Rename a job.")
-
-    @OptionGroup var target: JobTarget
-    @Argument(help: "The new display name (1 to 256 characters).") var name: String
-
-    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(displayName: name)) }
-    func setting(of job: JobDocument) -> String { "display name \(job.displayName)" }
-}
-
-/// `ferry setdescription`.
-struct SetDescriptionCommand: JobSettingCommand {
-    static let configuration = CommandConfiguration(commandName: "setdescription", abstract: "Set a job's description.")
-
-    @OptionGroup var target: JobTarget
-    @Argument(help: "The new description (empty to clear it).") var text: String
-
-    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(description: text)) }
-    func setting(of job: JobDocument) -> String { job.description.isEmpty ? "no description" : "description \(job.description)" }
-}
-
 /// `ferry setproperty`.
 struct SetPropertyCommand: JobSettingCommand {
     static let configuration = CommandConfiguration(
@@ -275,24 +313,6 @@ struct SetPropertyCommand: JobSettingCommand {
     }
 
     func setting(of job: JobDocument) -> String { "properties \(Format.properties(job.properties))" }
-}
-
-/// `ferry setautocomplete`.
-struct SetAutoCompleteCommand: JobSettingCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "setautocomplete",
-        abstract: "Complete a job by itself once every file arrives.",
-        discussion: "A job already TRANSFERRED is completed at once when this is turned on."
-    )
-
-    @OptionGroup var target: JobTarget
-    @Argument(help: ArgumentHelp("true or false.", valueName: "true|false")) var enabled: Bool
-
-    func change() throws(ExitCode) -> JobDocument { try target.update(JobSettings(autoComplete: enabled)) }
-
-    func setting(of job: JobDocument) -> String {
-        "auto-complete \(job.autoComplete ? "on" : "off")" + (job.state == .acknowledged ? " (completed now)" : "")
-    }
 }
 
 /// `on` or `off`, as `setdynamic` takes it.
