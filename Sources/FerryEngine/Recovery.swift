@@ -145,11 +145,3 @@ struct Recovery {
         return names[number].map { "\($0), signal \(number)" } ?? "signal \(number)"
     }
 }
-
-extension FerryError {
-    /// A failure of the job store: `LOCAL_FILE_ERROR` saying what could not be done, with
-    /// SQLite's code kept when the store gave one.
-    static func store(_ what: String, _ error: any Error) -> FerryError {
-        FerryError(code: .localFileError, context: .queueManager, underlying: (error as? StoreError)?.underlying, message: "\(what): \(error)")
-    }
-}

@@ -152,3 +152,14 @@ extension StoreError {
     /// SQLite's code, as kept with the error it becomes.
     public var underlying: UnderlyingError { UnderlyingError(library: "sqlite", code: resultCode) }
 }
+
+extension FerryError {
+    /// A failure of the job store: `LOCAL_FILE_ERROR` saying what could not be done, with
+    /// SQLite's code kept when the store gave one.
+    /// - Parameters:
+    ///   - what: what could not be done, such as `cannot store job 3`.
+    ///   - error: what the store threw.
+    public static func store(_ what: String, _ error: any Error) -> FerryError {
+        FerryError(code: .localFileError, context: .queueManager, underlying: (error as? StoreError)?.underlying, message: "\(what): \(error)")
+    }
+}
