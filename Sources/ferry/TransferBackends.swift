@@ -84,12 +84,9 @@ final class InProcessBackend: TransferBackend {
         _ = try engine.resume(id)
     }
 
-    /// What the engine refused, with the error table's exit status (``ErrorCode/exitStatus``);
-    /// for `transfer`, a destination the caller may not write is bad input (65), as a
-    /// refused URL is (docs/cli.md).
+    /// What the engine refused, with ``TransferFailure/refusalStatus(_:)``.
     private static func refusal(_ error: FerryError) -> TransferFailure {
-        let status = error.code == .accessDenied ? ExitStatus.badInput : error.code.exitStatus
-        return TransferFailure(status: status, message: "ferry: \(error.message)")
+        TransferFailure(status: TransferFailure.refusalStatus(error.code), message: "ferry: \(error.message)")
     }
 
     func summary(_ id: String) throws(TransferFailure) -> JobDocument? {
@@ -198,6 +195,9 @@ final class AgentBackend: TransferBackend {
                 throw error
             }
             return job.id
+        } catch where error.status != 0 {
+            _ = link.fail(error, job: nil)
+            throw TransferFailure(status: TransferFailure.refusalStatus(ErrorCode(rawValue: error.error.code)), message: nil)
         } catch {
             throw failure(error, job: nil)
         }

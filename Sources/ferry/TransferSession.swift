@@ -7,6 +7,14 @@ import Foundation
 struct TransferFailure: Error {
     var status: Int32
     var message: String?
+
+    /// The exit status when the job is refused, the same in this process and through the
+    /// agent: the error table's (``ErrorCode/exitStatus``), except that a destination or
+    /// source the caller may not use (`ACCESS_DENIED`) is bad input (65), as a refused URL is
+    /// (docs/cli.md).
+    static func refusalStatus(_ code: ErrorCode) -> Int32 {
+        code == .accessDenied ? ExitStatus.badInput : code.exitStatus
+    }
 }
 
 /// Wakes the session when its job changes or an interrupt arrives; it sleeps otherwise.

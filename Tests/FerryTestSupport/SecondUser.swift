@@ -22,13 +22,19 @@ public enum SecondUser {
         return (entry.pw_uid, entry.pw_gid)
     }
 
-    /// A copy of the built `ferry` in `directory`, which the second user can reach wherever
-    /// the package was built.
+    /// A copy of the built `ferry` in `directory`, with the built plugins beside it as an
+    /// installed `ferry` has them (a run in its own process loads them), which the second
+    /// user can reach wherever the package was built.
     public static func ferryCopy(in directory: String) throws -> String {
         let program = directory + "/ferry"
         if !FileManager.default.fileExists(atPath: program) {
-            try FileManager.default.copyItem(atPath: productsDirectory() + "/ferry", toPath: program)
-            chmod(program, 0o755)
+            let products = productsDirectory()
+            let plugins = try FileManager.default.contentsOfDirectory(atPath: products)
+                .filter { $0.hasPrefix("libferry-") && $0.hasSuffix(".so") }
+            for name in ["ferry"] + plugins {
+                try FileManager.default.copyItem(atPath: products + "/" + name, toPath: directory + "/" + name)
+                chmod(directory + "/" + name, 0o755)
+            }
         }
         return program
     }
