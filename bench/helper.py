@@ -4,7 +4,7 @@
     helper.py freeport
     helper.py manifest DATA_DIR SUMS BASE_URL OUT_DIR MANIFEST
     helper.py health SOCKET TIMEOUT_S
-    helper.py mkjobs SOCKET COUNT URL DEST_DIR TIMEOUT_S
+    helper.py mkjobs SOCKET COUNT URL DEST_DIR TIMEOUT_S [CLIENTS]
     helper.py startup SOCKET TIMEOUT_S LOG -- FERRYD ARGS...
     helper.py report RESULTS_DIR DOC
 
@@ -92,31 +92,63 @@ def health(sock_path, timeout_s):
     return 1
 
 
-def mkjobs(sock_path, count, url, dest_dir, timeout_s):
-    """Creates COUNT suspended one-file jobs over one keep-alive connection.
+def mkjobs(sock_path, count, url, dest_dir, timeout_s, clients="16"):
+    """Creates COUNT suspended one-file jobs through POST /v1/jobs from CLIENTS clients at
+    once, each on its own keep-alive connection (as a pipeline's workers would).
 
-    Bounded by COUNT and by TIMEOUT_S; prints 'created seconds'."""
-    count, deadline = int(count), time.monotonic() + float(timeout_s)
-    c = UnixHTTPConnection(sock_path, timeout=60)
+    Each 201 means the job is durable. Bounded by COUNT and by TIMEOUT_S; prints
+    'created seconds clients'."""
+    import threading
+    count, clients, deadline = int(count), max(1, int(clients)), time.monotonic() + float(timeout_s)
+    lock = threading.Lock()
+    state = {"next": 0, "made": 0, "failed": None}
+
+    def take():
+        with lock:
+            if state["failed"] or state["next"] >= count:
+                return None
+            i = state["next"]
+            state["next"] += 1
+            return i
+
+    def client():
+        c = UnixHTTPConnection(sock_path, timeout=60)
+        while (i := take()) is not None:
+            if time.monotonic() > deadline:
+                with lock:
+                    state["failed"] = f"stopped after {state['made']} jobs: {timeout_s} s elapsed"
+                return
+            body = json.dumps({
+                "displayName": f"bench-start-{i}",
+                "files": [{"url": url, "path": os.path.join(dest_dir, f"j{i:05d}"),
+                           "properties": {"sha256": "0" * 64, "size": "4096"}}],
+            })
+            try:
+                c.request("POST", "/v1/jobs", body=body, headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                answer = r.read()
+            except (OSError, http.client.HTTPException) as e:
+                with lock:
+                    state["failed"] = f"job {i}: {e}"
+                return
+            with lock:
+                if r.status != 201:
+                    state["failed"] = f"job {i}: HTTP {r.status}: {answer[:300]!r}"
+                    return
+                state["made"] += 1
+        c.close()
+
     t0 = time.monotonic()
-    made = 0
-    for i in range(count):
-        if time.monotonic() > deadline:
-            print(f"stopped after {made} jobs: {timeout_s} s elapsed", file=sys.stderr)
-            break
-        body = json.dumps({
-            "displayName": f"bench-start-{i}",
-            "files": [{"url": url, "path": os.path.join(dest_dir, f"j{i:05d}"),
-                       "properties": {"sha256": "0" * 64, "size": "4096"}}],
-        })
-        c.request("POST", "/v1/jobs", body=body, headers={"Content-Type": "application/json"})
-        r = c.getresponse()
-        answer = r.read()
-        if r.status != 201:
-            print(f"job {i}: HTTP {r.status}: {answer[:300]!r}", file=sys.stderr)
-            return 1
-        made += 1
-    print(made, f"{time.monotonic() - t0:.3f}")
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    if state["failed"]:
+        print(state["failed"], file=sys.stderr)
+        return 1
+    print(state["made"], f"{elapsed:.3f}", clients)
     return 0
 
 
@@ -347,7 +379,8 @@ def report(res, doc):
         if mkjobs_rows:
             m = mkjobs_rows[0]
             w(f"{int(m['jobs']):,} suspended one-file jobs were created through `POST /v1/jobs` "
-              f"(one keep-alive connection) in {float(m['seconds']):.1f} s "
+              f"({m.get('clients', '1')} clients at once, each on its own keep-alive connection; each 201 answer "
+              f"means its job is durable) in {float(m['seconds']):.1f} s "
               f"({int(m['jobs']) / float(m['seconds']):,.0f} jobs/s); the agent was then stopped and started "
               f"again {len(start)} times, timing from the start of `ferryd` to the first 200 answer of `GET /v1/health`.")
             w("")

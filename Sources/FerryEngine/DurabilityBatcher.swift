@@ -8,7 +8,8 @@ import Logging
 /// checkpoints (a temporary's length, recorded only once its bytes are flushed).
 ///
 /// Everything asked for between two batches goes into the next one, so a thousand small
-/// files cost tens of flushes, not thousands. Batches run one at a time, in order, on one
+/// files cost tens of flushes, not thousands, and jobs created at the same time share one
+/// commit (each creator still hears only once its job is written). Batches run one at a time, in order, on one
 /// serial queue; a caller's request waits for its own (``writeBatch(wait:)`` with `wait`).
 /// State is touched on the engine's thread only.
 final class DurabilityBatcher {
@@ -31,10 +32,18 @@ final class DurabilityBatcher {
     private var pendingRecords: [JobID: Set<Int>] = [:]
     private var pendingDeletes: [JobID] = []
     private var pendingCheckpoints: [PendingCheckpoint] = []
+    private var pendingCreations: [PendingCreation] = []
+    /// New jobs not yet written or refused (pending or in a batch under way), by owner.
+    private var unfinishedCreations: [UInt32: Int] = [:]
     private var batchesInFlight = 0
     private var lastBatchStart = Date.distantPast
     /// A periodic checkpoint is pending: the next batch starts without waiting its turn.
     private var checkpointIsUrgent = false
+
+    private struct PendingCreation {
+        let job: Job
+        let then: (FerryError?) -> Void
+    }
 
     private struct PendingCheckpoint {
         let transfer: FileTransfer
@@ -49,21 +58,37 @@ final class DurabilityBatcher {
         self.thread = thread
     }
 
-    var hasPendingWork: Bool { !pendingRecords.isEmpty || !pendingDeletes.isEmpty || !pendingCheckpoints.isEmpty }
+    var hasPendingWork: Bool {
+        !pendingRecords.isEmpty || !pendingDeletes.isEmpty || !pendingCheckpoints.isEmpty || !pendingCreations.isEmpty
+    }
 
     /// Whether the loop should start a batch now: none under way, something pending, and
-    /// either a checkpoint waiting, many of them, or the batch interval gone by.
+    /// either a creator or a checkpoint waiting, many checkpoints, or the batch interval gone by.
     func isDue(now: Date) -> Bool {
         batchesInFlight == 0 && hasPendingWork
-            && (checkpointIsUrgent || now.timeIntervalSince(lastBatchStart) >= Self.batchInterval
+            && (checkpointIsUrgent || !pendingCreations.isEmpty || now.timeIntervalSince(lastBatchStart) >= Self.batchInterval
                 || pendingCheckpoints.count >= Self.maxPendingCheckpoints)
     }
 
     /// When the loop must look again for a batch to start (`nil`: nothing waits).
     var nextBatchTime: Date? {
         guard hasPendingWork, batchesInFlight == 0 else { return nil }
-        return lastBatchStart.addingTimeInterval(Self.batchInterval)
+        return pendingCreations.isEmpty ? lastBatchStart.addingTimeInterval(Self.batchInterval) : .distantPast
     }
+
+    /// A new job goes whole (header and every file) into the next batch; `then` runs on the
+    /// engine's thread once that batch is written (`nil`) or refused by the store. Creators
+    /// do not wait for the batch interval: the next batch starts as soon as none is under
+    /// way, and every job created meanwhile joins it.
+    func create(_ job: Job, then: @escaping (FerryError?) -> Void) {
+        thread.assertCurrent()
+        pendingCreations.append(PendingCreation(job: job, then: then))
+        unfinishedCreations[job.owner, default: 0] += 1
+    }
+
+    /// Jobs of `owner` not yet written (waiting for their batch or in one under way): they
+    /// count against the owner's quota.
+    func creationsUnfinished(of owner: UInt32) -> Int { unfinishedCreations[owner] ?? 0 }
 
     /// The job's header and these file rows go into the next batch.
     func record(_ id: JobID, files: some Sequence<Int>) {
@@ -112,7 +137,11 @@ final class DurabilityBatcher {
             return
         }
         var records: [(header: Job, files: [(Int, JobFile)])] = []
-        records.reserveCapacity(pendingRecords.count)
+        records.reserveCapacity(pendingRecords.count + pendingCreations.count)
+        // New jobs first: a record or a checkpoint of the same batch can only be of an older job.
+        for creation in pendingCreations {
+            records.append((Job(persistedHeader: creation.job, files: JobFileList()), creation.job.files.enumerated().map { ($0.offset, $0.element) }))
+        }
         for (id, indices) in pendingRecords {
             guard let job = job(id) else { continue }
             records.append((Job(persistedHeader: job, files: JobFileList()),
@@ -121,16 +150,19 @@ final class DurabilityBatcher {
         let recorded = pendingRecords
         let deletes = pendingDeletes
         let checkpoints = pendingCheckpoints
+        let creations = pendingCreations
         pendingRecords.removeAll(keepingCapacity: true)
         pendingDeletes.removeAll()
         pendingCheckpoints.removeAll()
+        pendingCreations.removeAll()
         batchesInFlight += 1
         lastBatchStart = Date()
         checkpointIsUrgent = false
         let store = self.store
         let logger = self.logger
         let finish = UncheckedSendable { [unowned self] (failures: [Int: FerryError], storeFailure: FerryError?) in
-            self.finish(recorded: recorded, deletes: deletes, checkpoints: checkpoints, failures: failures, storeFailure: storeFailure)
+            self.finish(recorded: recorded, deletes: deletes, checkpoints: checkpoints, creations: creations,
+                        failures: failures, storeFailure: storeFailure)
         }
         let thread = self.thread
         let work = UncheckedSendable {
@@ -150,16 +182,22 @@ final class DurabilityBatcher {
         if wait { queue.sync { work.value() } } else { queue.async { work.value() } }
     }
 
-    /// A batch ended (engine's thread): its checkpoints report, and what the store refused
-    /// goes into the next batch.
+    /// A batch ended (engine's thread): its creators and checkpoints hear of it, and what the
+    /// store refused goes into the next batch (a refused creation is not tried again: its
+    /// creator has the error).
     private func finish(recorded: [JobID: Set<Int>], deletes: [JobID], checkpoints: [PendingCheckpoint],
-                        failures: [Int: FerryError], storeFailure: FerryError?) {
+                        creations: [PendingCreation], failures: [Int: FerryError], storeFailure: FerryError?) {
         thread.assertCurrent()
         batchesInFlight -= 1
         if storeFailure != nil {
             // Nothing of this batch was recorded: its jobs and deletions go into the next one.
             for (id, indices) in recorded where job(id) != nil { pendingRecords[id, default: []].formUnion(indices) }
             pendingDeletes.append(contentsOf: deletes)
+        }
+        for creation in creations {
+            let owner = creation.job.owner
+            unfinishedCreations[owner] = unfinishedCreations[owner] == 1 ? nil : unfinishedCreations[owner].map { $0 - 1 }
+            creation.then(storeFailure)
         }
         for (offset, pending) in checkpoints.enumerated() {
             let transfer = pending.transfer

@@ -297,10 +297,31 @@ public final class Engine: @unchecked Sendable {
 
     /// Records a job that is not in the store yet (a new one), after anything pending: the
     /// store sees changes in the order they happened.
-    func persist(_ job: Job) throws(FerryError) {
-        durability.writeBatch(wait: true)
-        do { try store.save(job) } catch {
-            throw FerryError.store("cannot record job \(job.id)", error)
+    /// Puts a new job, whole, into the next durability batch (the owner's quota checked here,
+    /// where no other creation can pass it at the same time). Once the batch is written the
+    /// job joins the others and is shown, and `then` hears of it; if the store refuses it,
+    /// `then` has the error and nothing is shown.
+    func stage(_ made: Job, quota: JobQuota?, then: @escaping (Result<Job, FerryError>) -> Void) throws(FerryError) {
+        thread.assertCurrent()
+        guard lifecycle.withLock({ $0 }) == .running else {
+            throw FerryError(code: .invalidState, context: .queueManager, message: "the engine is stopping")
+        }
+        if let quota {
+            let owned = jobs.values.reduce(0) { $0 + ($1.owner == made.owner ? 1 : 0) } + durability.creationsUnfinished(of: made.owner)
+            guard owned < quota.maximum else {
+                throw FerryError(code: .quotaExceeded, context: .queueManager,
+                                 message: "uid \(made.owner) already has \(owned) jobs, the most allowed (\(quota.setting) = \(quota.maximum)); complete or cancel some first")
+            }
+        }
+        durability.create(made) { [unowned self] error in
+            if var failure = error {
+                failure.message = "cannot record job \(made.id): \(failure.message)"
+                return then(.failure(failure))
+            }
+            jobs[made.id] = made
+            logger.info("job created", metadata: ["job": "\(made.id)", "name": "\(made.displayName)", "files": "\(made.files.count)"])
+            emit(.jobChanged(made))
+            then(.success(made))
         }
     }
 
@@ -385,7 +406,7 @@ public final class Engine: @unchecked Sendable {
 }
 
 /// Carries a result from the engine's thread to a waiting caller.
-private final class ResultBox<T>: @unchecked Sendable {
+final class ResultBox<T>: @unchecked Sendable {
     var result: Result<T, FerryError>?
 }
 

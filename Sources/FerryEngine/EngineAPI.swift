@@ -28,9 +28,13 @@ public struct NewJob: Sendable {
     /// Settings to apply before the job is stored: only `set…` events (``Engine/settingEvents``).
     public var settings: [JobEvent]
     public var files: [NewFile]
+    /// The most jobs the owner may hold, this one included; `nil`: no limit. Checked on the
+    /// engine's thread against the owner's jobs and those being created, so that callers
+    /// creating at the same time cannot pass it together.
+    public var ownerQuota: JobQuota?
 
     public init(displayName: String, description: String = "", owner: UInt32, ownerCredentials: Credentials? = nil,
-                priority: JobPriority = .normal, settings: [JobEvent] = [], files: [NewFile] = []) {
+                priority: JobPriority = .normal, settings: [JobEvent] = [], files: [NewFile] = [], ownerQuota: JobQuota? = nil) {
         self.displayName = displayName
         self.description = description
         self.owner = owner
@@ -38,6 +42,19 @@ public struct NewJob: Sendable {
         self.priority = priority
         self.settings = settings
         self.files = files
+        self.ownerQuota = ownerQuota
+    }
+}
+
+/// A limit on the jobs one owner may hold, and the setting that gives it (named when a job
+/// is refused).
+public struct JobQuota: Sendable, Equatable {
+    public var maximum: Int
+    public var setting: String
+
+    public init(maximum: Int, setting: String) {
+        self.maximum = maximum
+        self.setting = setting
     }
 }
 
@@ -54,9 +71,41 @@ extension Engine {
 
     /// Creates a job in `SUSPENDED` with its settings and files, all or nothing: the files
     /// are checked as the owner on the caller's thread, the settings applied, and only then
-    /// is the job stored and shown.
-    /// - Throws: the first refusal (a setting, a file: `file N: …`); nothing is stored.
+    /// is the job stored and shown. It returns once the job is durable; jobs created at the
+    /// same time share one commit.
+    /// - Throws: the first refusal (a setting, a file: `file N: …`, the owner's quota, the
+    ///   store); nothing is stored.
     public func createJob(_ new: NewJob) throws(FerryError) -> Job {
+        let made = try checked(new)
+        let box = ResultBox<Job>()
+        let done = DispatchSemaphore(value: 0)
+        try onLoop { engine throws(FerryError) in
+            try engine.stage(made, quota: new.ownerQuota) { result in
+                box.result = result
+                done.signal()
+            }
+        }
+        done.wait()
+        return try box.result!.get()
+    }
+
+    /// ``createJob(_:)`` for a caller on Swift concurrency's threads: while the job waits for
+    /// its commit, the caller's thread serves other work.
+    public func createJob(_ new: NewJob) async throws(FerryError) -> Job {
+        let made = try checked(new)
+        let outcome: Result<Job, FerryError> = await withCheckedContinuation { continuation in
+            let resume = UncheckedSendable { (result: Result<Job, FerryError>) in continuation.resume(returning: result) }
+            do throws(FerryError) {
+                try onLoop { engine throws(FerryError) in try engine.stage(made, quota: new.ownerQuota) { resume.value($0) } }
+            } catch {
+                resume.value(.failure(error))
+            }
+        }
+        return try outcome.get()
+    }
+
+    /// The job `new` makes, its settings applied and its files admitted as the owner.
+    private func checked(_ new: NewJob) throws(FerryError) -> Job {
         try InputRules.checkDisplayName(new.displayName)
         let now = Date()
         var job = Job(displayName: new.displayName, description: new.description, owner: new.owner, ownerCredentials: new.ownerCredentials,
@@ -64,14 +113,7 @@ extension Engine {
                       noProgressTimeout: configuration.defaultNoProgressTimeout)
         for event in try prepared(new.settings, for: job) { _ = try job.apply(event, at: now) }
         if !new.files.isEmpty { _ = try job.apply(.addFiles(try FileAdmission.admit(new.files, to: job)), at: now) }
-        let made = job
-        return try onLoop { engine throws(FerryError) in
-            try engine.persist(made)
-            engine.jobs[made.id] = made
-            engine.logger.info("job created", metadata: ["job": "\(made.id)", "name": "\(made.displayName)", "files": "\(made.files.count)"])
-            engine.emit(.jobChanged(made))
-            return made
-        }
+        return job
     }
 
     /// Changes a job's settings, all or nothing: `settings` holds only `set…` events

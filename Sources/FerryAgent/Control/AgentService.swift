@@ -55,27 +55,25 @@ public final class AgentService: Sendable {
 
     // MARK: - Changing
 
-    public func create(_ request: CreateJobRequest, for caller: Caller) throws(FerryError) -> Job {
+    /// Creates the job, whole, once it is durable (``Engine/createJob(_:)``); the caller's
+    /// job quota is checked by the engine, where creations at the same time cannot pass it together.
+    public func create(_ request: CreateJobRequest, for caller: Caller) async throws(FerryError) -> Job {
         let limits = settings.withLock { $0 }
         try InputRules.checkDisplayName(request.displayName)
-        if !caller.isAdministrator, limits.jobsPerUser > 0 {
-            let owned = engine.allJobs().filter { $0.owner == caller.uid }.count
-            guard owned < limits.jobsPerUser else {
-                throw FerryError(code: .quotaExceeded, context: .queueManager,
-                                 message: "uid \(caller.uid) already has \(owned) jobs, the most allowed (quotas.jobs_per_user = \(limits.jobsPerUser)); complete or cancel some first")
-            }
-        }
         try checkFileQuota(adding: request.files?.count ?? 0, to: 0, caller: caller, limits: limits)
         let files = try Self.newFiles(request.files ?? [])
+        let quota = !caller.isAdministrator && limits.jobsPerUser > 0
+            ? JobQuota(maximum: limits.jobsPerUser, setting: "quotas.jobs_per_user") : nil
         var new = NewJob(displayName: request.displayName, description: request.description ?? "",
-                         owner: caller.uid, ownerCredentials: caller.credentials, priority: request.priority ?? .normal, files: files)
+                         owner: caller.uid, ownerCredentials: caller.credentials, priority: request.priority ?? .normal, files: files,
+                         ownerQuota: quota)
         if let settings = request.settings {
             // A job not made yet has the defaults: the pairs of settings complete from those.
             let defaults = Job(displayName: new.displayName, owner: caller.uid, priority: new.priority, createdAt: Date())
             new.settings = try Self.settingEvents(settings, current: defaults)
         }
         // One step: the job appears with its settings and files, or not at all.
-        return try engine.createJob(new)
+        return try await engine.createJob(new)
     }
 
     public func addFiles(_ id: String, _ files: [NewFileDocument], for caller: Caller) throws(FerryError) -> Job {

@@ -67,7 +67,7 @@ struct ControlRoutes: Sendable {
             let who = try caller(context)
             let view = try jobView(request)
             let body = try await decode(CreateJobRequest.self, request)
-            return try json(view(try service.create(body, for: who)), status: .created)
+            return try json(view(try await service.create(body, for: who)), status: .created)
         }
         v1.get("jobs/:id") { request, context in
             let view = try jobView(request)
