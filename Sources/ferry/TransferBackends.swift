@@ -53,8 +53,7 @@ final class InProcessBackend: TransferBackend {
         do throws(FerryError) {
             // One step: the job is stored with its files and settings, or not at all.
             let job = try engine.createJob(NewJob(displayName: name, owner: getuid(), priority: plan.priority,
-                                                  settings: [.setMinimumRetryDelay(plan.minimumRetryDelay), .setNoProgressTimeout(plan.noProgressTimeout)],
-                                                  files: plan.files))
+                                                  settings: plan.settingEvents, files: plan.files))
             do throws(FerryError) {
                 _ = try engine.resume(job.id)
                 return job.id.description
@@ -77,10 +76,9 @@ final class InProcessBackend: TransferBackend {
         }
     }
 
-    /// This run's timers, then resume.
+    /// This run's settings, then resume.
     private func settle(_ id: JobID, _ plan: TransferPlan) throws(FerryError) {
-        _ = try engine.setMinimumRetryDelay(id, seconds: plan.minimumRetryDelay)
-        _ = try engine.setNoProgressTimeout(id, seconds: plan.noProgressTimeout)
+        _ = try engine.update(id, plan.settingEvents)
         _ = try engine.resume(id)
     }
 
@@ -178,7 +176,8 @@ final class AgentBackend: TransferBackend {
     }
 
     private func settings(_ plan: TransferPlan) -> JobSettings {
-        JobSettings(priority: plan.priority, minRetryDelaySec: plan.minimumRetryDelay, noProgressTimeoutSec: plan.noProgressTimeout)
+        JobSettings(priority: plan.priority, minRetryDelaySec: plan.minimumRetryDelay, noProgressTimeoutSec: plan.noProgressTimeout,
+                    tlsCAFile: plan.caFile)
     }
 
     func create(_ plan: TransferPlan) throws(TransferFailure) -> String {

@@ -40,6 +40,9 @@ struct TransferCommand: ParsableCommand {
     @Option(name: .customLong("name"), help: "The job's display name.")
     var displayName: String?
 
+    @Option(name: .customLong("ca-file"), help: ArgumentHelp("A PEM file of certificate authorities to trust besides the system's for the https URLs.", valueName: "path"))
+    var caFile: String?
+
     @Option(name: .customLong("state-dir"), help: "Where unfinished transfers are kept (default: $XDG_STATE_HOME/ferry, or /var/lib/ferry as root).")
     var stateDirectory: String?
 
@@ -127,7 +130,8 @@ struct TransferCommand: ParsableCommand {
     private func makePlan() throws(ManifestError) -> TransferPlan {
         let cwd = FileManager.default.currentDirectoryPath
         var plan = TransferPlan(displayName: displayName, priority: priority ?? .normal, files: [],
-                                minimumRetryDelay: minRetryDelay, noProgressTimeout: noProgressTimeout)
+                                minimumRetryDelay: minRetryDelay, noProgressTimeout: noProgressTimeout,
+                                caFile: caFile.map { LocalPath.absolute($0, base: cwd) })
         if let manifest {
             let path = manifest.hasPrefix("/") ? manifest : cwd + "/" + manifest
             guard let data = FileManager.default.contents(atPath: path) else {

@@ -48,8 +48,12 @@ public final class HTTPSServer: @unchecked Sendable {
 
     public func stop() {
         if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
+            // SIGKILL: a child started from a thread that blocks SIGTERM (as Swift Testing's
+            // may) inherits the block and would never end on terminate().
+            kill(process.processIdentifier, SIGKILL)
+            // Bounded: Foundation may not report the end once the test process is exiting.
+            let deadline = Date().addingTimeInterval(5)
+            while process.isRunning, Date() < deadline { usleep(10_000) }
         }
         directory.remove()
     }
