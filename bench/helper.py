@@ -239,6 +239,8 @@ def report(res, doc):
         cmd = cmd.replace(fbin.rstrip("/") + "/", "")
         cmd = cmd.replace(work, "$WORK")
         cmd = cmd.replace(f"127.0.0.1:{port}", "127.0.0.1:$PORT")
+        if meta.get("tls_port"):
+            cmd = cmd.replace(f"127.0.0.1:{meta['tls_port']}", "127.0.0.1:$TLS_PORT")
         return cmd
 
     runs = read_tsv(os.path.join(res, "runs.tsv"))
@@ -252,6 +254,7 @@ def report(res, doc):
         "big8": (f"1 file of {fmt_bytes(meta['big8_bytes'])} (RSS flatness check)", 1),
         "m64k": (f"{int(meta['m64k_count']):,} × 64 KiB in one job", int(meta["m64k_count"])),
         "s4k": (f"{int(meta['s4k_count']):,} × 4 KiB in one job", int(meta["s4k_count"])),
+        "h2": (f"{int(meta['s4k_count']):,} × 4 KiB over HTTPS, HTTP/2", int(meta["s4k_count"])),
     }
     tool_names = {
         "curl": "curl -o (page cache only)",
@@ -264,7 +267,7 @@ def report(res, doc):
     }
     # the peers each Ferry row is compared with, per workload (as in the targets)
     peers = {"big": ("curl_fsync", "aria2c_sha"), "big8": ("curl_fsync", "aria2c_sha"),
-             "m64k": ("curl_Z16", "aria2c_j16"), "s4k": ("curl_Z16", "aria2c_j16")}
+             "m64k": ("curl_Z16", "aria2c_j16"), "s4k": ("curl_Z16", "aria2c_j16"), "h2": ("curl_Z16",)}
 
     stats = {}
     order = []
@@ -291,7 +294,7 @@ def report(res, doc):
     w(f"<!-- bench:begin {block}: written by bench/run down to bench:end {block}; a new {block} run replaces it -->")
     w(f"## Results of {meta['date']}: {'quick run (sizes ÷ 10)' if block == 'quick' else 'full sizes'}")
     w("")
-    skipped = [x for x in ("big", "m64k", "s4k", "resume", "start") if x not in meta["only"].split(",")]
+    skipped = [x for x in ("big", "m64k", "s4k", "h2", "resume", "start") if x not in meta["only"].split(",")]
     if skipped:
         w(f"- **Not run this time** (`--only {meta['only']}`): {', '.join(skipped)}.")
     mode = "**quick** (sizes and counts divided by 10: a smoke run, not the reference numbers)" if meta["quick"] == "1" \
@@ -304,7 +307,9 @@ def report(res, doc):
       f"{meta['load_before']}; {meta['busy_during']} busy on average during the run "
       "(the benchmark's own processes included); load average after: " + meta.get("load_after", "?") + ".")
     w(f"- Software: {meta['ferry_version']}; {meta['curl_version']}; {meta['aria2_version']}; {meta['nginx_version']}.")
-    w(f"- Server: a private nginx on 127.0.0.1 (1 worker, sendfile, keep-alive), data in the page cache. "
+    w(f"- Server: a private nginx on 127.0.0.1 (1 worker, sendfile, keep-alive; the h2 workload on a second "
+      f"server of it with TLS and `http2`, a certificate of a private CA that each client is told to trust), "
+      f"data in the page cache. "
       f"Page caches are not dropped between runs; each run starts with an empty, synced output directory.")
     w(f"- Every output file of every run was checked against the SHA-256 list of the generated data "
       f"({meta['verified_files']} file checks, all equal).")
