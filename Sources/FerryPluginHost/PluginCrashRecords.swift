@@ -29,10 +29,12 @@ public struct UnfinishedPluginCall: Codable, Sendable, Equatable {
 /// What the agent remembers of plugins that crashed it, kept beside its store.
 ///
 /// Before each call into a plugin, a record naming the plugin, the callback, the job and the
-/// file is written to a file of its own in ``directory`` (and its descriptor handed to a
-/// signal handler that appends the fatal signal to it); the record is removed when the call
-/// returns. The file survives the process: a record found when the agent starts is a call that
-/// never returned. A record with a signal is a crash of that plugin: the file it was about
+/// file is written to a slot file in ``directory`` (and its descriptor handed to a signal
+/// handler that appends the fatal signal to it); the slot is emptied when the call returns.
+/// Slots are kept open and reused, one per call under way, so a call costs two writes to a
+/// file that exists, not a file created and deleted (which, for thousands of small files,
+/// cost more than the transfers). The file survives the process: a slot found non-empty when
+/// the agent starts is a call that never returned. A record with a signal is a crash of that plugin: the file it was about
 /// fails with `PLUGIN_CRASHED`, the plugin is never called about that file again, and after
 /// ``limit`` crashes the plugin is disabled until the plugin configuration changes.
 public final class PluginCrashRecords: Sendable {
@@ -41,6 +43,8 @@ public final class PluginCrashRecords: Sendable {
     public let limit: Int
     private let logger: Logger
     private let state: Mutex<Ledger>
+    /// Slot files not in use, and how many were opened (each one's number names it).
+    private let slots = Mutex<(free: [Int32], opened: Int)>(([], 0))
 
     /// The persistent part: crash counts, disabled plugins, and the files each plugin is kept away from.
     struct Ledger: Codable, Equatable {
@@ -115,10 +119,12 @@ public final class PluginCrashRecords: Sendable {
     public func collectUnfinishedCalls() -> [UnfinishedPluginCall] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         var calls: [UnfinishedPluginCall] = []
-        for name in names.sorted() where name.hasPrefix("call-") && name.hasSuffix(".record") {
+        // `slot-N.record` (reused slots) and `call-….record` (one file a call, as earlier
+        // versions wrote them): an empty slot is a call that returned.
+        for name in names.sorted() where (name.hasPrefix("slot-") || name.hasPrefix("call-")) && name.hasSuffix(".record") {
             let path = directory + "/" + name
             defer { unlink(path) }
-            guard let data = FileManager.default.contents(atPath: path) else { continue }
+            guard let data = FileManager.default.contents(atPath: path), !data.isEmpty else { continue }
             let text = String(decoding: data, as: UTF8.self)
             let lines = text.split(separator: "\n", omittingEmptySubsequences: true)
             guard let first = lines.first, var call = try? JSONDecoder().decode(UnfinishedPluginCall.self, from: Data(first.utf8)) else { continue }
@@ -186,30 +192,56 @@ public final class PluginCrashRecords: Sendable {
         rename(temporary, ledgerPath)
     }
 
-    /// Writes the record of a call about to be made and arms the signal guard on this thread.
-    /// - Returns: the record's path and descriptor, for ``end(_:)``.
-    func begin(plugin: LoadedPlugin, callback: String, job: JobID, file: Int?) -> (path: String, fd: Int32)? {
+    /// Writes the record of a call about to be made into a free slot and arms the signal
+    /// guard on this thread.
+    /// - Returns: the slot's descriptor, for ``end(_:)``; nil when no record could be written
+    ///   (logged; the call is made all the same).
+    func begin(plugin: LoadedPlugin, callback: String, job: JobID, file: Int?) -> Int32? {
         let call = UnfinishedPluginCall(plugin: plugin.name, path: plugin.path, callback: callback, job: job.description, file: file,
                                         started: Date(), signal: nil)
-        guard var data = try? JSONEncoder().encode(call) else { return nil }
+        guard var data = try? JSONEncoder().encode(call), let fd = takeSlot() else { return nil }
         data.append(0x0A)
-        let path = "\(directory)/call-\(job)-\(file.map(String.init) ?? "x")-\(callback)-\(plugin.name).record"
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
+        // The slot is empty (``end(_:)`` left it so) and opened with O_APPEND: the record
+        // starts at 0, and a fatal signal's line goes after it.
+        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == data.count else {
+            logger.error("cannot record a plugin call", metadata: ["directory": "\(directory)", "error": "\(String(cString: strerror(errno)))"])
+            _ = ftruncate(fd, 0)
+            slots.withLock { $0.free.append(fd) }
+            return nil
+        }
+        ferry_plugin_guard_enter(fd)
+        return fd
+    }
+
+    /// The call returned: disarms the guard, empties the slot and frees it.
+    func end(_ slot: Int32?) {
+        ferry_plugin_guard_leave()
+        guard let slot else { return }
+        guard ftruncate(slot, 0) == 0 else {
+            // A slot that cannot be emptied would report this call after a restart: drop it.
+            logger.error("cannot clear a plugin call record", metadata: ["error": "\(String(cString: strerror(errno)))"])
+            close(slot)
+            return
+        }
+        slots.withLock { $0.free.append(slot) }
+    }
+
+    /// A free slot, or a new one (`slot-N.record`, created empty).
+    private func takeSlot() -> Int32? {
+        let taken = slots.withLock { slots -> (fd: Int32?, number: Int) in
+            if let fd = slots.free.popLast() { return (fd, 0) }
+            slots.opened += 1
+            return (nil, slots.opened)
+        }
+        if let fd = taken.fd { return fd }
+        let path = "\(directory)/slot-\(taken.number).record"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else {
             logger.error("cannot record a plugin call", metadata: ["path": "\(path)", "error": "\(String(cString: strerror(errno)))"])
             return nil
         }
-        _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        ferry_plugin_guard_enter(fd)
-        return (path, fd)
-    }
-
-    /// The call returned: disarms the guard and removes its record.
-    func end(_ record: (path: String, fd: Int32)?) {
-        ferry_plugin_guard_leave()
-        guard let record else { return }
-        close(record.fd)
-        unlink(record.path)
+        return fd
     }
 
     private static func key(_ plugin: String, _ job: JobID, _ file: Int?) -> String {
