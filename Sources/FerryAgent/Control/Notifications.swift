@@ -111,6 +111,11 @@ public final class NotificationCenter: Sendable {
     static let maxFilesInEvents = 1_000
 
     private func deliver(_ kind: String, _ job: Job, file: Int?, keep: Bool) {
+        let receivers = state.withLock { state in
+            state.subscribers.filter { ($0.value.caller.uid == job.owner || $0.value.caller.isAdministrator) && ($0.value.job == nil || $0.value.job == job.id) }
+        }
+        // Nobody follows it and it is not kept: no document is made (a job's files can be a thousand).
+        guard keep || !receivers.isEmpty else { return }
         let document = JobDocument(job, includingFiles: job.files.count <= Self.maxFilesInEvents)
         let now = Date()
         var sequence: Int64 = 0
@@ -123,9 +128,6 @@ public final class NotificationCenter: Sendable {
             }
         }
         let event = EventDocument(sequence: sequence, kind: kind, time: now, job: document, file: file)
-        let receivers = state.withLock { state in
-            state.subscribers.filter { ($0.value.caller.uid == job.owner || $0.value.caller.isAdministrator) && ($0.value.job == nil || $0.value.job == job.id) }
-        }
         guard !receivers.isEmpty, var line = try? ControlJSON.encoder.encode(event) else { return }
         line.append(0x0A)
         // One encoding, shared by every reader; each reader holds at most its buffer's worth.
