@@ -46,7 +46,9 @@ public struct JobFileList: RandomAccessCollection, MutableCollection, Equatable,
     }
 
     public mutating func append(_ file: JobFile) {
-        if count & Self.chunkMask == 0 { chunks.append([]) ; chunks[chunks.count - 1].reserveCapacity(1 << Self.chunkShift) }
+        // A new chunk grows as files come (not reserved whole): most jobs hold a file or a
+        // few, and a full chunk reserved for each would be kilobytes a job.
+        if count & Self.chunkMask == 0 { chunks.append([]) }
         chunks[chunks.count - 1].append(file)
         count += 1
         add(file)
