@@ -1,21 +1,22 @@
 import FerryControl
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
 
 /// The exit statuses of docs/cli.md and docs/configuration.md that need a running agent
 /// or `ferryd` itself: `ferry` 77 (the agent refuses the caller) and 75 (the agent is busy),
 /// and `ferryd` 64, 69, 78 and 0 after SIGINT.
-final class AgentExitStatusTests: XCTestCase {
-    var h: AgentHarness!
+@Suite(.serialized)
+final class AgentExitStatusTests {
+    let h: AgentHarness
     static let user = "ferrytest"
 
-    override func setUpWithError() throws {
+    init() throws {
         h = try AgentHarness(config: "api:\n  max_connections_per_user: 1\n  request_header_timeout_sec: 30\n")
         try h.start()
     }
 
-    override func tearDown() { h?.tearDown() }
+    deinit { h.tearDown() }
 
     /// `ferry` run as the second user (a copy it can reach), against this agent.
     private func ferryAsUser(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
@@ -25,23 +26,23 @@ final class AgentExitStatusTests: XCTestCase {
                                     workingDirectory: h.downloads, timeout: 30)
     }
 
-    func testACallerTheAgentRefusesExits77() throws {
-        try XCTSkipUnless(getuid() == 0, "needs root to play a second user")
+    @Test(.enabled(if: getuid() == 0, "needs root to play a second user"))
+    func aCallerTheAgentRefusesExits77() throws {
         let all = try ferryAsUser(["list", "--all-users"])
-        XCTAssertEqual(all.status, 77, all.stderr)
-        XCTAssertTrue(all.stderr.contains("ACCESS_DENIED"), all.stderr)
+        #expect(all.status == 77, "\(all.stderr)")
+        #expect(all.stderr.contains("ACCESS_DENIED"), "\(all.stderr)")
         let protected = try h.directory.subdirectory("root-only")
         chmod(protected, 0o755)
         let created = try ferryAsUser(["create", "refused"])
-        XCTAssertEqual(created.status, 0, created.stderr)
+        #expect(created.status == 0, "\(created.stderr)")
         let job = created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let added = try ferryAsUser(["addfile", job, h.url("/f"), protected + "/f"])
-        XCTAssertEqual(added.status, 77, added.stderr)
-        XCTAssertTrue(added.stderr.contains("may not create files in"), added.stderr)
+        #expect(added.status == 77, "\(added.stderr)")
+        #expect(added.stderr.contains("may not create files in"), "\(added.stderr)")
     }
 
-    func testABusyAgentExits75() throws {
-        try XCTSkipUnless(getuid() == 0, "needs root to play a second user")
+    @Test(.enabled(if: getuid() == 0, "needs root to play a second user"))
+    func aBusyAgentExits75() throws {
         _ = try ferryAsUser(["list"])  // creates the account and the copy first
         let script = h.directory.file("hostile_client.py")
         try FileManager.default.copyItem(atPath: PluginBuilder.packageRoot + "/Tests/Fixtures/hostile_client.py", toPath: script)
@@ -60,35 +61,35 @@ final class AgentExitStatusTests: XCTestCase {
             FileManager.default.createFile(atPath: report, contents: nil)
             process.standardOutput = FileHandle(forWritingAtPath: report)
             process.standardError = FileHandle(forWritingAtPath: report)
-            try process.run()
+            try runWithSignalsUnblocked(process)
             holder = process
             // Held once the holder is still running a moment after connecting.
             _ = waitUntil(timeout: 1) { !process.isRunning }
             guard process.isRunning else { continue }
             busy = try ferryAsUser(["list"])
         }
-        let answer = try XCTUnwrap(busy, "no holder kept its connection")
-        XCTAssertEqual(answer.status, 75, answer.stderr)
-        XCTAssertTrue(answer.stderr.contains("api.max_connections_per_user = 1"), answer.stderr)
-        XCTAssertEqual(try h.client.health().version.isEmpty, false, "root is still served")
+        let answer = try #require(busy, "no holder kept its connection")
+        #expect(answer.status == 75, "\(answer.stderr)")
+        #expect(answer.stderr.contains("api.max_connections_per_user = 1"), "\(answer.stderr)")
+        #expect(try h.client.health().version.isEmpty == false, "root is still served")
     }
 
-    func testFerrydExitStatuses() throws {
+    @Test func ferrydExitStatuses() throws {
         let usage = try ChildProcess.run("ferryd", ["--no-such-option"], timeout: 30)
-        XCTAssertEqual(usage.status, 64, usage.stderr)
+        #expect(usage.status == 64, "\(usage.stderr)")
 
         let bad = h.directory.file("bad.yaml")
         try "transfers:\n  max_connections: lots\n".write(toFile: bad, atomically: true, encoding: .utf8)
         let wrong = try ChildProcess.run("ferryd", ["--config", bad, "--state-dir", h.directory.file("s2"), "--socket", h.directory.file("s2.sock")], timeout: 30)
-        XCTAssertEqual(wrong.status, 78, wrong.stderr)
-        XCTAssertTrue(wrong.stderr.contains("transfers.max_connections"), wrong.stderr)
+        #expect(wrong.status == 78, "\(wrong.stderr)")
+        #expect(wrong.stderr.contains("transfers.max_connections"), "\(wrong.stderr)")
 
         // A socket another ferryd serves: this one cannot run.
         let second = try ChildProcess.run("ferryd", ["--state-dir", h.directory.file("s3"), "--socket", h.socket], timeout: 30)
-        XCTAssertEqual(second.status, 69, second.stderr)
-        XCTAssertNotNil(try? h.client.health(), "the first keeps serving")
+        #expect(second.status == 69, "\(second.stderr)")
+        #expect((try? h.client.health()) != nil, "the first keeps serving")
 
         // SIGINT stops it cleanly: 0.
-        XCTAssertEqual(h.stop(SIGINT), 0, h.previousLog)
+        #expect(h.stop(SIGINT) == 0, "\(h.previousLog)")
     }
 }

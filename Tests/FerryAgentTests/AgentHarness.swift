@@ -1,7 +1,10 @@
 import FerryControl
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
+
+/// Thrown by ``AgentHarness/start(sourceLocation:)`` after it recorded why.
+struct AgentDidNotStart: Error {}
 
 /// The real `ferryd` binary on a private state directory and socket, with a loopback file server.
 final class AgentHarness {
@@ -31,13 +34,13 @@ final class AgentHarness {
     }
 
     /// Starts ferryd and waits until it answers on its socket.
-    func start(file: StaticString = #filePath, line: UInt = #line) throws {
+    func start(sourceLocation: SourceLocation = #_sourceLocation) throws {
         let child = try ChildProcess("ferryd", ["--config", configPath, "--state-dir", stateDirectory, "--socket", socket, "--log-level", "info"])
         process = child
         let up = waitUntil(timeout: 30) { (try? self.client.health()) != nil || !child.process.isRunning }
         guard up, child.process.isRunning else {
-            XCTFail("ferryd did not start: \(child.standardError)", file: file, line: line)
-            throw XCTSkip("ferryd did not start")
+            Issue.record("ferryd did not start: \(child.standardError)", sourceLocation: sourceLocation)
+            throw AgentDidNotStart()
         }
     }
 
@@ -54,7 +57,7 @@ final class AgentHarness {
 
     /// Waits for ferryd to end by itself (a crash), then starts it again, as systemd's
     /// `Restart=` would. Returns how the ended process ended, or nil if it did not end in time.
-    func restartAfterExit(timeout: Double = 60, file: StaticString = #filePath, line: UInt = #line) throws -> (reason: Process.TerminationReason, status: Int32)? {
+    func restartAfterExit(timeout: Double = 60, sourceLocation: SourceLocation = #_sourceLocation) throws -> (reason: Process.TerminationReason, status: Int32)? {
         guard let child = process else { return nil }
         guard waitUntil(timeout: timeout, { !child.process.isRunning }) else { return nil }
         child.process.waitUntilExit()
@@ -62,11 +65,11 @@ final class AgentHarness {
         logs.append(child.standardError)
         let ended = (child.process.terminationReason, child.process.terminationStatus)
         process = nil
-        try start(file: file, line: line)
+        try start(sourceLocation: sourceLocation)
         return ended
     }
 
-    /// What every ferryd started by ``restartAfterExit(timeout:file:line:)`` wrote before it ended.
+    /// What every ferryd started by ``restartAfterExit(timeout:sourceLocation:)`` wrote before it ended.
     private(set) var logs: [String] = []
 
     var log: String { process?.standardError ?? "" }
@@ -84,14 +87,14 @@ final class AgentHarness {
 
     /// Waits for a job to reach a state, polling the API.
     @discardableResult
-    func wait(_ id: String, for state: String, timeout: Double = 60, file: StaticString = #filePath, line: UInt = #line) -> JobDocument? {
+    func wait(_ id: String, for state: String, timeout: Double = 60, sourceLocation: SourceLocation = #_sourceLocation) -> JobDocument? {
         var last: JobDocument?
         let reached = waitUntil(timeout: timeout) {
             last = try? self.client.job(id)
             return last?.state.rawValue == state
         }
         if !reached {
-            XCTFail("job \(id) is \(last?.state.rawValue ?? "gone"), not \(state); error: \(last?.error.map { "\($0)" } ?? "none")", file: file, line: line)
+            Issue.record("job \(id) is \(last?.state.rawValue ?? "gone"), not \(state); error: \(last?.error.map { "\($0)" } ?? "none")", sourceLocation: sourceLocation)
         }
         return last
     }

@@ -2,18 +2,19 @@ import FerryControl
 import FerryCore
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
 
 /// The real ferryd process, driven over its socket with the client library and with curl.
-final class AgentProcessTests: XCTestCase {
-    var h: AgentHarness!
+@Suite(.serialized)
+final class AgentProcessTests {
+    let h: AgentHarness
 
-    override func setUpWithError() throws {
+    init() throws {
         h = try AgentHarness(config: "jobs:\n  min_retry_delay_sec: 5\n")
         try h.start()
     }
 
-    override func tearDown() { h.tearDown() }
+    deinit { h.tearDown() }
 
     /// Starts the agent again on the configuration of the tests with `extra` added.
     private func restartAgent(adding extra: String) throws {
@@ -31,17 +32,17 @@ final class AgentProcessTests: XCTestCase {
 
     /// Changes the job's description until the subscriber reports the change: from then on,
     /// its stream is open and carries every event of the job.
-    private func confirmSubscribed(_ id: String, _ received: EventLog, file: StaticString = #filePath, line: UInt = #line) {
+    private func confirmSubscribed(_ id: String, _ received: EventLog, sourceLocation: SourceLocation = #_sourceLocation) {
         var probe = 0
         let subscribed = waitUntil(timeout: 60) {
             probe += 1
             _ = try? h.client.update(id, JobSettings(description: "probe \(probe)"))
             return waitUntil(timeout: 1) { received.kinds.contains("jobModification") }
         }
-        XCTAssertTrue(subscribed, "the subscriber's stream opened", file: file, line: line)
+        #expect(subscribed, "the subscriber's stream opened", sourceLocation: sourceLocation)
     }
 
-    func testAJobsWholeLifeThroughTheAPI() throws {
+    @Test func aJobsWholeLifeThroughTheAPI() throws {
         let a = testBytes(300_000, seed: 90), b = testBytes(1_000, seed: 91)
         h.server.setFile("/a.bin", data: a)
         h.server.setFile("/b.bin", data: b)
@@ -49,36 +50,36 @@ final class AgentProcessTests: XCTestCase {
             NewFileDocument(url: h.url("/a.bin"), path: h.destination("a.bin")),
             NewFileDocument(url: h.url("/b.bin"), path: h.destination("b.bin"), properties: ["size": "1000"]),
         ]))
-        XCTAssertEqual(job.state, .suspended)
-        XCTAssertEqual(job.owner, getuid())
+        #expect(job.state == .suspended)
+        #expect(job.owner == getuid())
         _ = try h.client.perform("resume", on: job.id)
-        let done = try XCTUnwrap(h.wait(job.id, for: "TRANSFERRED"))
-        XCTAssertEqual(done.progress.filesTransferred, 2)
-        XCTAssertEqual(done.progress.bytesTotal, 301_000)
-        XCTAssertFalse(exists(h.destination("a.bin")))
+        let done = try #require(h.wait(job.id, for: "TRANSFERRED"))
+        #expect(done.progress.filesTransferred == 2)
+        #expect(done.progress.bytesTotal == 301_000)
+        #expect(!exists(h.destination("a.bin")))
         let completed = try h.client.perform("complete", on: job.id)
-        XCTAssertEqual(completed.state, .acknowledged)
-        XCTAssertTrue(fileHolds(h.destination("a.bin"), a))
-        XCTAssertTrue(fileHolds(h.destination("b.bin"), b))
-        XCTAssertEqual(try h.client.listJobs().map(\.id), [], "a final job is no longer listed")
+        #expect(completed.state == .acknowledged)
+        #expect(fileHolds(h.destination("a.bin"), a))
+        #expect(fileHolds(h.destination("b.bin"), b))
+        #expect(try h.client.listJobs().map(\.id) == [], "a final job is no longer listed")
     }
 
-    func testTheSameLifeByHandWithCurl() throws {
+    @Test func theSameLifeByHandWithCurl() throws {
         h.server.setFile("/c.txt", data: Array("by hand\n".utf8))
         let created = try h.curl("POST", "/v1/jobs", body: #"{"displayName": "curl", "priority": "high"}"#)
-        XCTAssertEqual(created.status, 201, created.body)
+        #expect(created.status == 201, "\(created.body)")
         let job = try ControlJSON.decoder.decode(JobDocument.self, from: Data(created.body.utf8))
-        XCTAssertEqual(job.priority, .high)
+        #expect(job.priority == .high)
         let added = try h.curl("POST", "/v1/jobs/\(job.id)/files", body: #"{"files": [{"url": "\#(h.url("/c.txt"))", "path": "\#(h.destination("c.txt"))"}]}"#)
-        XCTAssertEqual(added.status, 200, added.body)
-        XCTAssertEqual(try h.curl("POST", "/v1/jobs/\(job.id)/resume").status, 200)
+        #expect(added.status == 200, "\(added.body)")
+        #expect(try h.curl("POST", "/v1/jobs/\(job.id)/resume").status == 200)
         h.wait(job.id, for: "TRANSFERRED")
         let completed = try h.curl("POST", "/v1/jobs/\(job.id)/complete")
-        XCTAssertEqual(completed.status, 200, completed.body)
-        XCTAssertTrue(fileHolds(h.destination("c.txt"), Array("by hand\n".utf8)))
+        #expect(completed.status == 200, "\(completed.body)")
+        #expect(fileHolds(h.destination("c.txt"), Array("by hand\n".utf8)))
     }
 
-    func testEventsArriveInOrderAndAFinishedJobIsStillPendingForALateSubscriber() throws {
+    @Test func eventsArriveInOrderAndAFinishedJobIsStillPendingForALateSubscriber() throws {
         // Every change of a job is an event (no minimum interval between two jobModification
         // events), so one change shows that a subscriber is connected and none is dropped.
         try restartAgent(adding: "  modification_min_interval_ms: 0\n")
@@ -100,14 +101,14 @@ final class AgentProcessTests: XCTestCase {
         subscriber.start()
         confirmSubscribed(job.id, received)
         _ = try h.client.perform("resume", on: job.id)
-        XCTAssertTrue(waitUntil(timeout: 60) { received.kinds.contains("jobTransferred") }, "\(received.kinds)")
+        #expect(waitUntil(timeout: 60) { received.kinds.contains("jobTransferred") }, "\(received.kinds)")
         // The events of the transfer: those after the probes, which came while it was suspended.
         let events = received.events.drop { $0.job.state == .suspended }
         let kinds = events.map(\.kind)
-        XCTAssertEqual(kinds.filter { $0 == "fileTransferred" }.count, 2, "\(kinds)")
-        XCTAssertTrue(kinds.contains("jobModification"), "\(kinds)")
-        XCTAssertEqual(kinds.last, "jobTransferred", "fileTransferred comes before jobTransferred: \(kinds)")
-        XCTAssertEqual(Set(events.compactMap(\.file)), [0, 1])
+        #expect(kinds.filter { $0 == "fileTransferred" }.count == 2, "\(kinds)")
+        #expect(kinds.contains("jobModification"), "\(kinds)")
+        #expect(kinds.last == "jobTransferred", "fileTransferred comes before jobTransferred: \(kinds)")
+        #expect(Set(events.compactMap(\.file)) == [0, 1])
 
         // A subscriber that connects after the fact still gets the kept jobTransferred.
         let late = EventLog()
@@ -115,9 +116,9 @@ final class AgentProcessTests: XCTestCase {
             late.append(event)
             return false
         }
-        let kept = try XCTUnwrap(late.events.first)
-        XCTAssertEqual(kept.kind, "jobTransferred")
-        XCTAssertGreaterThan(kept.sequence, 0)
+        let kept = try #require(late.events.first)
+        #expect(kept.kind == "jobTransferred")
+        #expect(kept.sequence > 0)
         try h.client.acknowledgeEvents(upTo: kept.sequence)
 
         // Another job's kept event, made after the acknowledgement, comes after everything still
@@ -129,23 +130,23 @@ final class AgentProcessTests: XCTestCase {
         let afterAck = EventLog()
         let reader = Thread { try? client.events(pending: true) { afterAck.append($0); return $0.job.id != marker.id } }
         reader.start()
-        XCTAssertTrue(waitUntil(timeout: 60) { reader.isFinished }, "the marker's event came: \(afterAck.kinds)")
-        XCTAssertEqual(afterAck.events.map(\.job.id), [marker.id], "an acknowledged event is not delivered again")
+        #expect(waitUntil(timeout: 60) { reader.isFinished }, "the marker's event came: \(afterAck.kinds)")
+        #expect(afterAck.events.map(\.job.id) == [marker.id], "an acknowledged event is not delivered again")
         _ = try? h.client.perform("cancel", on: job.id)
     }
 
-    func testAJobErrorIsKeptForSubscribers() throws {
+    @Test func aJobErrorIsKeptForSubscribers() throws {
         let job = try h.client.createJob(CreateJobRequest(displayName: "fails", files: [NewFileDocument(url: h.url("/nope"), path: h.destination("nope"))]))
         _ = try h.client.perform("resume", on: job.id)
         h.wait(job.id, for: "ERROR")
         let kept = EventLog()
         try h.client.events(job: job.id, pending: true) { kept.append($0); return false }
-        XCTAssertEqual(kept.kinds, ["jobError"])
-        XCTAssertEqual(kept.events.first?.job.error?.code, "HTTP_ERROR_404")
+        #expect(kept.kinds == ["jobError"])
+        #expect(kept.events.first?.job.error?.code == "HTTP_ERROR_404")
         _ = try h.client.perform("cancel", on: job.id)
     }
 
-    func testAFailingNotifyCommandRunsAgainAfterTheRetryDelay() throws {
+    @Test func aFailingNotifyCommandRunsAgainAfterTheRetryDelay() throws {
         let record = h.directory.file("notify.log")
         let script = h.directory.file("notify.sh")
         try "#!/bin/sh\necho \"$1 $2 $FERRY_JOB_STATE $(date +%s.%N)\" >> \(record)\nexit 1\n".write(toFile: script, atomically: true, encoding: .utf8)
@@ -155,18 +156,17 @@ final class AgentProcessTests: XCTestCase {
                                                           settings: JobSettings(minRetryDelaySec: 5, notifyCommand: [script])))
         _ = try h.client.perform("resume", on: job.id)
         h.wait(job.id, for: "TRANSFERRED")
-        XCTAssertTrue(waitUntil(timeout: 60) { ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").split(separator: "\n").count >= 2 },
-                      "the command ran again after failing")
+        #expect(waitUntil(timeout: 60) { ((try? String(contentsOfFile: record, encoding: .utf8)) ?? "").split(separator: "\n").count >= 2 }, "the command ran again after failing")
         let lines = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n")
-        XCTAssertTrue(lines.first?.hasPrefix("\(job.id) TRANSFERRED TRANSFERRED ") ?? false, "\(lines)")
+        #expect(lines.first?.hasPrefix("\(job.id) TRANSFERRED TRANSFERRED ") ?? false, "\(lines)")
         // The second run waited the job's minimum retry delay (5 s) after the first.
         let times = lines.prefix(2).compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }
-        XCTAssertEqual(times.count, 2, "\(lines)")
-        if times.count == 2 { XCTAssertGreaterThanOrEqual(times[1] - times[0], 4.9, "ran again after the retry delay, not before: \(lines)") }
+        #expect(times.count == 2, "\(lines)")
+        if times.count == 2 { #expect(times[1] - times[0] >= 4.9, "ran again after the retry delay, not before: \(lines)") }
         _ = try h.client.perform("cancel", on: job.id)
     }
 
-    func testAKilledAgentComesBackWithItsJobsAndResumes() throws {
+    @Test func aKilledAgentComesBackWithItsJobsAndResumes() throws {
         let data = testBytes(4 << 20, seed: 95)
         let heldAt = 2_500_000
         h.server.setFile("/k.bin", data: data)
@@ -174,26 +174,26 @@ final class AgentProcessTests: XCTestCase {
         h.server.hold("/k.bin", afterBytes: heldAt)
         let job = try h.client.createJob(CreateJobRequest(displayName: "kill", files: [NewFileDocument(url: h.url("/k.bin"), path: h.destination("k.bin"))]))
         _ = try h.client.perform("resume", on: job.id)
-        XCTAssertTrue(h.server.waitUntilHeld("/k.bin"))
-        XCTAssertTrue(waitUntil(timeout: 60) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) == heldAt })
+        #expect(h.server.waitUntilHeld("/k.bin"))
+        #expect(waitUntil(timeout: 60) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) == heldAt })
         // Checkpoints come every 2 s: wait for the one of every byte that arrived.
-        XCTAssertTrue(waitUntil(timeout: 60) { self.durableBytes() == heldAt }, "checkpointed: \(durableBytes() ?? -1)")
+        #expect(waitUntil(timeout: 60) { self.durableBytes() == heldAt }, "checkpointed: \(durableBytes() ?? -1)")
         h.stop(SIGKILL)
         // The restarted agent's request is held before its first byte: its figure stays put.
         h.server.hold("/k.bin")
         h.server.resetRequests()
         try h.start()
-        XCTAssertTrue(h.server.waitUntilHeld("/k.bin", count: 2), "the restarted agent asked for the rest")
+        #expect(h.server.waitUntilHeld("/k.bin", count: 2), "the restarted agent asked for the rest")
         let back = try h.client.job(job.id)
-        XCTAssertEqual(back.files[0].bytesTransferred, UInt64(heldAt), "progress survived kill -9")
+        #expect(back.files[0].bytesTransferred == UInt64(heldAt), "progress survived kill -9")
         h.server.release("/k.bin")
         h.wait(job.id, for: "TRANSFERRED", timeout: 60)
-        XCTAssertEqual(h.server.requests(for: "/k.bin").first?.rangeStart, Int64(heldAt), "the transfer resumed with a range")
+        #expect(h.server.requests(for: "/k.bin").first?.rangeStart == Int64(heldAt), "the transfer resumed with a range")
         _ = try h.client.perform("complete", on: job.id)
-        XCTAssertTrue(fileHolds(h.destination("k.bin"), data))
+        #expect(fileHolds(h.destination("k.bin"), data))
     }
 
-    func testSIGTERMExitsZeroWithEveryCheckpointWritten() throws {
+    @Test func sigtermExitsZeroWithEveryCheckpointWritten() throws {
         // No checkpoint comes by time or by size: every byte recorded at the stop was recorded
         // by the stop.
         try restartAgent(adding: "checkpoints:\n  interval_sec: 3600\n  bytes: 1099511627776\n")
@@ -202,42 +202,42 @@ final class AgentProcessTests: XCTestCase {
         h.server.hold("/t.bin", afterBytes: heldAt)
         let job = try h.client.createJob(CreateJobRequest(displayName: "term", files: [NewFileDocument(url: h.url("/t.bin"), path: h.destination("t.bin"))]))
         _ = try h.client.perform("resume", on: job.id)
-        XCTAssertTrue(waitUntil(timeout: 60) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) == heldAt })
-        XCTAssertEqual(durableBytes(), 0, "nothing is recorded before the stop")
-        XCTAssertEqual(h.stop(SIGTERM, timeout: 25), 0)
-        let temporary = try XCTUnwrap(directoryEntries(h.downloads).first { $0.hasSuffix(".part") })
-        let onDisk = try XCTUnwrap(contentsOf(h.downloads + "/" + temporary)).count
-        XCTAssertEqual(onDisk, heldAt)
-        XCTAssertEqual(durableBytes(), onDisk, "a clean stop records every byte written")
+        #expect(waitUntil(timeout: 60) { ((try? self.h.client.job(job.id))?.progress.bytesTransferred ?? 0) == heldAt })
+        #expect(durableBytes() == 0, "nothing is recorded before the stop")
+        #expect(h.stop(SIGTERM, timeout: 25) == 0)
+        let temporary = try #require(directoryEntries(h.downloads).first { $0.hasSuffix(".part") })
+        let onDisk = try #require(contentsOf(h.downloads + "/" + temporary)).count
+        #expect(onDisk == heldAt)
+        #expect(durableBytes() == onDisk, "a clean stop records every byte written")
         h.server.release("/t.bin")
         h.server.resetRequests()
         try h.start()
-        XCTAssertTrue(waitUntil(timeout: 60) { !self.h.server.requests(for: "/t.bin").isEmpty })
-        XCTAssertEqual(h.server.requests(for: "/t.bin").first?.rangeStart, Int64(onDisk), "the restarted agent goes on from there")
+        #expect(waitUntil(timeout: 60) { !self.h.server.requests(for: "/t.bin").isEmpty })
+        #expect(h.server.requests(for: "/t.bin").first?.rangeStart == Int64(onDisk), "the restarted agent goes on from there")
         _ = try h.client.perform("cancel", on: job.id)
     }
 
-    func testSIGHUPWithABrokenConfigurationKeepsServing() throws {
+    @Test func sighupWithABrokenConfigurationKeepsServing() throws {
         try h.writeConfig("transfers:\n  max_connections: lots\n")
         h.process?.signal(SIGHUP)
-        XCTAssertTrue(waitUntil(timeout: 60) { self.h.log.contains("configuration not reloaded") }, h.log)
-        XCTAssertTrue(h.log.contains("transfers.max_connections"), h.log)
-        XCTAssertNotNil(try? h.client.health(), "still serving on the old configuration")
+        #expect(waitUntil(timeout: 60) { self.h.log.contains("configuration not reloaded") }, "\(h.log)")
+        #expect(h.log.contains("transfers.max_connections"), "\(h.log)")
+        #expect((try? h.client.health()) != nil, "still serving on the old configuration")
         try h.writeConfig("quotas:\n  jobs_per_user: 1\n")
         h.process?.signal(SIGHUP)
-        XCTAssertTrue(waitUntil(timeout: 60) { self.h.log.contains("configuration reloaded") }, h.log)
-        XCTAssertTrue(h.log.contains("applied=quotas.jobs_per_user"), h.log)
+        #expect(waitUntil(timeout: 60) { self.h.log.contains("configuration reloaded") }, "\(h.log)")
+        #expect(h.log.contains("applied=quotas.jobs_per_user"), "\(h.log)")
         // Quotas apply to users other than root: act as nobody.
-        XCTAssertEqual(try h.curl("POST", "/v1/jobs", body: #"{"displayName": "one"}"#, asUser: "nobody").status, 201)
+        #expect(try h.curl("POST", "/v1/jobs", body: #"{"displayName": "one"}"#, asUser: "nobody").status == 201)
         let second = try h.curl("POST", "/v1/jobs", body: #"{"displayName": "two"}"#, asUser: "nobody")
-        XCTAssertEqual(second.status, 403, second.body)
-        XCTAssertTrue(second.body.contains("QUOTA_EXCEEDED"), second.body)
+        #expect(second.status == 403, "\(second.body)")
+        #expect(second.body.contains("QUOTA_EXCEEDED"), "\(second.body)")
     }
 
     /// A client that sends its next request (an event stream) before the previous answer has
     /// reached the socket keeps its stream: the header deadline, counted from an answer's end,
     /// applies only while the connection waits for a request, never during one.
-    func testAPipelinedEventStreamIsNotCutByTheHeaderDeadline() throws {
+    @Test func aPipelinedEventStreamIsNotCutByTheHeaderDeadline() throws {
         try restartAgent(adding: "api:\n  request_header_timeout_sec: 1\n")
         let script = """
         import socket, sys, time
@@ -260,11 +260,10 @@ final class AgentProcessTests: XCTestCase {
         print("open")
         """
         let result = try PluginBuilder.run("/usr/bin/python3", ["-c", script, h.socket])
-        XCTAssertEqual(result.output.trimmingCharacters(in: .whitespacesAndNewlines), "open",
-                       "the stream outlived 4 header deadlines of 1 s: \(result.output)")
+        #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines) == "open", "the stream outlived 4 header deadlines of 1 s: \(result.output)")
     }
 
-    func testMalformedRequestsGetClearErrorsAndTheAgentGoesOn() throws {
+    @Test func malformedRequestsGetClearErrorsAndTheAgentGoesOn() throws {
         let job = try h.client.createJob(CreateJobRequest(displayName: "target"))
         let cases: [(String, String, String?, Int, String)] = [
             ("POST", "/v1/jobs", "{", 400, "not valid JSON"),
@@ -296,19 +295,19 @@ final class AgentProcessTests: XCTestCase {
         ]
         for (method, path, body, status, fragment) in cases {
             let answer = try h.curl(method, path, body: body)
-            XCTAssertEqual(answer.status, status, "\(method) \(path) \(body ?? ""): \(answer.body)")
+            #expect(answer.status == status, "\(method) \(path) \(body ?? ""): \(answer.body)")
             let envelope = try? ControlJSON.decoder.decode(ErrorEnvelope.self, from: Data(answer.body.utf8))
-            XCTAssertNotNil(envelope, "a JSON error for \(method) \(path): \(answer.body)")
+            #expect(envelope != nil, "a JSON error for \(method) \(path): \(answer.body)")
             if !fragment.isEmpty {
-                XCTAssertTrue(envelope?.error.message.contains(fragment) ?? false, "\(method) \(path) should say '\(fragment)': \(answer.body)")
+                #expect(envelope?.error.message.contains(fragment) ?? false, "\(method) \(path) should say '\(fragment)': \(answer.body)")
             }
         }
         let huge = h.directory.file("huge.json")
         try #"{"displayName": "\#(String(repeating: "x", count: 5 << 20))"}"#.write(toFile: huge, atomically: true, encoding: .utf8)
         let tooLarge = try h.curl("POST", "/v1/jobs", body: "@" + huge)
-        XCTAssertEqual(tooLarge.status, 413, tooLarge.body)
-        XCTAssertTrue(tooLarge.body.contains("larger than"), tooLarge.body)
-        XCTAssertNotNil(try? h.client.health(), "the agent is still serving")
+        #expect(tooLarge.status == 413, "\(tooLarge.body)")
+        #expect(tooLarge.body.contains("larger than"), "\(tooLarge.body)")
+        #expect((try? h.client.health()) != nil, "the agent is still serving")
     }
 }
 

@@ -1,21 +1,22 @@
 import FerryControl
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
 
 /// What the agent shows is what a crash leaves: a job reported TRANSFERRED is TRANSFERRED
 /// again after `kill -9`, so a pipeline that completes on seeing it is never refused.
-final class DurabilityTests: XCTestCase {
-    var h: AgentHarness!
+@Suite(.serialized)
+final class DurabilityTests {
+    let h: AgentHarness
 
-    override func setUpWithError() throws {
+    init() throws {
         h = try AgentHarness()
         try h.start()
     }
 
-    override func tearDown() { h?.tearDown() }
+    deinit { h.tearDown() }
 
-    func testTransferredIsInTheStoreBeforeAnyoneSeesIt() throws {
+    @Test func transferredIsInTheStoreBeforeAnyoneSeesIt() throws {
         for round in 0..<4 {
             // A large file first: the last flush of its bytes takes a while, which is when the
             // state and the store could disagree.
@@ -31,14 +32,14 @@ final class DurabilityTests: XCTestCase {
             let job = try h.client.createJob(CreateJobRequest(displayName: "durable \(round)", files: files))
             _ = try h.client.perform("resume", on: job.id)
             // Kill the agent the moment it says TRANSFERRED.
-            XCTAssertTrue(waitUntil(timeout: 30) { (try? self.h.client.jobSummary(job.id))?.state.rawValue == "TRANSFERRED" })
+            #expect(waitUntil(timeout: 30) { (try? self.h.client.jobSummary(job.id))?.state.rawValue == "TRANSFERRED" })
             h.stop(SIGKILL)
             try h.start()
             let back = try h.client.jobSummary(job.id)
-            XCTAssertEqual(back.state.rawValue, "TRANSFERRED", "round \(round): what was shown survived the crash")
-            XCTAssertEqual(back.progress.filesTransferred, 21)
+            #expect(back.state.rawValue == "TRANSFERRED", "round \(round): what was shown survived the crash")
+            #expect(back.progress.filesTransferred == 21)
             let completed = try h.client.perform("complete", on: job.id, includingFiles: false)
-            XCTAssertEqual(completed.state.rawValue, "ACKNOWLEDGED", "round \(round)")
+            #expect(completed.state.rawValue == "ACKNOWLEDGED", "round \(round)")
         }
     }
 }

@@ -1,19 +1,20 @@
 import FerryControl
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
 
 /// The scenarios of PolicyScenarioTests (FerryIntegrationTests), run through a real `ferryd`:
 /// `ferry transfer --agent` creates the job in the agent and follows it to the end.
-final class PolicyScenarioAgentTests: XCTestCase {
-    var h: AgentHarness!
+@Suite(.serialized)
+final class PolicyScenarioAgentTests {
+    let h: AgentHarness
 
-    override func setUpWithError() throws {
+    init() throws {
         h = try AgentHarness()
         try h.start()
     }
 
-    override func tearDown() { h.tearDown() }
+    deinit { h.tearDown() }
 
     private func transfer(_ scenario: PolicyScenario) throws -> (status: Int32, stdout: String, stderr: String) {
         try ChildProcess.run("ferry", ["transfer", "--agent", "--socket", h.socket] + scenario.arguments,
@@ -24,66 +25,66 @@ final class PolicyScenarioAgentTests: XCTestCase {
         directoryEntries(h.downloads).filter { $0.hasPrefix(".") && $0.hasSuffix(".part") }
     }
 
-    func testRangeFallbackAfterADroppedFirstResponse() throws {
+    @Test func rangeFallbackAfterADroppedFirstResponse() throws {
         let scenario = PolicyScenario.rangeFallback(h.server)
         let result = try transfer(scenario)
-        XCTAssertEqual(result.status, 0, result.stderr + h.log)
-        XCTAssertTrue(fileHolds(h.destination(scenario.destination), scenario.expected!), "byte-identical after the fallback")
-        XCTAssertTrue(h.server.requests(for: "/fallback.bin").contains { $0.rangeStart != nil })
-        XCTAssertTrue(h.log.contains("range-fallback"), "the agent's range-fallback policy acted: \(h.log)")
-        XCTAssertEqual(hiddenTemporaries(), [])
+        #expect(result.status == 0, "\(result.stderr + h.log)")
+        #expect(fileHolds(h.destination(scenario.destination), scenario.expected!), "byte-identical after the fallback")
+        #expect(h.server.requests(for: "/fallback.bin").contains { $0.rangeStart != nil })
+        #expect(h.log.contains("range-fallback"), "the agent's range-fallback policy acted: \(h.log)")
+        #expect(hiddenTemporaries() == [])
     }
 
-    func testMirrorFailoverAfterACorruptCopy() throws {
+    @Test func mirrorFailoverAfterACorruptCopy() throws {
         let scenario = try PolicyScenario.mirrorAfterCorruptCopy(h.server)
         let result = try transfer(scenario)
-        XCTAssertEqual(result.status, 0, result.stderr + h.log)
-        XCTAssertTrue(fileHolds(h.destination(scenario.destination), scenario.expected!), "byte-identical from mirror B")
-        XCTAssertFalse(h.server.requests(for: "/a/corrupt.bin").isEmpty, "A was tried first")
-        XCTAssertFalse(h.server.requests(for: "/b/corrupt.bin").isEmpty, "B was asked after A's copy failed")
+        #expect(result.status == 0, "\(result.stderr + h.log)")
+        #expect(fileHolds(h.destination(scenario.destination), scenario.expected!), "byte-identical from mirror B")
+        #expect(!h.server.requests(for: "/a/corrupt.bin").isEmpty, "A was tried first")
+        #expect(!h.server.requests(for: "/b/corrupt.bin").isEmpty, "B was asked after A's copy failed")
     }
 
-    func testMirrorFailoverAfterA404() throws {
+    @Test func mirrorFailoverAfterA404() throws {
         let scenario = PolicyScenario.mirrorAfter404(h.server)
         let result = try transfer(scenario)
-        XCTAssertEqual(result.status, 0, result.stderr + h.log)
-        XCTAssertTrue(fileHolds(h.destination(scenario.destination), scenario.expected!))
-        XCTAssertFalse(h.server.requests(for: "/b/missing.bin").isEmpty, "B was asked after A's 404")
+        #expect(result.status == 0, "\(result.stderr + h.log)")
+        #expect(fileHolds(h.destination(scenario.destination), scenario.expected!))
+        #expect(!h.server.requests(for: "/b/missing.bin").isEmpty, "B was asked after A's 404")
     }
 
-    func testBackoffHonoursRetryAfter() throws {
+    @Test func backoffHonoursRetryAfter() throws {
         let scenario = PolicyScenario.retryAfter(h.server)
         let result = try transfer(scenario)
-        XCTAssertEqual(result.status, 0, result.stderr + h.log)
-        XCTAssertTrue(fileHolds(h.destination(scenario.destination), scenario.expected!))
+        #expect(result.status == 0, "\(result.stderr + h.log)")
+        #expect(fileHolds(h.destination(scenario.destination), scenario.expected!))
         let requests = h.server.requests(for: "/busy.bin")
-        XCTAssertEqual(requests.count, 2, "one 503, then the file")
+        #expect(requests.count == 2, "one 503, then the file")
         if requests.count == 2 {
-            XCTAssertGreaterThanOrEqual(requests[1].receivedAt.timeIntervalSince(requests[0].receivedAt), 1.9,
-                                        "no request before Retry-After (2 s), though the minimum delay is 1 s")
+            #expect(requests[1].receivedAt.timeIntervalSince(requests[0].receivedAt) >= 1.9, "no request before Retry-After (2 s), though the minimum delay is 1 s")
         }
     }
 
-    func testAValidationFailureLeavesNothingVisible() throws {
+    @Test func aValidationFailureLeavesNothingVisible() throws {
         let scenario = try PolicyScenario.validationFailure(h.server)
         let old = Array("the file that was there before\n".utf8)
         FileManager.default.createFile(atPath: h.destination(scenario.destination), contents: Data(old))
         let result = try transfer(scenario)
-        XCTAssertEqual(result.status, 1, result.stderr)
-        XCTAssertTrue(result.stderr.contains("VALIDATION_FAILED (validation)"), result.stderr)
-        XCTAssertTrue(result.stderr.contains("sha256 mismatch"), result.stderr)
-        XCTAssertTrue(fileHolds(h.destination(scenario.destination), old), "the file in place is untouched")
-        XCTAssertEqual(hiddenTemporaries(), [], "the rejected bytes are gone")
-        XCTAssertEqual(try h.client.listJobs().filter { !$0.state.isFinal }.count, 0, "the failed job was cancelled in the agent")
+        #expect(result.status == 1, "\(result.stderr)")
+        #expect(result.stderr.contains("VALIDATION_FAILED (validation)"), "\(result.stderr)")
+        #expect(result.stderr.contains("sha256 mismatch"), "\(result.stderr)")
+        #expect(fileHolds(h.destination(scenario.destination), old), "the file in place is untouched")
+        #expect(hiddenTemporaries() == [], "the rejected bytes are gone")
+        #expect(try h.client.listJobs().filter { !$0.state.isFinal }.count == 0, "the failed job was cancelled in the agent")
     }
 }
 
 /// A policy that takes its time (it answers RETRY_LATER first, then acts) must still get its
 /// turn: `ferry transfer` waits for the verdict instead of taking ERROR for the end.
-final class SlowPolicyAgentTests: XCTestCase {
-    var h: AgentHarness!
+@Suite(.serialized)
+final class SlowPolicyAgentTests {
+    let h: AgentHarness
 
-    override func setUpWithError() throws {
+    init() throws {
         h = try AgentHarness()
         let plugin = try PluginBuilder.build("Tests/Fixtures/plugins/always_resume.c", name: "retry-first", in: h.directory.path,
                                              defines: ["RETRY_FIRST"])
@@ -94,20 +95,20 @@ final class SlowPolicyAgentTests: XCTestCase {
         try h.start()
     }
 
-    override func tearDown() { h.tearDown() }
+    deinit { h.tearDown() }
 
-    func testTransferWaitsForAPolicyThatAsksToBeCalledAgain() throws {
+    @Test func transferWaitsForAPolicyThatAsksToBeCalledAgain() throws {
         let data = testBytes(50_000, seed: 906)
         h.server.setFile("/late.bin", data: data)
         h.server.addFault("/late.bin", .status(404), times: 1)
         let result = try ChildProcess.run("ferry", ["transfer", "--agent", "--socket", h.socket, h.url("/late.bin"), "late.bin"],
                                           workingDirectory: h.downloads, timeout: 60)
-        XCTAssertEqual(result.status, 0, result.stderr + h.log)
-        XCTAssertTrue(fileHolds(h.destination("late.bin"), data), "the policy resumed the job after its second call")
-        XCTAssertEqual(h.server.requests(for: "/late.bin").count, 2)
+        #expect(result.status == 0, "\(result.stderr + h.log)")
+        #expect(fileHolds(h.destination("late.bin"), data), "the policy resumed the job after its second call")
+        #expect(h.server.requests(for: "/late.bin").count == 2)
     }
 
-    func testADecidingJobSaysSoInTheAPIAndInInfoAndSendsNoJobError() throws {
+    @Test func aDecidingJobSaysSoInTheAPIAndInInfoAndSendsNoJobError() throws {
         let data = testBytes(20_000, seed: 907)
         h.server.setFile("/wait.bin", data: data)
         h.server.addFault("/wait.bin", .status(404), times: 1)
@@ -115,12 +116,12 @@ final class SlowPolicyAgentTests: XCTestCase {
         _ = try h.client.perform("resume", on: job.id)
         // The policy asked to be called again in 5 s: the job is in ERROR, deciding.
         var seen: JobDocument?
-        XCTAssertTrue(waitUntil(timeout: 60) {
+        #expect(waitUntil(timeout: 60) {
             seen = try? self.h.client.job(job.id)
             return seen?.state == .error && seen?.deciding == true
         }, "job is \(seen.map { "\($0.state) deciding=\($0.deciding)" } ?? "gone")")
         let info = try h.ferry(["info", job.id])
-        XCTAssertTrue(info.stdout.contains("ERROR (error policies deciding)"), info.stdout)
+        #expect(info.stdout.contains("ERROR (error policies deciding)"), "\(info.stdout)")
         h.wait(job.id, for: "TRANSFERRED", timeout: 30)
         // No jobError was ever kept for it: the error was handled before anyone was told.
         final class Kinds: @unchecked Sendable {
@@ -139,9 +140,9 @@ final class SlowPolicyAgentTests: XCTestCase {
             }
         }
         stream.start()
-        XCTAssertTrue(waitUntil(timeout: 60) { stream.isFinished })
+        #expect(waitUntil(timeout: 60) { stream.isFinished })
         let kinds = received.seen
-        XCTAssertEqual(kinds.filter { $0 == "jobError" }, [], "\(kinds)")
-        XCTAssertTrue(kinds.contains("jobTransferred"), "\(kinds)")
+        #expect(kinds.filter { $0 == "jobError" } == [], "\(kinds)")
+        #expect(kinds.contains("jobTransferred"), "\(kinds)")
     }
 }

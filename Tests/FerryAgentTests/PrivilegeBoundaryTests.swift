@@ -1,13 +1,14 @@
 import FerryControl
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
 
 /// The root agent acts for every local user: each test plays a second user (`runuser`,
 /// `setpriv`) who tries to get, through the agent, something it could not get alone, and
 /// asserts that it gets nothing and that the agent keeps serving. See docs/security.md.
-final class PrivilegeBoundaryTests: XCTestCase {
-    var h: AgentHarness!
+@Suite(.serialized, .enabled(if: getuid() == 0, "the boundary tests need root, to run the agent as root and play a second user"))
+final class PrivilegeBoundaryTests {
+    let h: AgentHarness
     static let user = "ferrytest"
     static let group = "ferrygrp"
     /// A uid and gid no account has.
@@ -21,15 +22,14 @@ final class PrivilegeBoundaryTests: XCTestCase {
     var secret = ""
     let secretBytes = Array("root's secret, never to be copied\n".utf8)
 
-    override func setUpWithError() throws {
-        try XCTSkipUnless(getuid() == 0, "the boundary tests need root, to run the agent as root and play a second user")
+    init() throws {
         try SecondUser.ensure(Self.user)
         if getgrnam(Self.group) == nil {
             let made = try PluginBuilder.run("/usr/sbin/groupadd", [Self.group])
-            XCTAssertEqual(made.status, 0, made.output)
+            #expect(made.status == 0, "\(made.output)")
         }
         let added = try PluginBuilder.run("/usr/sbin/usermod", ["-a", "-G", Self.group, Self.user])
-        XCTAssertEqual(added.status, 0, added.output)
+        #expect(added.status == 0, "\(added.output)")
         uid = getpwnam(Self.user)!.pointee.pw_uid
         gid = getpwnam(Self.user)!.pointee.pw_gid
         h = try AgentHarness()
@@ -42,7 +42,7 @@ final class PrivilegeBoundaryTests: XCTestCase {
         chmod(secret, 0o600)
     }
 
-    override func tearDown() { h?.tearDown() }
+    deinit { h.tearDown() }
 
     // MARK: - Helpers
 
@@ -61,7 +61,7 @@ final class PrivilegeBoundaryTests: XCTestCase {
     }
 
     private func makeUserDirectory(_ path: String) {
-        XCTAssertEqual(mkdir(path, 0o755), 0, path)
+        #expect(mkdir(path, 0o755) == 0, "\(path)")
         chown(path, uid, gid)
     }
 
@@ -72,10 +72,10 @@ final class PrivilegeBoundaryTests: XCTestCase {
     }
 
     /// Root's view of health, timed: it must answer within a second whatever a user does.
-    private func assertHealthAnswersPromptly(file: StaticString = #filePath, line: UInt = #line) {
+    private func assertHealthAnswersPromptly(sourceLocation: SourceLocation = #_sourceLocation) {
         let start = Date()
-        XCTAssertNotNil(try? h.client.health(), "the agent answers", file: file, line: line)
-        XCTAssertLessThan(Date().timeIntervalSince(start), 1.0, "health answered within a second", file: file, line: line)
+        #expect((try? h.client.health()) != nil, "the agent answers", sourceLocation: sourceLocation)
+        #expect(Date().timeIntervalSince(start) < 1.0, "health answered within a second", sourceLocation: sourceLocation)
     }
 
     private func waitForEnd(_ id: String, timeout: Double = 30) -> JobDocument? {
@@ -89,34 +89,34 @@ final class PrivilegeBoundaryTests: XCTestCase {
 
     // MARK: - file: sources
 
-    func testDotSegmentsBehindALinkReadWhatTheKernelResolvesForTheUser() throws {
+    @Test func dotSegmentsBehindALinkReadWhatTheKernelResolvesForTheUser() throws {
         // home/L -> home/a/b. The kernel resolves home/L/../../secret to home/secret (a decoy the
         // user wrote); removing the dot segments as text gives the root-only secret beside home.
         makeUserDirectory(home + "/a")
         makeUserDirectory(home + "/a/b")
-        XCTAssertEqual(symlink(home + "/a/b", home + "/L"), 0)
+        #expect(symlink(home + "/a/b", home + "/L") == 0)
         let decoy = Array("the user's own decoy\n".utf8)
         try Data(decoy).write(to: URL(fileURLWithPath: home + "/secret"))
         chown(home + "/secret", uid, gid)
         let url = "file://\(home)/L/../../secret"
         let created = try createJob([(url, h.downloads + "/copy")])
-        XCTAssertEqual(created.status, 201, created.body)
-        let id = try XCTUnwrap(created.id)
-        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
+        #expect(created.status == 201, "\(created.body)")
+        let id = try #require(created.id)
+        #expect(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status == 200)
         let end = waitForEnd(id)
-        XCTAssertEqual(end?.state.rawValue, "TRANSFERRED", "\(String(describing: end?.error))")
-        XCTAssertEqual(filesHolding(secretBytes, under: h.downloads), [], "no copy of the secret anywhere")
-        XCTAssertEqual(filesHolding(decoy, under: h.downloads).count, 1, "the user got what the kernel resolves for it: its own decoy")
+        #expect(end?.state.rawValue == "TRANSFERRED", "\(String(describing: end?.error))")
+        #expect(filesHolding(secretBytes, under: h.downloads) == [], "no copy of the secret anywhere")
+        #expect(filesHolding(decoy, under: h.downloads).count == 1, "the user got what the kernel resolves for it: its own decoy")
     }
 
-    func testASourceSwappedForALinkWhileJobsRunNeverYieldsTheSecret() throws {
+    @Test func aSourceSwappedForALinkWhileJobsRunNeverYieldsTheSecret() throws {
         // The user flips home/x between a file of its own and a link to the secret, as fast as it
         // can, while jobs read it. Bounded: 12 jobs, each waited for.
         let own = Array("an ordinary file of the user's\n".utf8)
         try Data(own).write(to: URL(fileURLWithPath: home + "/plain"))
         chown(home + "/plain", uid, gid)
-        XCTAssertEqual(symlink(secret, home + "/link"), 0)
-        XCTAssertEqual(link(home + "/plain", home + "/x"), 0)
+        #expect(symlink(secret, home + "/link") == 0)
+        #expect(link(home + "/plain", home + "/x") == 0)
         let stop = AtomicFlag()
         let (home, secret) = (self.home, self.secret)
         let swapper = Thread {
@@ -136,79 +136,79 @@ final class PrivilegeBoundaryTests: XCTestCase {
             let created = try createJob([("file://\(home)/x", h.downloads + "/race-\(round)")])
             guard created.status == 201, let id = created.id else {
                 outcomes["refused at add", default: 0] += 1
-                XCTAssertTrue(created.body.contains("ACCESS_DENIED"), created.body)
+                #expect(created.body.contains("ACCESS_DENIED"), "\(created.body)")
                 continue
             }
             _ = try request("POST", "/v1/jobs/\(id)/resume", via: asUser)
             let end = waitForEnd(id)
             outcomes[end?.state.rawValue ?? "gone", default: 0] += 1
-            if let code = end?.error?.code { XCTAssertEqual(code, "ACCESS_DENIED", "a failed open is the owner's own refusal") }
+            if let code = end?.error?.code { #expect(code == "ACCESS_DENIED", "a failed open is the owner's own refusal") }
         }
         stop.set()
-        XCTAssertEqual(filesHolding(secretBytes, under: h.downloads), [], "no copy of the secret in any temporary: \(outcomes)")
-        XCTAssertEqual(outcomes.values.reduce(0, +), 12)
+        #expect(filesHolding(secretBytes, under: h.downloads) == [], "no copy of the secret in any temporary: \(outcomes)")
+        #expect(outcomes.values.reduce(0, +) == 12)
         assertHealthAnswersPromptly()
     }
 
-    func testSourcesThatAreNotRegularFilesAreRefusedAndNeverBlock() throws {
+    @Test func sourcesThatAreNotRegularFilesAreRefusedAndNeverBlock() throws {
         let fifo = home + "/fifo"
-        XCTAssertEqual(mkfifo(fifo, 0o644), 0)
+        #expect(mkfifo(fifo, 0o644) == 0)
         chown(fifo, uid, gid)
         for (name, source) in [("FIFO", fifo), ("character device", "/dev/zero"), ("directory", home)] {
             let start = Date()
             let created = try createJob([("file://\(source)", h.downloads + "/from-\(name.split(separator: " ").first!)")])
-            XCTAssertEqual(created.status, 400, "\(name): \(created.body)")
-            XCTAssertTrue(created.body.contains("NOT_A_REGULAR_FILE") && created.body.contains(source), "\(name): \(created.body)")
-            XCTAssertLessThan(Date().timeIntervalSince(start), 5, "\(name): refused at once")
+            #expect(created.status == 400, "\(name): \(created.body)")
+            #expect(created.body.contains("NOT_A_REGULAR_FILE") && created.body.contains(source), "\(name): \(created.body)")
+            #expect(Date().timeIntervalSince(start) < 5, "\(name): refused at once")
         }
         // A regular file when added, a FIFO when the job runs: the transfer's own open refuses it.
         let swapped = home + "/later"
         try Data("ok".utf8).write(to: URL(fileURLWithPath: swapped))
         chown(swapped, uid, gid)
         let created = try createJob([("file://\(swapped)", h.downloads + "/later")])
-        let id = try XCTUnwrap(created.id, created.body)
+        let id = try #require(created.id, "\(created.body)")
         unlink(swapped)
-        XCTAssertEqual(mkfifo(swapped, 0o644), 0)
+        #expect(mkfifo(swapped, 0o644) == 0)
         chown(swapped, uid, gid)
-        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
+        #expect(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status == 200)
         let end = waitForEnd(id)
-        XCTAssertEqual(end?.state.rawValue, "ERROR")
-        XCTAssertEqual(end?.error?.code, "NOT_A_REGULAR_FILE", "\(String(describing: end?.error))")
+        #expect(end?.state.rawValue == "ERROR")
+        #expect(end?.error?.code == "NOT_A_REGULAR_FILE", "\(String(describing: end?.error))")
         assertHealthAnswersPromptly()
         // A FIFO as the job's CA file is refused when set, at once.
         let start = Date()
         let patched = try request("PATCH", "/v1/jobs/\(id)", body: #"{"tlsCAFile": "\#(fifo)"}"#, via: asUser)
-        XCTAssertEqual(patched.status, 400, patched.body)
-        XCTAssertTrue(patched.body.contains("NOT_A_REGULAR_FILE"), patched.body)
-        XCTAssertLessThan(Date().timeIntervalSince(start), 5)
+        #expect(patched.status == 400, "\(patched.body)")
+        #expect(patched.body.contains("NOT_A_REGULAR_FILE"), "\(patched.body)")
+        #expect(Date().timeIntervalSince(start) < 5)
         // SIGTERM still stops the agent promptly.
-        XCTAssertEqual(h.stop(SIGTERM, timeout: 20), 0)
+        #expect(h.stop(SIGTERM, timeout: 20) == 0)
     }
 
-    func testNoCapabilityOfRootActsForTheUser() throws {
+    @Test func noCapabilityOfRootActsForTheUser() throws {
         // A PCI device's configuration space: a user reads its first 64 bytes, root (with
         // CAP_SYS_ADMIN) all of them. The driver decides by the opener's capabilities.
         let devices = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/bus/pci/devices")) ?? []
         let config = devices.sorted().map { "/sys/bus/pci/devices/\($0)/config" }.first { FileManager.default.isReadableFile(atPath: $0) }
-        let path = try XCTUnwrap(config, "no PCI device here to read")
+        let path = try #require(config, "no PCI device here to read")
         let userRead = try PluginBuilder.run("/usr/bin/env", ["runuser", "-u", Self.user, "--", "sh", "-c", "cat \(path) | wc -c"])
         let asRoot = try PluginBuilder.run("/bin/sh", ["-c", "cat \(path) | wc -c"])
         let userBytes = Int(userRead.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
         let rootBytes = Int(asRoot.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
-        try XCTSkipIf(userBytes == rootBytes, "this device shows the user and root the same bytes (\(userBytes))")
+        if userBytes == rootBytes { try Test.cancel("this device shows the user and root the same bytes (\(userBytes))") }
         let created = try createJob([("file://\(path)", h.downloads + "/pci-config")])
-        let id = try XCTUnwrap(created.id, created.body)
-        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
+        let id = try #require(created.id, "\(created.body)")
+        #expect(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status == 200)
         // Whatever the job ends as, nothing of the agent's holds more than the user could read.
         _ = waitUntil(timeout: 60) { ["TRANSFERRED", "ERROR", "TRANSIENT_ERROR"].contains((try? self.h.client.job(id))?.state.rawValue ?? "") }
         let held = (try? FileManager.default.contentsOfDirectory(atPath: h.downloads))?.filter { $0.contains("pci-config") }
             .compactMap { contentsOf(h.downloads + "/" + $0)?.count } ?? []
-        XCTAssertTrue(held.allSatisfy { $0 <= userBytes }, "the user reads \(userBytes) bytes alone, root \(rootBytes); the agent wrote \(held)")
+        #expect(held.allSatisfy { $0 <= userBytes }, "the user reads \(userBytes) bytes alone, root \(rootBytes); the agent wrote \(held)")
     }
 
     // MARK: - The caller's real identity
 
-    func testGroupsAreTheOnesTheCallerHoldsNotTheAccountDatabases() throws {
+    @Test func groupsAreTheOnesTheCallerHoldsNotTheAccountDatabases() throws {
         // A directory and a file of a group the user belongs to in the account database.
         let shared = try h.directory.subdirectory("group-dir")
         chown(shared, 0, getgrnam(Self.group)!.pointee.gr_gid)
@@ -221,24 +221,24 @@ final class PrivilegeBoundaryTests: XCTestCase {
 
         // With its groups (runuser takes them from the account database): allowed.
         let withGroups = try createJob([("file://\(groupFile)", shared + "/copy")])
-        XCTAssertEqual(withGroups.status, 201, withGroups.body)
+        #expect(withGroups.status == 201, "\(withGroups.body)")
 
         // Having dropped them, the same user may do neither.
         let dropped = ["setpriv", "--reuid", Self.user, "--regid", Self.user, "--clear-groups", "--"]
         let write = try createJob([(h.url("/f"), shared + "/copy2")], via: dropped)
-        XCTAssertEqual(write.status, 403, write.body)
-        XCTAssertTrue(write.body.contains("ACCESS_DENIED"), write.body)
+        #expect(write.status == 403, "\(write.body)")
+        #expect(write.body.contains("ACCESS_DENIED"), "\(write.body)")
         let read = try createJob([("file://\(groupFile)", h.downloads + "/copy3")], via: dropped)
-        XCTAssertEqual(read.status, 403, read.body)
-        XCTAssertTrue(read.body.contains("ACCESS_DENIED"), read.body)
+        #expect(read.status == 403, "\(read.body)")
+        #expect(read.body.contains("ACCESS_DENIED"), "\(read.body)")
 
         // A job created with the groups, later resumed: it keeps the identity it was created with.
-        let id = try XCTUnwrap(withGroups.id)
-        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
-        XCTAssertEqual(waitForEnd(id)?.state.rawValue, "TRANSFERRED")
+        let id = try #require(withGroups.id)
+        #expect(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status == 200)
+        #expect(waitForEnd(id)?.state.rawValue == "TRANSFERRED")
     }
 
-    func testAJobActsWithTheGroupsOfTheProcessThatNamesItsPaths() throws {
+    @Test func aJobActsWithTheGroupsOfTheProcessThatNamesItsPaths() throws {
         // A job created by a process in the group; files added later by a process of the same
         // user that dropped the group: they are read without it.
         let groupFile = h.directory.file("group-only")
@@ -247,15 +247,15 @@ final class PrivilegeBoundaryTests: XCTestCase {
         chown(groupFile, 0, getgrnam(Self.group)!.pointee.gr_gid)
         chmod(groupFile, 0o640)
         let empty = try request("POST", "/v1/jobs", body: #"{"displayName": "with the group"}"#, via: asUser)
-        XCTAssertEqual(empty.status, 201, empty.body)
-        let id = try XCTUnwrap(try? ControlJSON.decoder.decode(JobDocument.self, from: Data(empty.body.utf8)).id)
+        #expect(empty.status == 201, "\(empty.body)")
+        let id = try #require(try? ControlJSON.decoder.decode(JobDocument.self, from: Data(empty.body.utf8)).id)
         let dropped = ["setpriv", "--reuid", Self.user, "--regid", Self.user, "--clear-groups", "--"]
         let added = try request("POST", "/v1/jobs/\(id)/files", body: #"{"files": [{"url": "file://\#(groupFile)", "path": "\#(h.downloads)/group-copy"}]}"#, via: dropped)
-        XCTAssertEqual(added.status, 403, "checked with the identity the adding process holds: \(added.body)")
-        XCTAssertEqual(filesHolding(groupBytes, under: h.downloads), [])
+        #expect(added.status == 403, "checked with the identity the adding process holds: \(added.body)")
+        #expect(filesHolding(groupBytes, under: h.downloads) == [])
     }
 
-    func testAUidWithoutAnAccountGetsNoGroupsBeyondItsOwn() throws {
+    @Test func aUidWithoutAnAccountGetsNoGroupsBeyondItsOwn() throws {
         // A file of group 54321, readable by that group. The caller is uid 54321 with gid 54322
         // and no supplementary groups: the old fallback made its uid a group and let it read.
         let file = h.directory.file("numbered")
@@ -264,96 +264,96 @@ final class PrivilegeBoundaryTests: XCTestCase {
         chmod(file, 0o640)
         let stranger = ["setpriv", "--reuid", Self.strangerUID, "--regid", Self.strangerGID, "--clear-groups", "--"]
         let cat = try PluginBuilder.run("/usr/bin/env", stranger + ["cat", file])
-        XCTAssertNotEqual(cat.status, 0, "alone, the stranger cannot read it")
+        #expect(cat.status != 0, "alone, the stranger cannot read it")
         let answer = try createJob([("file://\(file)", h.downloads + "/numbered")], via: stranger)
-        XCTAssertEqual(answer.status, 403, answer.body)
-        XCTAssertTrue(answer.body.contains("ACCESS_DENIED"), answer.body)
-        XCTAssertEqual(filesHolding(Array("group 54321 only\n".utf8), under: h.downloads), [])
+        #expect(answer.status == 403, "\(answer.body)")
+        #expect(answer.body.contains("ACCESS_DENIED"), "\(answer.body)")
+        #expect(filesHolding(Array("group 54321 only\n".utf8), under: h.downloads) == [])
     }
 
     // MARK: - Destinations
 
-    func testACommitLandsWhereTheTemporaryWasEvenIfTheDirectoryIsSwappedForALink() throws {
+    @Test func aCommitLandsWhereTheTemporaryWasEvenIfTheDirectoryIsSwappedForALink() throws {
         makeUserDirectory(home + "/dl")
         makeUserDirectory(home + "/elsewhere")
         h.server.setFile("/pkg", data: Array("package bytes\n".utf8))
         let created = try createJob([(h.url("/pkg"), home + "/dl/pkg")])
-        let id = try XCTUnwrap(created.id, created.body)
-        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
-        XCTAssertEqual(waitForEnd(id)?.state.rawValue, "TRANSFERRED")
+        let id = try #require(created.id, "\(created.body)")
+        #expect(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status == 200)
+        #expect(waitForEnd(id)?.state.rawValue == "TRANSFERRED")
         // The user moves the directory away and puts a link to another one in its place.
-        XCTAssertEqual(rename(home + "/dl", home + "/dl-moved"), 0)
-        XCTAssertEqual(symlink(home + "/elsewhere", home + "/dl"), 0)
+        #expect(rename(home + "/dl", home + "/dl-moved") == 0)
+        #expect(symlink(home + "/elsewhere", home + "/dl") == 0)
         let completed = try request("POST", "/v1/jobs/\(id)/complete", via: asUser)
-        XCTAssertEqual(completed.status, 200, completed.body)
-        XCTAssertTrue(fileHolds(home + "/dl-moved/pkg", Array("package bytes\n".utf8)), "renamed in the directory the temporary was created in")
-        XCTAssertFalse(FileManager.default.fileExists(atPath: home + "/elsewhere/pkg"), "the link was not followed")
+        #expect(completed.status == 200, "\(completed.body)")
+        #expect(fileHolds(home + "/dl-moved/pkg", Array("package bytes\n".utf8)), "renamed in the directory the temporary was created in")
+        #expect(!FileManager.default.fileExists(atPath: home + "/elsewhere/pkg"), "the link was not followed")
     }
 
-    func testPathErrorsDoNotTellWhetherAHiddenPathExists() throws {
+    @Test func pathErrorsDoNotTellWhetherAHiddenPathExists() throws {
         let hidden = try h.directory.subdirectory("private")
         chmod(hidden, 0o700)
         try h.directory.subdirectory("private/exists")
         chmod(hidden + "/exists", 0o777)
         let there = try createJob([(h.url("/f"), hidden + "/exists/f")])
         let notThere = try createJob([(h.url("/f"), hidden + "/missing/f")])
-        XCTAssertEqual(there.status, notThere.status, "\(there.body) / \(notThere.body)")
-        XCTAssertEqual(there.status, 403)
+        #expect(there.status == notThere.status, "\(there.body) / \(notThere.body)")
+        #expect(there.status == 403)
         let normalize = { (text: String) in text.replacingOccurrences(of: "exists", with: "X").replacingOccurrences(of: "missing", with: "X") }
-        XCTAssertEqual(normalize(there.body), normalize(notThere.body), "the same answer either way")
+        #expect(normalize(there.body) == normalize(notThere.body), "the same answer either way")
         // The same for file: sources under the hidden directory.
         try Data("x".utf8).write(to: URL(fileURLWithPath: hidden + "/exists/file"))
         chmod(hidden + "/exists/file", 0o644)
         let readThere = try createJob([("file://\(hidden)/exists/file", h.downloads + "/a")])
         let readNotThere = try createJob([("file://\(hidden)/missing/file", h.downloads + "/b")])
-        XCTAssertEqual(readThere.status, 403, readThere.body)
-        XCTAssertEqual(normalize(readThere.body), normalize(readNotThere.body))
+        #expect(readThere.status == 403, "\(readThere.body)")
+        #expect(normalize(readThere.body) == normalize(readNotThere.body))
     }
 
-    func testHealthCountsOnlyTheCallersOwnJobs() throws {
+    @Test func healthCountsOnlyTheCallersOwnJobs() throws {
         for index in 0..<3 { _ = try h.client.createJob(CreateJobRequest(displayName: "root's \(index)")) }
         let mine = try request("GET", "/v1/health", via: asUser)
-        XCTAssertEqual(mine.status, 200)
+        #expect(mine.status == 200)
         let health = try ControlJSON.decoder.decode(HealthDocument.self, from: Data(mine.body.utf8))
-        XCTAssertEqual(health.jobs, 0, "root's three jobs are not counted for another user")
+        #expect(health.jobs == 0, "root's three jobs are not counted for another user")
         _ = try createJob([(h.url("/f"), h.downloads + "/f")])
         let after = try ControlJSON.decoder.decode(HealthDocument.self, from: Data(try request("GET", "/v1/health", via: asUser).body.utf8))
-        XCTAssertEqual(after.jobs, 1)
-        XCTAssertEqual(try h.client.health().jobs, 4, "root sees every job")
+        #expect(after.jobs == 1)
+        #expect(try h.client.health().jobs == 4, "root sees every job")
     }
 
     // MARK: - Plugins
 
-    func testAgentRefusesAPluginWhoseLinkLeadsWhereOthersMayWrite() throws {
+    @Test func agentRefusesAPluginWhoseLinkLeadsWhereOthersMayWrite() throws {
         // A local user may write in a world-writable, non-sticky directory; an administrator
         // names the plugin through a link in a trusted place.
         let open = try h.directory.subdirectory("drop")
         chmod(open, 0o777)
         let real = open + "/libferry-sha256.so"
         let built = productsDirectory() + "/libferry-sha256.so"
-        XCTAssertEqual(try PluginBuilder.run("/bin/cp", [built, real]).status, 0)
+        #expect(try PluginBuilder.run("/bin/cp", [built, real]).status == 0)
         chmod(real, 0o755)
         let trusted = try h.directory.subdirectory("plugins")
-        XCTAssertEqual(symlink(real, trusted + "/libferry-sha256.so"), 0)
+        #expect(symlink(real, trusted + "/libferry-sha256.so") == 0)
         let config = h.directory.file("linked.yaml")
         try "plugins:\n  - path: \(trusted)/libferry-sha256.so\n    role: validator\n".write(toFile: config, atomically: true, encoding: .utf8)
         let arguments = ["--config", config, "--state-dir", h.directory.file("state2"), "--socket", h.directory.file("s2.sock")]
         let started = try ChildProcess.run("ferryd", arguments, timeout: 30)
-        XCTAssertEqual(started.status, 69, "cannot run: \(started.stderr)")
-        XCTAssertTrue(started.stderr.contains("its directory \(open) is writable by everyone"), started.stderr)
+        #expect(started.status == 69, "cannot run: \(started.stderr)")
+        #expect(started.stderr.contains("its directory \(open) is writable by everyone"), "\(started.stderr)")
         let checked = try ChildProcess.run("ferryd", ["--check-config"] + arguments)
-        XCTAssertEqual(checked.status, 78, "a configuration that names an untrusted plugin: \(checked.stderr)")
-        XCTAssertTrue(checked.stderr.contains("its directory \(open) is writable by everyone"), checked.stderr)
+        #expect(checked.status == 78, "a configuration that names an untrusted plugin: \(checked.stderr)")
+        #expect(checked.stderr.contains("its directory \(open) is writable by everyone"), "\(checked.stderr)")
         // The same file copied into the trusted directory loads.
         unlink(trusted + "/libferry-sha256.so")
-        XCTAssertEqual(try PluginBuilder.run("/bin/cp", [built, trusted + "/libferry-sha256.so"]).status, 0)
+        #expect(try PluginBuilder.run("/bin/cp", [built, trusted + "/libferry-sha256.so"]).status == 0)
         let fine = try ChildProcess.run("ferryd", ["--check-config"] + arguments)
-        XCTAssertEqual(fine.status, 0, fine.stderr)
+        #expect(fine.status == 0, "\(fine.stderr)")
     }
 
     // MARK: - Notify programs
 
-    func testANotifyProgramRunsAsTheOwnerFromTheFileThatWasChecked() throws {
+    @Test func aNotifyProgramRunsAsTheOwnerFromTheFileThatWasChecked() throws {
         let script = home + "/notify.sh"
         let mark = home + "/ran-as"
         try "#!/bin/sh\nid -u > \(mark)\n".write(toFile: script, atomically: true, encoding: .utf8)
@@ -361,13 +361,12 @@ final class PrivilegeBoundaryTests: XCTestCase {
         chmod(script, 0o755)
         h.server.setFile("/n", data: Array("n".utf8))
         let created = try createJob([(h.url("/n"), h.downloads + "/n")])
-        let id = try XCTUnwrap(created.id, created.body)
+        let id = try #require(created.id, "\(created.body)")
         let patched = try request("PATCH", "/v1/jobs/\(id)", body: #"{"notifyCommand": ["\#(script)"]}"#, via: asUser)
-        XCTAssertEqual(patched.status, 200, patched.body)
-        XCTAssertEqual(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status, 200)
-        XCTAssertTrue(waitUntil(timeout: 30) { FileManager.default.fileExists(atPath: mark) }, h.log)
-        XCTAssertTrue(waitUntil(timeout: 30) { (try? String(contentsOfFile: mark, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "\(self.uid)" },
-                      "ran as the owner: \((try? String(contentsOfFile: mark, encoding: .utf8)) ?? "")")
+        #expect(patched.status == 200, "\(patched.body)")
+        #expect(try request("POST", "/v1/jobs/\(id)/resume", via: asUser).status == 200)
+        #expect(waitUntil(timeout: 30) { FileManager.default.fileExists(atPath: mark) }, "\(h.log)")
+        #expect(waitUntil(timeout: 30) { (try? String(contentsOfFile: mark, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "\(self.uid)" }, "ran as the owner: \((try? String(contentsOfFile: mark, encoding: .utf8)) ?? "")")
     }
 }
 

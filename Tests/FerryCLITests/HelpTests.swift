@@ -1,23 +1,24 @@
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// The `ferry` binary's help screens, its refusal of bad arguments, and what it says when
 /// no agent answers: everything that needs no running ferryd.
-final class HelpTests: XCTestCase {
-    var directory: TemporaryDirectory!
+@Suite(.serialized)
+final class HelpTests {
+    let directory: TemporaryDirectory
 
     /// A socket path where nothing listens.
     var nowhere: String { directory.file("no-agent/ferryd.sock") }
 
-    override func setUpWithError() throws {
+    init() throws {
         directory = try TemporaryDirectory("ferry-cli-help")
     }
 
-    override func tearDown() {
+    deinit {
         directory.remove()
     }
 
@@ -30,9 +31,9 @@ final class HelpTests: XCTestCase {
 
     // MARK: - Help screens
 
-    func testRootHelpListsEverySubcommand() throws {
+    @Test func rootHelpListsEverySubcommand() throws {
         let result = try ferry(["--help"])
-        XCTAssertEqual(result.status, 0, result.stderr)
+        #expect(result.status == 0, "\(result.stderr)")
         let subcommands = [
             "create", "addfile", "addfiles", "addmirror", "resume", "suspend", "cancel", "complete",
             "list", "info", "monitor", "geterror", "events", "sources",
@@ -45,11 +46,11 @@ final class HelpTests: XCTestCase {
             return String(word)
         })
         for name in subcommands {
-            XCTAssertTrue(listed.contains(name), "ferry --help should list \(name):\n\(result.stdout)")
+            #expect(listed.contains(name), "ferry --help should list \(name):\n\(result.stdout)")
         }
     }
 
-    func testCreateHelp() throws {
+    @Test func createHelp() throws {
         try assertHelp(["create", "--help"], """
             OVERVIEW: Create a suspended download job and print its id.
 
@@ -73,7 +74,7 @@ final class HelpTests: XCTestCase {
             """)
     }
 
-    func testAddFileHelp() throws {
+    @Test func addFileHelp() throws {
         try assertHelp(["addfile", "--help"], """
             OVERVIEW: Add a file to a job.
 
@@ -98,7 +99,7 @@ final class HelpTests: XCTestCase {
             """)
     }
 
-    func testSetTLSHelp() throws {
+    @Test func setTLSHelp() throws {
         try assertHelp(["settls", "--help"], """
             OVERVIEW: Trust an extra CA or pin a key for a job's https URLs.
 
@@ -125,7 +126,7 @@ final class HelpTests: XCTestCase {
             """)
     }
 
-    func testSetNotifyFlagsHelp() throws {
+    @Test func setNotifyFlagsHelp() throws {
         try assertHelp(["setnotifyflags", "--help"], """
             OVERVIEW: Choose which notifications a job sends.
 
@@ -151,27 +152,26 @@ final class HelpTests: XCTestCase {
             """)
     }
 
-    func testCompletionScriptNamesTheSubcommands() throws {
+    @Test func completionScriptNamesTheSubcommands() throws {
         let result = try ferry(["--generate-completion-script", "bash"])
-        XCTAssertEqual(result.status, 0, result.stderr)
-        XCTAssertTrue(result.stdout.contains("setnotifyflags"), result.stdout)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("setnotifyflags"), "\(result.stdout)")
     }
 
     // MARK: - No agent
 
-    func testListWithoutAnAgentExits69() throws {
-        for arguments in [["list"], ["list", "--json"], ["info", "some-job"], ["resume", "some-job"]] {
-            let result = try ferry(arguments + ["--socket", nowhere])
-            XCTAssertEqual(result.status, 69, "\(arguments): \(result.stderr)")
-            XCTAssertEqual(result.stderr, "ferry: cannot reach ferryd at \(nowhere): is it running? (start it with: ferryd)\n", "\(arguments)")
-            XCTAssertEqual(result.stdout, "", "\(arguments)")
-        }
+    @Test(arguments: [["list"], ["list", "--json"], ["info", "some-job"], ["resume", "some-job"]])
+    func listWithoutAnAgentExits69(_ arguments: [String]) throws {
+        let result = try ferry(arguments + ["--socket", nowhere])
+        #expect(result.status == 69, "\(arguments): \(result.stderr)")
+        #expect(result.stderr == "ferry: cannot reach ferryd at \(nowhere): is it running? (start it with: ferryd)\n", "\(arguments)")
+        #expect(result.stdout == "", "\(arguments)")
     }
 
-    func testASocketNobodyListensOnIsReportedAsSuch() throws {
+    @Test func aSocketNobodyListensOnIsReportedAsSuch() throws {
         let path = directory.file("stale.sock")
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        XCTAssertGreaterThanOrEqual(fd, 0)
+        #expect(fd >= 0)
         defer { close(fd) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -181,37 +181,37 @@ final class HelpTests: XCTestCase {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        XCTAssertEqual(bound, 0, "bind \(path)")
+        #expect(bound == 0, "bind \(path)")
         let result = try ferry(["list", "--socket", path])
-        XCTAssertEqual(result.status, 69, result.stderr)
-        XCTAssertTrue(result.stderr.hasPrefix("ferry: cannot reach ferryd at \(path): is it running?"), result.stderr)
-        XCTAssertTrue(result.stderr.contains("nothing listens on \(path)"), result.stderr)
+        #expect(result.status == 69, "\(result.stderr)")
+        #expect(result.stderr.hasPrefix("ferry: cannot reach ferryd at \(path): is it running?"), "\(result.stderr)")
+        #expect(result.stderr.contains("nothing listens on \(path)"), "\(result.stderr)")
     }
 
-    func testTheSocketDefaultsToFerrySocket() throws {
+    @Test func theSocketDefaultsToFerrySocket() throws {
         let result = try ferry(["list"], environment: ["FERRY_SOCKET": nowhere])
-        XCTAssertEqual(result.status, 69, result.stderr)
-        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(nowhere):"), result.stderr)
+        #expect(result.status == 69, "\(result.stderr)")
+        #expect(result.stderr.contains("cannot reach ferryd at \(nowhere):"), "\(result.stderr)")
     }
 
-    func testAUserSocketDefaultsToTheRuntimeDirectory() throws {
+    @Test func aUserSocketDefaultsToTheRuntimeDirectory() throws {
         // Run as a user other than root: as root, a second account plays it.
         let runtime = directory.file("runtime")
         var result = try ferryAsUser(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": runtime, "XDG_STATE_HOME": directory.file("state")])
-        XCTAssertEqual(result.status, 69, result.stderr)
-        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(runtime)/ferry/ferryd.sock:"), result.stderr)
+        #expect(result.status == 69, "\(result.stderr)")
+        #expect(result.stderr.contains("cannot reach ferryd at \(runtime)/ferry/ferryd.sock:"), "\(result.stderr)")
         // Trailing slashes are dropped, as ferryd drops them when it makes the socket.
         result = try ferryAsUser(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": runtime + "//", "XDG_STATE_HOME": directory.file("state")])
-        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(runtime)/ferry/ferryd.sock:"), result.stderr)
+        #expect(result.stderr.contains("cannot reach ferryd at \(runtime)/ferry/ferryd.sock:"), "\(result.stderr)")
         result = try ferryAsUser(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": "", "XDG_STATE_HOME": directory.file("state")])
-        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(directory.file("state"))/ferry/ferryd.sock:"), result.stderr)
+        #expect(result.stderr.contains("cannot reach ferryd at \(directory.file("state"))/ferry/ferryd.sock:"), "\(result.stderr)")
     }
 
-    func testRootsSocketDefaultsToRun() throws {
-        try XCTSkipUnless(getuid() == 0, "only root's default is /run/ferry/ferryd.sock (the other case runs as a user)")
+    @Test(.enabled(if: getuid() == 0, "only root's default is /run/ferry/ferryd.sock (the other case runs as a user)"))
+    func rootsSocketDefaultsToRun() throws {
         let result = try ferry(["list"], environment: ["FERRY_SOCKET": "", "XDG_RUNTIME_DIR": directory.file("runtime")])
-        XCTAssertEqual(result.status, 69, result.stderr)
-        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at /run/ferry/ferryd.sock:"), result.stderr)
+        #expect(result.status == 69, "\(result.stderr)")
+        #expect(result.stderr.contains("cannot reach ferryd at /run/ferry/ferryd.sock:"), "\(result.stderr)")
     }
 
     /// Runs `ferry` as a user other than root: this process's user, or, as root, a second
@@ -228,65 +228,63 @@ final class HelpTests: XCTestCase {
                                     + [program] + arguments, workingDirectory: directory.path, timeout: 30)
     }
 
-    func testTransferRequiringTheAgentExits69WithoutOne() throws {
+    @Test func transferRequiringTheAgentExits69WithoutOne() throws {
         let result = try ferry(["transfer", "--agent", "--socket", nowhere, "http://127.0.0.1:1/a", "a"])
-        XCTAssertEqual(result.status, 69, result.stderr)
-        XCTAssertTrue(result.stderr.contains("cannot reach ferryd at \(nowhere)"), result.stderr)
-        XCTAssertFalse(directoryEntries(directory.path).contains("a"))
+        #expect(result.status == 69, "\(result.stderr)")
+        #expect(result.stderr.contains("cannot reach ferryd at \(nowhere)"), "\(result.stderr)")
+        #expect(!directoryEntries(directory.path).contains("a"))
     }
 
-    func testTransferSaysItRunsInThisProcess() throws {
+    @Test func transferSaysItRunsInThisProcess() throws {
         let result = try ferry(["transfer", "--socket", nowhere, "--state-dir", directory.file("state"), "ftp://example.invalid/a", "a"])
-        XCTAssertEqual(result.status, 65, result.stderr)
-        XCTAssertTrue(result.stderr.hasPrefix("Transferring in this process: --state-dir given\n"), result.stderr)
+        #expect(result.status == 65, "\(result.stderr)")
+        #expect(result.stderr.hasPrefix("Transferring in this process: --state-dir given\n"), "\(result.stderr)")
     }
 
     // MARK: - Bad arguments
 
-    func testBadArgumentsExit64NamingTheProblem() throws {
-        let cases: [([String], String)] = [
-            (["setpriority", "JOB", "urgent"], "The value 'urgent' is invalid for '<priority>'"),
-            (["setnotifyflags", "JOB", "0x400"], "unknown flag bits 0x400 (known: 0x1 transferred, 0x2 error, 0x4 disable, 0x8 modification, 0x10 file)"),
-            (["setnotifyflags", "JOB", "transferred,finished"], "unknown flag 'finished'"),
-            (["addfiles", "JOB", "missing.txt"], "cannot read the list missing.txt: No such file or directory"),
-            (["addfile", "--property", "novalue", "JOB", "http://h/a", "a"], "--property takes key=value, got 'novalue'"),
-            (["setnotifycmdline", "JOB", "notify-send", "done"], "PROGRAM must be an absolute path"),
-            (["setminretrydelay", "JOB", "soon"], "The value 'soon' is invalid for '<seconds>'"),
-            (["setautocomplete", "JOB", "maybe"], "The value 'maybe' is invalid for '<true|false>'"),
-            (["setcustomheaders", "JOB", "no colon"], "a header must be one line 'Name: value', got 'no colon'"),
-            (["setproperty", "JOB"], "give at least one key=value"),
-            (["addmirror", "JOB", "0"], "Missing expected argument '<url> ...'"),
-            (["setdynamic", "JOB", "maybe"], "The value 'maybe' is invalid for '<on|off>'"),
-            (["setdynamic", "JOB", "on", "--max-size", "-5"], "--max-size"),
-            (["settls", "JOB"], "give --ca-file, --pin or --clear"),
-            (["settls", "JOB", "--clear", "--ca-file", "/etc/ca.pem"], "--clear removes both options; give it alone"),
-            (["settls", "JOB", "--pin", "abc"], "--pin takes sha256// and the base64 SHA-256 of the key, got 'abc'"),
-            (["create"], "Missing expected argument '<name>'"),
-            (["transfer", "--agent", "--no-agent", "http://h/a", "a"], "give --agent or --no-agent, not both"),
-        ]
-        for (arguments, expected) in cases {
-            let result = try ferry(arguments + ["--socket", nowhere])
-            XCTAssertEqual(result.status, 64, "\(arguments): \(result.stderr)")
-            XCTAssertTrue(result.stderr.contains(expected), "\(arguments) should say '\(expected)': \(result.stderr)")
-        }
+    @Test(arguments: [
+        (["setpriority", "JOB", "urgent"], "The value 'urgent' is invalid for '<priority>'"),
+        (["setnotifyflags", "JOB", "0x400"], "unknown flag bits 0x400 (known: 0x1 transferred, 0x2 error, 0x4 disable, 0x8 modification, 0x10 file)"),
+        (["setnotifyflags", "JOB", "transferred,finished"], "unknown flag 'finished'"),
+        (["addfiles", "JOB", "missing.txt"], "cannot read the list missing.txt: No such file or directory"),
+        (["addfile", "--property", "novalue", "JOB", "http://h/a", "a"], "--property takes key=value, got 'novalue'"),
+        (["setnotifycmdline", "JOB", "notify-send", "done"], "PROGRAM must be an absolute path"),
+        (["setminretrydelay", "JOB", "soon"], "The value 'soon' is invalid for '<seconds>'"),
+        (["setautocomplete", "JOB", "maybe"], "The value 'maybe' is invalid for '<true|false>'"),
+        (["setcustomheaders", "JOB", "no colon"], "a header must be one line 'Name: value', got 'no colon'"),
+        (["setproperty", "JOB"], "give at least one key=value"),
+        (["addmirror", "JOB", "0"], "Missing expected argument '<url> ...'"),
+        (["setdynamic", "JOB", "maybe"], "The value 'maybe' is invalid for '<on|off>'"),
+        (["setdynamic", "JOB", "on", "--max-size", "-5"], "--max-size"),
+        (["settls", "JOB"], "give --ca-file, --pin or --clear"),
+        (["settls", "JOB", "--clear", "--ca-file", "/etc/ca.pem"], "--clear removes both options; give it alone"),
+        (["settls", "JOB", "--pin", "abc"], "--pin takes sha256// and the base64 SHA-256 of the key, got 'abc'"),
+        (["create"], "Missing expected argument '<name>'"),
+        (["transfer", "--agent", "--no-agent", "http://h/a", "a"], "give --agent or --no-agent, not both"),
+    ] as [([String], String)])
+    func badArgumentsExit64NamingTheProblem(_ arguments: [String], _ expected: String) throws {
+        let result = try ferry(arguments + ["--socket", nowhere])
+        #expect(result.status == 64, "\(arguments): \(result.stderr)")
+        #expect(result.stderr.contains(expected), "\(arguments) should say '\(expected)': \(result.stderr)")
     }
 
-    func testABadListNamesItsLineAndExits65() throws {
+    @Test func aBadListNamesItsLineAndExits65() throws {
         let list = directory.file("list.txt")
         try "# mirror\n\nhttp://h/a.deb pool/a.deb\nhttp://h/b.deb\n".write(toFile: list, atomically: true, encoding: .utf8)
         let result = try ferry(["addfiles", "--socket", nowhere, "JOB", "list.txt"])
-        XCTAssertEqual(result.status, 65, result.stderr)
-        XCTAssertEqual(result.stderr, "ferry: list.txt:4: expected 'URL PATH', got only 'http://h/b.deb'\n")
+        #expect(result.status == 65, "\(result.stderr)")
+        #expect(result.stderr == "ferry: list.txt:4: expected 'URL PATH', got only 'http://h/b.deb'\n")
     }
 
     // MARK: - Helpers
 
     /// Compares a whole help screen (trailing blank lines aside).
-    private func assertHelp(_ arguments: [String], _ expected: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    private func assertHelp(_ arguments: [String], _ expected: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let result = try ferry(arguments)
-        XCTAssertEqual(result.status, 0, result.stderr, file: file, line: line)
+        #expect(result.status == 0, "\(result.stderr)", sourceLocation: sourceLocation)
         var text = result.stdout
         while text.hasSuffix("\n") { text.removeLast() }
-        XCTAssertEqual(text, expected, file: file, line: line)
+        #expect(text == expected, sourceLocation: sourceLocation)
     }
 }

@@ -3,7 +3,7 @@ import FerryEngine
 import FerryTestSupport
 import Foundation
 import Logging
-import XCTest
+import Testing
 
 /// An engine on a private store, a loopback fault server and a download directory.
 final class EngineHarness {
@@ -60,17 +60,16 @@ final class EngineHarness {
 
     /// Waits for the job to reach `state`; fails the test with the job's last error otherwise.
     @discardableResult
-    func wait(_ id: JobID, for state: JobState, timeout: Double = 60, file: StaticString = #filePath, line: UInt = #line) throws -> Job {
+    func wait(_ id: JobID, for state: JobState, timeout: Double = 60, sourceLocation: SourceLocation = #_sourceLocation) throws -> Job {
         var last: Job?
         let reached = try waitUntil(timeout: timeout) {
             last = try engine.job(id)
             return last?.state == state
         }
         if !reached {
-            XCTFail("job stayed \(last?.state.rawValue ?? "?") instead of \(state.rawValue); last error: \(last?.lastError.map { "\($0)" } ?? "none")",
-                    file: file, line: line)
+            Issue.record("job stayed \(last?.state.rawValue ?? "?") instead of \(state.rawValue); last error: \(last?.lastError.map { "\($0)" } ?? "none")", sourceLocation: sourceLocation)
         }
-        return try XCTUnwrap(last, file: file, line: line)
+        return try #require(last, sourceLocation: sourceLocation)
     }
 
     /// Waits until the job has written at least `bytes` bytes in total.
@@ -80,8 +79,8 @@ final class EngineHarness {
             last = try engine.job(id)
             return (last?.progress.bytesTransferred ?? 0) >= bytes
         }
-        XCTAssertTrue(reached, "job did not reach \(bytes) bytes (at \(last?.progress.bytesTransferred ?? 0))")
-        return try XCTUnwrap(last)
+        #expect(reached, "job did not reach \(bytes) bytes (at \(last?.progress.bytesTransferred ?? 0))")
+        return try #require(last)
     }
 
     /// The hidden temporaries in the download directory.

@@ -3,17 +3,18 @@ import FerryEngine
 import FerryPluginHost
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
 
 /// Error-policy plugins, loaded with dlopen, deciding what a failure does.
-final class ErrorPolicyTests: XCTestCase {
-    var h: EngineHarness!
+@Suite(.serialized)
+final class ErrorPolicyTests {
+    var h: EngineHarness
 
-    override func setUpWithError() throws {
+    init() throws {
         h = try EngineHarness { $0.plugins = [PluginSpec(reference: "range-fallback")] }
     }
 
-    override func tearDown() { h.tearDown() }
+    deinit { h.tearDown() }
 
     /// A background job suspended part way; the server then ignores ranges (with `faults`).
     private func resumeWithoutRanges(_ data: [UInt8], faults: [Fault], fromTheStart: [Fault] = []) throws -> JobID {
@@ -29,38 +30,38 @@ final class ErrorPolicyTests: XCTestCase {
         return id
     }
 
-    func testRangeFallbackSwitchesToForegroundAndCompletes() throws {
+    @Test func rangeFallbackSwitchesToForegroundAndCompletes() throws {
         let data = testBytes(5 << 20, seed: 140)
         let id = try resumeWithoutRanges(data, faults: [.ignoreRanges])
         let done = try h.wait(id, for: .transferred, timeout: 30)
-        XCTAssertEqual(done.priority, .foreground)
-        XCTAssertEqual(done.history.count, 1)
-        XCTAssertTrue(done.history.first?.contains("INSUFFICIENT_RANGE_SUPPORT: range-fallback: set priority foreground, resume") ?? false, "\(done.history)")
+        #expect(done.priority == .foreground)
+        #expect(done.history.count == 1)
+        #expect(done.history.first?.contains("INSUFFICIENT_RANGE_SUPPORT: range-fallback: set priority foreground, resume") ?? false, "\(done.history)")
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("r.bin"), data))
+        #expect(fileHolds(h.destination("r.bin"), data))
     }
 
-    func testUnknownSizeLeavesTheErrorStanding() throws {
+    @Test func unknownSizeLeavesTheErrorStanding() throws {
         // Dynamic content: no server answer ever tells the size.
         let id = try resumeWithoutRanges(testBytes(2 << 20, seed: 141), faults: [.ignoreRanges], fromTheStart: [.noContentLength])
         let failed = try h.wait(id, for: .error)
-        XCTAssertEqual(failed.lastError?.code, .insufficientRangeSupport)
-        XCTAssertNil(failed.lastError?.remoteSize)
-        XCTAssertTrue(try waitUntil(timeout: 30) { try h.engine.job(id).history.contains { $0.contains("no policy acted") } })
-        XCTAssertEqual(try h.engine.job(id).state, .error)
-        XCTAssertEqual(try h.engine.job(id).priority, .normal)
+        #expect(failed.lastError?.code == .insufficientRangeSupport)
+        #expect(failed.lastError?.remoteSize == nil)
+        #expect(try waitUntil(timeout: 30) { try h.engine.job(id).history.contains { $0.contains("no policy acted") } })
+        #expect(try h.engine.job(id).state == .error)
+        #expect(try h.engine.job(id).priority == .normal)
     }
 
-    func testAFileOverTwoGibibytesLeavesTheErrorStanding() throws {
+    @Test func aFileOverTwoGibibytesLeavesTheErrorStanding() throws {
         let id = try resumeWithoutRanges(testBytes(2 << 20, seed: 142), faults: [.ignoreRanges, .reportSize(3 << 30)])
         let failed = try h.wait(id, for: .error)
-        XCTAssertEqual(failed.lastError?.remoteSize, 3 << 30)
-        XCTAssertTrue(try waitUntil(timeout: 30) { try h.engine.job(id).history.contains { $0.contains("no policy acted") } })
-        XCTAssertEqual(try h.engine.job(id).priority, .normal)
-        XCTAssertFalse(exists(h.destination("r.bin")))
+        #expect(failed.lastError?.remoteSize == 3 << 30)
+        #expect(try waitUntil(timeout: 30) { try h.engine.job(id).history.contains { $0.contains("no policy acted") } })
+        #expect(try h.engine.job(id).priority == .normal)
+        #expect(!exists(h.destination("r.bin")))
     }
 
-    func testAPolicyThatAlwaysResumesIsStoppedByThePerJobBound() throws {
+    @Test func aPolicyThatAlwaysResumesIsStoppedByThePerJobBound() throws {
         h.tearDown()
         let fixtures = try TemporaryDirectory("ferry-policy")
         defer { fixtures.remove() }
@@ -70,15 +71,14 @@ final class ErrorPolicyTests: XCTestCase {
             $0.maxPolicyResumes = 3
         }
         let id = try h.startJob([("/missing.bin", "missing.bin")])
-        XCTAssertTrue(try waitUntil(timeout: 60) { try h.engine.job(id).history.contains { $0.contains("the limit") } },
-                      "\((try? h.engine.job(id).history) ?? [])")
+        #expect(try waitUntil(timeout: 60) { try h.engine.job(id).history.contains { $0.contains("the limit") } }, "\((try? h.engine.job(id).history) ?? [])")
         let job = try h.engine.job(id)
-        XCTAssertEqual(job.state, .error, "after the bound the error stands")
-        XCTAssertEqual(job.policyResumes, 3)
-        XCTAssertEqual(h.server.requests(for: "/missing.bin").count, 4, "the first try and three automatic resumes")
+        #expect(job.state == .error, "after the bound the error stands")
+        #expect(job.policyResumes == 3)
+        #expect(h.server.requests(for: "/missing.bin").count == 4, "the first try and three automatic resumes")
     }
 
-    func testAPolicyAskingToBeCalledLaterIsCalledAgain() throws {
+    @Test func aPolicyAskingToBeCalledLaterIsCalledAgain() throws {
         h.tearDown()
         let fixtures = try TemporaryDirectory("ferry-policy")
         defer { fixtures.remove() }
@@ -88,14 +88,14 @@ final class ErrorPolicyTests: XCTestCase {
             $0.maxPolicyResumes = 1
         }
         let id = try h.startJob([("/missing.bin", "missing.bin")])
-        XCTAssertTrue(try waitUntil(timeout: 60) { try h.engine.job(id).policyResumes == 1 }, "called again after RETRY_LATER, then it resumed")
+        #expect(try waitUntil(timeout: 60) { try h.engine.job(id).policyResumes == 1 }, "called again after RETRY_LATER, then it resumed")
         // The decision is recorded before the resumed job's request goes out: wait for it.
-        XCTAssertTrue(waitUntil(timeout: 60) { h.server.requests(for: "/missing.bin").count >= 2 }, "the resumed job asked again")
+        #expect(waitUntil(timeout: 60) { h.server.requests(for: "/missing.bin").count >= 2 }, "the resumed job asked again")
     }
 
     /// The C example of docs/error-handling.md, built with plain cc: it reads the source's
     /// health through ABI 1.1 and postpones the retry once the source failed twice in a row.
-    func testACPolicyReadsSourceHealthAndPostponesTheRetry() throws {
+    @Test func acPolicyReadsSourceHealthAndPostponesTheRetry() throws {
         h.tearDown()
         let fixtures = try TemporaryDirectory("ferry-policy")
         defer { fixtures.remove() }
@@ -107,14 +107,12 @@ final class ErrorPolicyTests: XCTestCase {
         h.server.setFile("/busy.bin", data: testBytes(1000, seed: 150))
         h.server.addFault("/busy.bin", .status(503), times: nil)
         let id = try h.startJob([("/busy.bin", "busy.bin")])
-        XCTAssertTrue(try waitUntil(timeout: 15) { try h.engine.job(id).history.contains { $0.contains("slow-down: retry in 30 s") } },
-                      "\((try? h.engine.job(id).history) ?? [])")
+        #expect(try waitUntil(timeout: 15) { try h.engine.job(id).history.contains { $0.contains("slow-down: retry in 30 s") } }, "\((try? h.engine.job(id).history) ?? [])")
         let job = try h.engine.job(id)
-        XCTAssertEqual(job.state, .transientError)
-        XCTAssertTrue(job.history.first?.contains("HTTP_ERROR_503: no policy acted (slow-down)") ?? false,
-                      "one failure is under the threshold: \(job.history)")
-        XCTAssertGreaterThan(try XCTUnwrap(job.retryAt).timeIntervalSinceNow, 25, "the retry was postponed to 30 s")
-        XCTAssertEqual(h.server.requests(for: "/busy.bin").count, 2, "the first retry came after 1 s, the next waits")
-        XCTAssertFalse(exists(h.destination("busy.bin")))
+        #expect(job.state == .transientError)
+        #expect(job.history.first?.contains("HTTP_ERROR_503: no policy acted (slow-down)") ?? false, "one failure is under the threshold: \(job.history)")
+        #expect(try #require(job.retryAt).timeIntervalSinceNow > 25, "the retry was postponed to 30 s")
+        #expect(h.server.requests(for: "/busy.bin").count == 2, "the first retry came after 1 s, the next waits")
+        #expect(!exists(h.destination("busy.bin")))
     }
 }

@@ -4,20 +4,21 @@ import FerryEngine
 import FerryPluginHost
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
 
 /// The server faults of the error-policy issue, one test per row, through the real engine,
 /// the built-in policies loaded with dlopen (range-fallback, mirror-failover, retry-backoff)
 /// and loopback servers. Each test checks the final state, the error code, the policy's
 /// decision in the job's history and the bytes on disk.
-final class FaultTableTests: XCTestCase {
-    var h: EngineHarness!
+@Suite(.serialized)
+final class FaultTableTests {
+    let h: EngineHarness
 
-    override func setUpWithError() throws {
+    init() throws {
         h = try EngineHarness { $0.defaultMinimumRetryDelay = 1 }
     }
 
-    override func tearDown() { h.tearDown() }
+    deinit { h.tearDown() }
 
     private func sha256(_ data: [UInt8]) throws -> String {
         let digest = try StreamingDigest(.sha256)
@@ -45,23 +46,22 @@ final class FaultTableTests: XCTestCase {
 
     // MARK: - Backoff and Retry-After
 
-    func testServiceUnavailableWithRetryAfterTwoSecondsIsNotRetriedSoonerAndCompletes() throws {
+    @Test func serviceUnavailableWithRetryAfterTwoSecondsIsNotRetriedSoonerAndCompletes() throws {
         let data = testBytes(40_000, seed: 500)
         h.server.setFile("/busy.bin", data: data)
         h.server.addFault("/busy.bin", .status(503, retryAfter: "2"))
         let id = try startJob(h.url("/busy.bin"), "busy.bin")
         let done = try h.wait(id, for: .transferred, timeout: 60)
         let requests = h.server.requests(for: "/busy.bin")
-        XCTAssertEqual(requests.count, 2)
-        XCTAssertGreaterThanOrEqual(requests[1].receivedAt.timeIntervalSince(requests[0].receivedAt), 2.0,
-                                    "the retry waited for the server's Retry-After, though the job's minimum retry delay is 1 s")
-        XCTAssertEqual(backoffDelays(done), [2.0], "\(done.history)")
-        XCTAssertTrue(done.history.first?.contains("HTTP_ERROR_503") ?? false)
+        #expect(requests.count == 2)
+        #expect(requests[1].receivedAt.timeIntervalSince(requests[0].receivedAt) >= 2.0, "the retry waited for the server's Retry-After, though the job's minimum retry delay is 1 s")
+        #expect(backoffDelays(done) == [2.0], "\(done.history)")
+        #expect(done.history.first?.contains("HTTP_ERROR_503") ?? false)
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("busy.bin"), data))
+        #expect(fileHolds(h.destination("busy.bin"), data))
     }
 
-    func testTooManyRequestsWithAnHTTPDateIsRetriedAfterThatDate() throws {
+    @Test func tooManyRequestsWithAnHTTPDateIsRetriedAfterThatDate() throws {
         let data = testBytes(30_000, seed: 501)
         h.server.setFile("/limited.bin", data: data)
         let retryAt = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 + 3).rounded(.up))
@@ -73,34 +73,34 @@ final class FaultTableTests: XCTestCase {
         let id = try startJob(h.url("/limited.bin"), "limited.bin")
         let done = try h.wait(id, for: .transferred, timeout: 60)
         let requests = h.server.requests(for: "/limited.bin")
-        XCTAssertEqual(requests.count, 2)
-        XCTAssertGreaterThanOrEqual(requests[1].receivedAt, retryAt, "no retry before the date the server gave")
-        XCTAssertTrue(done.history.contains { $0.contains("HTTP_ERROR_429: retry-backoff: retry in") }, "\(done.history)")
+        #expect(requests.count == 2)
+        #expect(requests[1].receivedAt >= retryAt, "no retry before the date the server gave")
+        #expect(done.history.contains { $0.contains("HTTP_ERROR_429: retry-backoff: retry in") }, "\(done.history)")
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("limited.bin"), data))
+        #expect(fileHolds(h.destination("limited.bin"), data))
     }
 
-    func testAServerFailingThreeTimesIsRetriedWithGrowingDelaysThenCompletes() throws {
+    @Test func aServerFailingThreeTimesIsRetriedWithGrowingDelaysThenCompletes() throws {
         let data = testBytes(20_000, seed: 502)
         h.server.setFile("/flaky.bin", data: data)
         h.server.addFault("/flaky.bin", .status(503), times: 3)
         let id = try startJob(h.url("/flaky.bin"), "flaky.bin")
         let done = try h.wait(id, for: .transferred, timeout: 30)
         let delays = backoffDelays(done)
-        XCTAssertEqual(delays.count, 3, "\(done.history)")
-        XCTAssertEqual(delays.first, 1.0, "the first retry waits the job's minimum retry delay")
-        XCTAssertEqual(delays, delays.sorted(), "each failure in a row waits at least as long as the one before")
-        XCTAssertGreaterThanOrEqual(delays.last ?? 0, 2.0, "the third waits at least half of 4 s (jitter)")
+        #expect(delays.count == 3, "\(done.history)")
+        #expect(delays.first == 1.0, "the first retry waits the job's minimum retry delay")
+        #expect(delays == delays.sorted(), "each failure in a row waits at least as long as the one before")
+        #expect(delays.last ?? 0 >= 2.0, "the third waits at least half of 4 s (jitter)")
         let times = h.server.requests(for: "/flaky.bin").map(\.receivedAt)
-        XCTAssertEqual(times.count, 4)
+        #expect(times.count == 4)
         for (gap, delay) in zip(zip(times, times.dropFirst()).map { $1.timeIntervalSince($0) }, delays) {
-            XCTAssertGreaterThanOrEqual(gap, delay - 0.1, "a retry came before the delay asked for")
+            #expect(gap >= delay - 0.1, "a retry came before the delay asked for")
         }
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("flaky.bin"), data))
+        #expect(fileHolds(h.destination("flaky.bin"), data))
     }
 
-    func testProgressBetweenTwoFailuresStartsTheBackoffAgain() throws {
+    @Test func progressBetweenTwoFailuresStartsTheBackoffAgain() throws {
         let data = testBytes(300_000, seed: 504)
         h.server.setFile("/progress.bin", data: data)
         // After two failures in a row, the third try delivers a third of the file, then drops;
@@ -110,33 +110,33 @@ final class FaultTableTests: XCTestCase {
         let id = try startJob(h.url("/progress.bin"), "progress.bin")
         let done = try h.wait(id, for: .transferred, timeout: 60)
         let delays = backoffDelays(done)
-        XCTAssertEqual(delays.count, 3, "\(done.history)")
-        XCTAssertEqual(delays.first, 1.0)
-        XCTAssertGreaterThanOrEqual(delays.dropFirst().first ?? 0, 1.0, "the second failure in a row waits 1-2 s")
-        XCTAssertEqual(delays.last, 1.0, "bytes arrived before the third failure: the backoff started again from the minimum")
-        XCTAssertTrue(done.history.last?.contains("TRUNCATED_BODY") ?? false, "\(done.history)")
-        XCTAssertEqual(h.server.requests(for: "/progress.bin").last?.rangeStart, 100_000, "the last try continued from what arrived")
+        #expect(delays.count == 3, "\(done.history)")
+        #expect(delays.first == 1.0)
+        #expect(delays.dropFirst().first ?? 0 >= 1.0, "the second failure in a row waits 1-2 s")
+        #expect(delays.last == 1.0, "bytes arrived before the third failure: the backoff started again from the minimum")
+        #expect(done.history.last?.contains("TRUNCATED_BODY") ?? false, "\(done.history)")
+        #expect(h.server.requests(for: "/progress.bin").last?.rangeStart == 100_000, "the last try continued from what arrived")
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("progress.bin"), data))
+        #expect(fileHolds(h.destination("progress.bin"), data))
     }
 
-    func testBackoffGivesUpAtTheNoProgressTimeout() throws {
+    @Test func backoffGivesUpAtTheNoProgressTimeout() throws {
         h.server.setFile("/down.bin", data: testBytes(1000, seed: 503))
         h.server.addFault("/down.bin", .status(503), times: nil)
         let id = try startJob(h.url("/down.bin"), "down.bin") { id in
             _ = try self.h.engine.setNoProgressTimeout(id, seconds: 3)
         }
         let failed = try h.wait(id, for: .error, timeout: 60)
-        XCTAssertEqual(failed.lastError?.code, .httpError(503))
-        XCTAssertEqual(failed.lastError?.isTransient, false)
-        XCTAssertTrue(failed.lastError?.message.contains("no progress") ?? false, "\(String(describing: failed.lastError))")
-        XCTAssertFalse(backoffDelays(failed).isEmpty, "retry-backoff spaced the tries before the timeout")
-        XCTAssertFalse(exists(h.destination("down.bin")))
+        #expect(failed.lastError?.code == .httpError(503))
+        #expect(failed.lastError?.isTransient == false)
+        #expect(failed.lastError?.message.contains("no progress") ?? false, "\(String(describing: failed.lastError))")
+        #expect(!backoffDelays(failed).isEmpty, "retry-backoff spaced the tries before the timeout")
+        #expect(!exists(h.destination("down.bin")))
     }
 
     // MARK: - Mirrors
 
-    func testACorruptMirrorFailsValidationTheJobCompletesFromTheNextAndTheNextJobStartsThere() throws {
+    @Test func aCorruptMirrorFailsValidationTheJobCompletesFromTheNextAndTheNextJobStartsThere() throws {
         let mirror = try FaultServer()
         defer { mirror.stop() }
         let good = testBytes(300_000, seed: 510)
@@ -150,40 +150,41 @@ final class FaultTableTests: XCTestCase {
 
         let first = try startJob(primary, "first.bin", properties: properties)
         let done = try h.wait(first, for: .transferred, timeout: 60)
-        XCTAssertTrue(done.history.contains { $0.contains("VALIDATION_FAILED: mirror-failover: point file 0 at \(alternative), resume") },
-                      "\(done.history)")
-        XCTAssertEqual(done.files[0].remoteURL, alternative)
-        XCTAssertEqual(done.files[0].mirrors, [primary], "the failed source stays a candidate")
-        XCTAssertNil(mirror.requests(for: "/pkg.bin").first?.range, "a switch after a validation failure starts from zero")
+        #expect(done.history.contains { $0.contains("VALIDATION_FAILED: mirror-failover: point file 0 at \(alternative), resume") }, "\(done.history)")
+        #expect(done.files[0].remoteURL == alternative)
+        #expect(done.files[0].mirrors == [primary], "the failed source stays a candidate")
+        #expect(mirror.requests(for: "/pkg.bin").first?.range == nil, "a switch after a validation failure starts from zero")
         _ = try h.engine.complete(first)
-        XCTAssertTrue(fileHolds(h.destination("first.bin"), good))
+        #expect(fileHolds(h.destination("first.bin"), good))
 
         let health = Dictionary(uniqueKeysWithValues: h.engine.sources().map { ($0.origin, $0) })
-        let bad = try XCTUnwrap(health[try XCTUnwrap(SourceHealth.origin(of: primary))])
-        let fine = try XCTUnwrap(health[try XCTUnwrap(SourceHealth.origin(of: alternative))])
-        XCTAssertEqual(bad.consecutiveFailures, 1)
-        XCTAssertEqual(bad.successes, 0)
-        XCTAssertEqual(fine.successes, 1)
-        XCTAssertEqual(fine.consecutiveFailures, 0)
+        let badOrigin = try #require(SourceHealth.origin(of: primary))
+        let fineOrigin = try #require(SourceHealth.origin(of: alternative))
+        let bad = try #require(health[badOrigin])
+        let fine = try #require(health[fineOrigin])
+        #expect(bad.consecutiveFailures == 1)
+        #expect(bad.successes == 0)
+        #expect(fine.successes == 1)
+        #expect(fine.consecutiveFailures == 0)
 
         // The next job names the bad mirror first, yet starts from the healthy one.
         let before = h.server.requests(for: "/pkg.bin").count
         let second = try startJob(primary, "second.bin", properties: properties)
         let secondDone = try h.wait(second, for: .transferred, timeout: 60)
-        XCTAssertEqual(h.server.requests(for: "/pkg.bin").count, before, "the unhealthy source was not asked")
-        XCTAssertEqual(secondDone.files[0].remoteURL, alternative)
-        XCTAssertTrue(secondDone.history.isEmpty, "no error, no decision: \(secondDone.history)")
+        #expect(h.server.requests(for: "/pkg.bin").count == before, "the unhealthy source was not asked")
+        #expect(secondDone.files[0].remoteURL == alternative)
+        #expect(secondDone.history.isEmpty, "no error, no decision: \(secondDone.history)")
         _ = try h.engine.complete(second)
-        XCTAssertTrue(fileHolds(h.destination("second.bin"), good))
+        #expect(fileHolds(h.destination("second.bin"), good))
 
         // Health is kept in the store: a restarted engine still knows.
         try h.restartEngine()
         let remembered = h.engine.sources().first { $0.origin == bad.origin }
-        XCTAssertEqual(remembered?.consecutiveFailures, 1)
-        XCTAssertEqual(remembered?.failures, 1)
+        #expect(remembered?.consecutiveFailures == 1)
+        #expect(remembered?.failures == 1)
     }
 
-    func testAMirrorDroppingTheConnectionHalfWayFailsOverAndContinuesFromTheCheckpoint() throws {
+    @Test func aMirrorDroppingTheConnectionHalfWayFailsOverAndContinuesFromTheCheckpoint() throws {
         let mirror = try FaultServer()
         defer { mirror.stop() }
         let data = testBytes(2 << 20, seed: 511)
@@ -194,18 +195,18 @@ final class FaultTableTests: XCTestCase {
         let id = try startJob(h.url("/half.bin"), "half.bin",
                               properties: ["sha256": try sha256(data), JobFile.mirrorsProperty: alternative])
         let done = try h.wait(id, for: .transferred, timeout: 60)
-        XCTAssertTrue(done.history.contains { $0.contains("mirror-failover: point file 0 at \(alternative), resume") }, "\(done.history)")
-        let resumed = try XCTUnwrap(mirror.requests(for: "/half.bin").first)
-        let offset = try XCTUnwrap(resumed.rangeStart, "the same size and ETag: the mirror continues where the first left off")
-        XCTAssertGreaterThan(offset, 0)
-        XCTAssertLessThanOrEqual(offset, 1 << 20)
-        XCTAssertNotNil(resumed.ifRange)
-        XCTAssertEqual(resumed.ifRange, done.files[0].remoteETag)
+        #expect(done.history.contains { $0.contains("mirror-failover: point file 0 at \(alternative), resume") }, "\(done.history)")
+        let resumed = try #require(mirror.requests(for: "/half.bin").first)
+        let offset = try #require(resumed.rangeStart, "the same size and ETag: the mirror continues where the first left off")
+        #expect(offset > 0)
+        #expect(offset <= 1 << 20)
+        #expect(resumed.ifRange != nil)
+        #expect(resumed.ifRange == done.files[0].remoteETag)
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("half.bin"), data), "validated whole across the two sources")
+        #expect(fileHolds(h.destination("half.bin"), data), "validated whole across the two sources")
     }
 
-    func testAMirrorWithAnotherETagRestartsTheFileFromZero() throws {
+    @Test func aMirrorWithAnotherETagRestartsTheFileFromZero() throws {
         let mirror = try FaultServer()
         defer { mirror.stop() }
         let data = testBytes(2 << 20, seed: 512)
@@ -216,17 +217,17 @@ final class FaultTableTests: XCTestCase {
         let id = try startJob(h.url("/tag.bin"), "tag.bin",
                               properties: ["sha256": try sha256(data), JobFile.mirrorsProperty: alternative])
         let done = try h.wait(id, for: .transferred, timeout: 60)
-        XCTAssertTrue(done.history.contains { $0.contains("mirror-failover: point file 0 at \(alternative)") }, "\(done.history)")
-        let asked = try XCTUnwrap(mirror.requests(for: "/tag.bin").first)
-        XCTAssertNotNil(asked.ifRange, "the rest was asked for under the first source's validator...")
-        XCTAssertEqual(done.files[0].remoteETag, "\"another-version\"", "...and the mirror's whole file was taken instead")
+        #expect(done.history.contains { $0.contains("mirror-failover: point file 0 at \(alternative)") }, "\(done.history)")
+        let asked = try #require(mirror.requests(for: "/tag.bin").first)
+        #expect(asked.ifRange != nil, "the rest was asked for under the first source's validator...")
+        #expect(done.files[0].remoteETag == "\"another-version\"", "...and the mirror's whole file was taken instead")
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("tag.bin"), data))
+        #expect(fileHolds(h.destination("tag.bin"), data))
     }
 
     // MARK: - HTTP correctness guards
 
-    func testContentChangedBetweenTwoAttemptsRestartsFromZeroAndTheNewContentValidates() throws {
+    @Test func contentChangedBetweenTwoAttemptsRestartsFromZeroAndTheNewContentValidates() throws {
         let old = testBytes(2 << 20, seed: 520)
         let new = testBytes(1 << 20, seed: 521)
         h.server.setFile("/changing.bin", data: old)
@@ -239,29 +240,29 @@ final class FaultTableTests: XCTestCase {
         h.server.resetRequests()
         _ = try h.engine.resume(id)
         let done = try h.wait(id, for: .transferred)
-        let request = try XCTUnwrap(h.server.requests(for: "/changing.bin").first)
-        XCTAssertNotNil(request.ifRange, "the rest was asked for under the old version's validator")
-        XCTAssertEqual(done.files[0].bytesTotal, UInt64(new.count))
-        XCTAssertTrue(done.history.isEmpty, "a changed file is no error: \(done.history)")
+        let request = try #require(h.server.requests(for: "/changing.bin").first)
+        #expect(request.ifRange != nil, "the rest was asked for under the old version's validator")
+        #expect(done.files[0].bytesTotal == UInt64(new.count))
+        #expect(done.history.isEmpty, "a changed file is no error: \(done.history)")
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("changing.bin"), new))
+        #expect(fileHolds(h.destination("changing.bin"), new))
     }
 
-    func testATruncatedBodyIsTransientAndTheRetryContinuesFromWhatArrived() throws {
+    @Test func aTruncatedBodyIsTransientAndTheRetryContinuesFromWhatArrived() throws {
         let data = testBytes(300_000, seed: 522)
         h.server.setFile("/short.bin", data: data)
         h.server.addFault("/short.bin", .truncateBody(bytes: 100_000))
         let id = try startJob(h.url("/short.bin"), "short.bin", properties: ["sha256": try sha256(data)])
         let done = try h.wait(id, for: .transferred, timeout: 60)
-        XCTAssertTrue(done.history.contains { $0.contains("TRUNCATED_BODY: retry-backoff: retry in 1.0 s") }, "\(done.history)")
+        #expect(done.history.contains { $0.contains("TRUNCATED_BODY: retry-backoff: retry in 1.0 s") }, "\(done.history)")
         let requests = h.server.requests(for: "/short.bin")
-        XCTAssertEqual(requests.count, 2)
-        XCTAssertEqual(requests[1].rangeStart, 100_000)
+        #expect(requests.count == 2)
+        #expect(requests[1].rangeStart == 100_000)
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("short.bin"), data))
+        #expect(fileHolds(h.destination("short.bin"), data))
     }
 
-    func testAnHTMLErrorPageServedWith200NeverReplacesAGoodFile() throws {
+    @Test func anHTMLErrorPageServedWith200NeverReplacesAGoodFile() throws {
         let expected = testBytes(50_000, seed: 523)
         let previous = testBytes(50_000, seed: 524)
         FileManager.default.createFile(atPath: h.destination("page.bin"), contents: Data(previous))
@@ -270,16 +271,16 @@ final class FaultTableTests: XCTestCase {
         let id = try startJob(h.url("/page.bin"), "page.bin",
                               properties: ["sha256": try sha256(expected), "size": String(expected.count)])
         let failed = try h.wait(id, for: .error)
-        XCTAssertEqual(failed.lastError?.code, .validationFailed)
-        XCTAssertEqual(failed.lastError?.context, .validation)
-        XCTAssertTrue(try waitUntil(timeout: 30) { try h.engine.job(id).history.contains { $0.contains("VALIDATION_FAILED: no policy acted") } })
-        XCTAssertTrue(fileHolds(h.destination("page.bin"), previous), "the good file in place is untouched")
-        XCTAssertTrue(h.temporaries.isEmpty, "the page is discarded: \(h.temporaries)")
+        #expect(failed.lastError?.code == .validationFailed)
+        #expect(failed.lastError?.context == .validation)
+        #expect(try waitUntil(timeout: 30) { try h.engine.job(id).history.contains { $0.contains("VALIDATION_FAILED: no policy acted") } })
+        #expect(fileHolds(h.destination("page.bin"), previous), "the good file in place is untouched")
+        #expect(h.temporaries.isEmpty, "the page is discarded: \(h.temporaries)")
     }
 
     // MARK: - Dynamic content
 
-    func testDynamicContentNeedsNoRangesAndRestartsAnInterruptedFileFromZero() throws {
+    @Test func dynamicContentNeedsNoRangesAndRestartsAnInterruptedFileFromZero() throws {
         let data = testBytes(400_000, seed: 530)
         h.server.setFile("/feed.xml", data: data)
         h.server.addFault("/feed.xml", .dropAfter(bytes: 150_000))
@@ -287,31 +288,31 @@ final class FaultTableTests: XCTestCase {
             _ = try self.h.engine.setDynamicContent(id, true, maxFileBytes: 1 << 20)
         }
         let done = try h.wait(id, for: .transferred, timeout: 60)
-        XCTAssertTrue(done.dynamicContent)
+        #expect(done.dynamicContent)
         let requests = h.server.requests(for: "/feed.xml")
-        XCTAssertEqual(requests.count, 2)
-        XCTAssertNil(requests[1].range, "dynamic content is fetched again from zero, never by range")
-        XCTAssertNil(requests[1].ifRange)
+        #expect(requests.count == 2)
+        #expect(requests[1].range == nil, "dynamic content is fetched again from zero, never by range")
+        #expect(requests[1].ifRange == nil)
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("feed.xml"), data))
+        #expect(fileHolds(h.destination("feed.xml"), data))
     }
 
-    func testDynamicContentIsBoundedByTheJobsMaximumSize() throws {
+    @Test func dynamicContentIsBoundedByTheJobsMaximumSize() throws {
         h.server.setFile("/endless", data: testBytes(200_000, seed: 531))
         h.server.addFault("/endless", .noContentLength, times: nil)
         let id = try startJob(h.url("/endless"), "endless") { id in
             _ = try self.h.engine.setDynamicContent(id, true, maxFileBytes: 64_000)
         }
         let failed = try h.wait(id, for: .error)
-        XCTAssertEqual(failed.lastError?.code, .fileTooLarge)
-        XCTAssertTrue(failed.lastError?.message.contains("64000") ?? false, "\(String(describing: failed.lastError))")
-        XCTAssertLessThanOrEqual(failed.files[0].bytesTransferred, 64_000, "the transfer stopped at the limit")
-        XCTAssertFalse(exists(h.destination("endless")))
+        #expect(failed.lastError?.code == .fileTooLarge)
+        #expect(failed.lastError?.message.contains("64000") ?? false, "\(String(describing: failed.lastError))")
+        #expect(failed.files[0].bytesTransferred <= 64_000, "the transfer stopped at the limit")
+        #expect(!exists(h.destination("endless")))
     }
 
     // MARK: - TLS
 
-    func testAnHTTPSRedirectToPlainHTTPIsRefused() throws {
+    @Test func anHTTPSRedirectToPlainHTTPIsRefused() throws {
         h.server.setFile("/plain.bin", data: testBytes(1000, seed: 540))
         let tls = try HTTPSServer(payload: testBytes(1000, seed: 541), redirectTarget: h.url("/plain.bin"))
         defer { tls.stop() }
@@ -319,31 +320,31 @@ final class FaultTableTests: XCTestCase {
             _ = try self.h.engine.setTLSOptions(id, caFile: tls.certificatePath, pinnedPublicKey: nil)
         }
         let failed = try h.wait(id, for: .error)
-        XCTAssertEqual(failed.lastError?.code, .insecureRedirect)
-        XCTAssertTrue(failed.lastError?.message.contains(h.url("/plain.bin")) ?? false, "\(String(describing: failed.lastError))")
-        XCTAssertTrue(h.server.requests(for: "/plain.bin").isEmpty, "the plain-http URL was never fetched")
-        XCTAssertFalse(exists(h.destination("redirected.bin")))
+        #expect(failed.lastError?.code == .insecureRedirect)
+        #expect(failed.lastError?.message.contains(h.url("/plain.bin")) ?? false, "\(String(describing: failed.lastError))")
+        #expect(h.server.requests(for: "/plain.bin").isEmpty, "the plain-http URL was never fetched")
+        #expect(!exists(h.destination("redirected.bin")))
     }
 
-    func testAnUnknownCertificateIsRefusedUnlessTheJobAddsItsCAFile() throws {
+    @Test func anUnknownCertificateIsRefusedUnlessTheJobAddsItsCAFile() throws {
         let payload = testBytes(100_000, seed: 542)
         let tls = try HTTPSServer(payload: payload, redirectTarget: "/file")
         defer { tls.stop() }
         let refused = try startJob(tls.baseURL + "/file", "refused.bin")
         let failed = try h.wait(refused, for: .error)
-        XCTAssertEqual(failed.lastError?.code, .tlsError)
-        XCTAssertEqual(failed.lastError?.isTransient, false)
-        XCTAssertEqual(failed.files[0].bytesTransferred, 0)
+        #expect(failed.lastError?.code == .tlsError)
+        #expect(failed.lastError?.isTransient == false)
+        #expect(failed.files[0].bytesTransferred == 0)
 
         let trusted = try startJob(tls.baseURL + "/file", "trusted.bin") { id in
             _ = try self.h.engine.setTLSOptions(id, caFile: tls.certificatePath, pinnedPublicKey: tls.publicKeyPin)
         }
         try h.wait(trusted, for: .transferred)
         _ = try h.engine.complete(trusted)
-        XCTAssertTrue(fileHolds(h.destination("trusted.bin"), payload))
+        #expect(fileHolds(h.destination("trusted.bin"), payload))
     }
 
-    func testAPinnedKeyThatDoesNotMatchIsRefused() throws {
+    @Test func aPinnedKeyThatDoesNotMatchIsRefused() throws {
         let tls = try HTTPSServer(payload: testBytes(1000, seed: 543), redirectTarget: "/file")
         defer { tls.stop() }
         let id = try startJob(tls.baseURL + "/file", "pinned.bin") { id in
@@ -351,21 +352,21 @@ final class FaultTableTests: XCTestCase {
                                                  pinnedPublicKey: "sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
         }
         let failed = try h.wait(id, for: .error)
-        XCTAssertEqual(failed.lastError?.code, .tlsError)
-        XCTAssertFalse(exists(h.destination("pinned.bin")))
+        #expect(failed.lastError?.code == .tlsError)
+        #expect(!exists(h.destination("pinned.bin")))
     }
 
-    func testTLSOptionsThatCannotWorkAreRefusedWithTheReason() throws {
+    @Test func tlsOptionsThatCannotWorkAreRefusedWithTheReason() throws {
         let job = try h.engine.createJob(displayName: "tls", owner: getuid())
-        XCTAssertThrowsError(try h.engine.setTLSOptions(job.id, caFile: "relative/ca.pem", pinnedPublicKey: nil)) { error in
-            XCTAssertTrue("\(error)".contains("absolute"), "\(error)")
+        if let error = #expect(throws: (any Error).self, performing: { try h.engine.setTLSOptions(job.id, caFile: "relative/ca.pem", pinnedPublicKey: nil) }) {
+            #expect("\(error)".contains("absolute"), "\(error)")
         }
-        XCTAssertThrowsError(try h.engine.setTLSOptions(job.id, caFile: h.directory.file("missing.pem"), pinnedPublicKey: nil)) { error in
-            XCTAssertTrue("\(error)".contains("missing.pem"), "\(error)")
+        if let error = #expect(throws: (any Error).self, performing: { try h.engine.setTLSOptions(job.id, caFile: h.directory.file("missing.pem"), pinnedPublicKey: nil) }) {
+            #expect("\(error)".contains("missing.pem"), "\(error)")
         }
-        XCTAssertThrowsError(try h.engine.setTLSOptions(job.id, caFile: nil, pinnedPublicKey: "md5//abc")) { error in
-            XCTAssertTrue("\(error)".contains("sha256//"), "\(error)")
+        if let error = #expect(throws: (any Error).self, performing: { try h.engine.setTLSOptions(job.id, caFile: nil, pinnedPublicKey: "md5//abc") }) {
+            #expect("\(error)".contains("sha256//"), "\(error)")
         }
-        XCTAssertNil(try h.engine.job(job.id).tlsPinnedPublicKey)
+        #expect(try h.engine.job(job.id).tlsPinnedPublicKey == nil)
     }
 }

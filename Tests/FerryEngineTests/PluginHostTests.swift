@@ -5,16 +5,17 @@ import FerryPluginHost
 import FerryTestSupport
 import Foundation
 import Logging
-import XCTest
+import Testing
 
 /// Third-party plugins in C, built with `cc` and the header alone, loaded by the real engine.
-final class PluginHostTests: XCTestCase {
-    var directory: TemporaryDirectory!
+@Suite(.serialized)
+final class PluginHostTests {
+    let directory: TemporaryDirectory
     var h: EngineHarness?
 
-    override func setUpWithError() throws { directory = try TemporaryDirectory("ferry-plugins") }
+    init() throws { directory = try TemporaryDirectory("ferry-plugins") }
 
-    override func tearDown() {
+    deinit {
         h?.tearDown()
         directory.remove()
     }
@@ -46,49 +47,49 @@ final class PluginHostTests: XCTestCase {
 
     // MARK: - Loading and refusing
 
-    func testExampleCPluginBuiltWithPlainCcIsLoadedAndRejectsHTMLErrorPages() throws {
+    @Test func exampleCPluginBuiltWithPlainCcIsLoadedAndRejectsHTMLErrorPages() throws {
         let path = try PluginBuilder.build("Plugins/example-c/html_guard.c", name: "ferry-html-guard", in: directory.path)
         let h = try harness([PluginSpec(reference: path)])
-        XCTAssertEqual(h.engine.plugins.plugins.map(\.name), ["html-guard"])
+        #expect(h.engine.plugins.plugins.map(\.name) == ["html-guard"])
         h.server.setFile("/pkg.deb", data: Array("<!DOCTYPE html><html><body>mirror error</body></html>".utf8))
         h.server.setFile("/real.deb", data: testBytes(10_000, seed: 60))
         let bad = try h.startJob([("/pkg.deb", "pkg.deb")])
         let failed = try h.wait(bad, for: .error)
-        XCTAssertEqual(failed.lastError?.code, .validationFailed)
-        XCTAssertEqual(failed.lastError?.message, "html-guard: the file is an HTML page, not the expected content")
+        #expect(failed.lastError?.code == .validationFailed)
+        #expect(failed.lastError?.message == "html-guard: the file is an HTML page, not the expected content")
         let good = try h.startJob([("/real.deb", "real.deb")])
         try h.wait(good, for: .transferred)
     }
 
     /// ABI 1.2: a plugin written with FERRY_PLUGIN_DEFINE loads, reads the job's properties
     /// through job_property, and sees the host's minor version in abi_minor.
-    func testAPluginReadsTheJobsPropertiesAndTheHostsMinorVersion() throws {
+    @Test func aPluginReadsTheJobsPropertiesAndTheHostsMinorVersion() throws {
         let path = try PluginBuilder.build("Tests/Fixtures/plugins/channel_guard.c", name: "channel-guard", in: directory.path)
         let h = try harness([PluginSpec(reference: path, settings: [("allowed", "stable")])])
-        XCTAssertEqual(h.engine.plugins.plugins.map(\.name), ["channel-guard"])
-        XCTAssertEqual(h.engine.plugins.plugins.map(\.version), ["1.0.0"])
+        #expect(h.engine.plugins.plugins.map(\.name) == ["channel-guard"])
+        #expect(h.engine.plugins.plugins.map(\.version) == ["1.0.0"])
         h.server.setFile("/a.deb", data: testBytes(5_000, seed: 61))
         let beta = try h.startJob([("/a.deb", "beta.deb")]) { id in _ = try h.engine.setProperties(id, ["channel": "beta"]) }
         let refused = try h.wait(beta, for: .error)
-        XCTAssertEqual(refused.lastError?.message, "channel-guard: job channel beta, allowed stable (host ABI 1.\(FERRY_PLUGIN_ABI_MINOR))")
+        #expect(refused.lastError?.message == "channel-guard: job channel beta, allowed stable (host ABI 1.\(FERRY_PLUGIN_ABI_MINOR))")
         let none = try h.startJob([("/a.deb", "none.deb")])
-        XCTAssertEqual(try h.wait(none, for: .error).lastError?.message, "channel-guard: job channel (none), allowed stable (host ABI 1.\(FERRY_PLUGIN_ABI_MINOR))")
+        #expect(try h.wait(none, for: .error).lastError?.message == "channel-guard: job channel (none), allowed stable (host ABI 1.\(FERRY_PLUGIN_ABI_MINOR))")
         let stable = try h.startJob([("/a.deb", "stable.deb")]) { id in _ = try h.engine.setProperties(id, ["channel": "stable"]) }
         try h.wait(stable, for: .transferred)
     }
 
     /// docs/plugins.md, A validator in C: the example it prints is docs/examples/minimal_validator.c
     /// as it is, and it builds with cc and judges as the doc says.
-    func testTheDocumentedMinimalValidatorBuildsAndJudgesAsDescribed() throws {
+    @Test func theDocumentedMinimalValidatorBuildsAndJudgesAsDescribed() throws {
         let source = try String(contentsOfFile: PluginBuilder.packageRoot + "/docs/examples/minimal_validator.c", encoding: .utf8)
         let doc = try String(contentsOfFile: PluginBuilder.packageRoot + "/docs/plugins.md", encoding: .utf8)
-        XCTAssertTrue(doc.contains("```c\n" + source + "```"), "docs/plugins.md prints the example file as it is")
+        #expect(doc.contains("```c\n" + source + "```"), "docs/plugins.md prints the example file as it is")
         let path = try PluginBuilder.build("docs/examples/minimal_validator.c", name: "ferry-min-size", in: directory.path)
         let h = try harness([PluginSpec(reference: path, settings: [("min_bytes", "100")])])
         h.server.setFile("/small", data: testBytes(50, seed: 62))
         h.server.setFile("/big", data: testBytes(200, seed: 63))
         let small = try h.startJob([("/small", "small")])
-        XCTAssertEqual(try h.wait(small, for: .error).lastError?.message, "min-size: 50 bytes, below the minimum of 100")
+        #expect(try h.wait(small, for: .error).lastError?.message == "min-size: 50 bytes, below the minimum of 100")
         let big = try h.startJob([("/big", "big")])
         try h.wait(big, for: .transferred)
         let allowed = try h.engine.createJob(NewJob(displayName: "allowed", owner: getuid(), files: [
@@ -100,166 +101,164 @@ final class PluginHostTests: XCTestCase {
 
     /// A plugin built against the header of an older minor version keeps loading and working:
     /// `Tests/Fixtures/abi/1.0` and `1.1` hold the header exactly as each shipped (never edit them).
-    func testPluginsBuiltAgainstEarlierHeadersKeepWorking() throws {
-        for version in ["1.0", "1.1"] {
-            let header = PluginBuilder.packageRoot + "/Tests/Fixtures/abi/" + version
-            let guardPath = try PluginBuilder.build("Plugins/example-c/html_guard.c", name: "guard-\(version)", in: directory.path, header: header)
-            var specs = [PluginSpec(reference: guardPath)]
-            if version == "1.1" {
-                // An error policy that calls the 1.1 functions (source health, retry delay).
-                specs.append(PluginSpec(reference: try PluginBuilder.build("Plugins/example-c/slow_down.c", name: "slow-\(version)", in: directory.path, header: header)))
-            }
-            self.h?.tearDown()
-            let running = try harness(specs)
-            XCTAssertEqual(running.engine.plugins.plugins.map(\.name), version == "1.0" ? ["html-guard"] : ["html-guard", "slow-down"], version)
-            running.server.setFile("/pkg.deb", data: Array("<!DOCTYPE html><html><body>mirror error</body></html>".utf8))
-            running.server.setFile("/real.deb", data: testBytes(10_000, seed: 60))
-            let bad = try running.startJob([("/pkg.deb", "pkg-\(version).deb")])
-            let failed = try running.wait(bad, for: .error)
-            XCTAssertEqual(failed.lastError?.code, .validationFailed, version)
-            XCTAssertEqual(failed.lastError?.message, "html-guard: the file is an HTML page, not the expected content", version)
-            let good = try running.startJob([("/real.deb", "real-\(version).deb")])
-            try running.wait(good, for: .transferred)
+    @Test(arguments: ["1.0", "1.1"])
+    func pluginsBuiltAgainstEarlierHeadersKeepWorking(_ version: String) throws {
+        let header = PluginBuilder.packageRoot + "/Tests/Fixtures/abi/" + version
+        let guardPath = try PluginBuilder.build("Plugins/example-c/html_guard.c", name: "guard-\(version)", in: directory.path, header: header)
+        var specs = [PluginSpec(reference: guardPath)]
+        if version == "1.1" {
+            // An error policy that calls the 1.1 functions (source health, retry delay).
+            specs.append(PluginSpec(reference: try PluginBuilder.build("Plugins/example-c/slow_down.c", name: "slow-\(version)", in: directory.path, header: header)))
         }
+        let running = try harness(specs)
+        #expect(running.engine.plugins.plugins.map(\.name) == (version == "1.0" ? ["html-guard"] : ["html-guard", "slow-down"]), "\(version)")
+        running.server.setFile("/pkg.deb", data: Array("<!DOCTYPE html><html><body>mirror error</body></html>".utf8))
+        running.server.setFile("/real.deb", data: testBytes(10_000, seed: 60))
+        let bad = try running.startJob([("/pkg.deb", "pkg-\(version).deb")])
+        let failed = try running.wait(bad, for: .error)
+        #expect(failed.lastError?.code == .validationFailed, "\(version)")
+        #expect(failed.lastError?.message == "html-guard: the file is an HTML page, not the expected content", "\(version)")
+        let good = try running.startJob([("/real.deb", "real-\(version).deb")])
+        try running.wait(good, for: .transferred)
     }
 
-    func testBareNamesAreFoundInThePluginDirectories() throws {
+    @Test func bareNamesAreFoundInThePluginDirectories() throws {
         _ = try PluginBuilder.build("Plugins/example-c/html_guard.c", name: "ferry-html-guard", in: directory.path)
         let host = try PluginHost(specs: [PluginSpec(reference: "html-guard")], directories: ["/nonexistent", directory.path],
                                   logger: EngineHarness.logger)
-        XCTAssertEqual(host.plugins.first?.path, directory.file("libferry-html-guard.so"))
+        #expect(host.plugins.first?.path == directory.file("libferry-html-guard.so"))
         host.shutdown()
     }
 
-    func testAMissingPluginIsRefusedNamingWhereItWasLookedFor() {
+    @Test func aMissingPluginIsRefusedNamingWhereItWasLookedFor() {
         let error = loadError(PluginSpec(reference: "nothere"))
-        XCTAssertEqual(error?.reason, .notFound)
-        XCTAssertTrue(error?.description.contains("libferry-nothere.so") ?? false, "\(String(describing: error))")
+        #expect(error?.reason == .notFound)
+        #expect(error?.description.contains("libferry-nothere.so") ?? false, "\(String(describing: error))")
     }
 
-    func testAWrongABIVersionIsRefused() throws {
+    @Test func aWrongABIVersionIsRefused() throws {
         let error = loadError(try probe("valid", defines: ["PROBE_ABI_VERSION=2"]))
-        XCTAssertEqual(error?.reason, .wrongABI)
-        XCTAssertTrue(error?.message.contains("built for plugin ABI version 2; this Ferry speaks version 1") ?? false, "\(String(describing: error))")
+        #expect(error?.reason == .wrongABI)
+        #expect(error?.message.contains("built for plugin ABI version 2; this Ferry speaks version 1") ?? false, "\(String(describing: error))")
     }
 
-    func testAMissingEntrySymbolIsRefused() throws {
+    @Test func aMissingEntrySymbolIsRefused() throws {
         let error = loadError(try probe("valid", defines: ["PROBE_NO_ENTRY"]))
-        XCTAssertEqual(error?.reason, .missingSymbol)
-        XCTAssertTrue(error?.message.contains("does not export ferry_plugin_v1") ?? false, "\(String(describing: error))")
+        #expect(error?.reason == .missingSymbol)
+        #expect(error?.message.contains("does not export ferry_plugin_v1") ?? false, "\(String(describing: error))")
     }
 
-    func testAFileThatIsNotASharedObjectIsRefused() throws {
+    @Test func aFileThatIsNotASharedObjectIsRefused() throws {
         let path = directory.file("libferry-text.so")
         try "not an ELF file".write(toFile: path, atomically: true, encoding: .utf8)
         let error = loadError(PluginSpec(reference: path))
-        XCTAssertEqual(error?.reason, .notASharedObject)
-        XCTAssertTrue(error?.message.contains("cannot load") ?? false)
+        #expect(error?.reason == .notASharedObject)
+        #expect(error?.message.contains("cannot load") ?? false)
     }
 
-    func testAGroupWritablePluginIsRefused() throws {
+    @Test func aGroupWritablePluginIsRefused() throws {
         let spec = try probe("valid")
         chmod(spec.reference, 0o775)
         let error = loadError(spec)
-        XCTAssertEqual(error?.reason, .untrusted)
-        XCTAssertTrue(error?.message.contains("writable by its group") ?? false, "\(String(describing: error))")
+        #expect(error?.reason == .untrusted)
+        #expect(error?.message.contains("writable by its group") ?? false, "\(String(describing: error))")
     }
 
-    func testAPluginInAWorldWritableDirectoryIsRefused() throws {
+    @Test func aPluginInAWorldWritableDirectoryIsRefused() throws {
         let spec = try probe("valid")
         chmod(directory.path, 0o777)
         defer { chmod(directory.path, 0o700) }
         let error = loadError(spec)
-        XCTAssertEqual(error?.reason, .untrusted)
-        XCTAssertTrue(error?.message.contains("its directory") ?? false, "\(String(describing: error))")
+        #expect(error?.reason == .untrusted)
+        #expect(error?.message.contains("its directory") ?? false, "\(String(describing: error))")
     }
 
-    func testAPluginBehindALinkIsJudgedByTheFileItLeadsTo() throws {
+    @Test func aPluginBehindALinkIsJudgedByTheFileItLeadsTo() throws {
         // The real file sits in a directory everyone may write (not sticky): anyone could
         // replace it. A link to it from a trusted directory must not make it trusted.
         let spec = try probe("valid")
         let open = try directory.subdirectory("open")
         chmod(open, 0o777)
         let real = open + "/libferry-probe-linked.so"
-        XCTAssertEqual(rename(spec.reference, real), 0)
+        #expect(rename(spec.reference, real) == 0)
         let trusted = try directory.subdirectory("trusted")
         let link = trusted + "/libferry-probe-linked.so"
-        XCTAssertEqual(symlink(real, link), 0)
+        #expect(symlink(real, link) == 0)
         var linked = spec
         linked.reference = link
         let error = loadError(linked)
-        XCTAssertEqual(error?.reason, .untrusted, "\(String(describing: error))")
-        XCTAssertTrue(error?.message.contains("its directory \(open)") ?? false, "names the real file's directory: \(String(describing: error))")
-        XCTAssertTrue(error?.message.contains("writable by everyone") ?? false, "\(String(describing: error))")
+        #expect(error?.reason == .untrusted, "\(String(describing: error))")
+        #expect(error?.message.contains("its directory \(open)") ?? false, "names the real file's directory: \(String(describing: error))")
+        #expect(error?.message.contains("writable by everyone") ?? false, "\(String(describing: error))")
 
         // The same link to a file in a trusted place loads, and the plugin is known by its real path.
         chmod(open, 0o755)
         let host = try PluginHost(specs: [linked], directories: [], logger: EngineHarness.logger)
         defer { host.shutdown() }
-        XCTAssertEqual(host.plugins.first?.path, real)
+        #expect(host.plugins.first?.path == real)
     }
 
-    func testEveryDirectoryUpToTheRootIsJudged() throws {
+    @Test func everyDirectoryUpToTheRootIsJudged() throws {
         let nested = try directory.subdirectory("a")
         let deeper = nested + "/b"
-        XCTAssertEqual(mkdir(deeper, 0o755), 0)
+        #expect(mkdir(deeper, 0o755) == 0)
         let spec = try probe("valid")
         let moved = deeper + "/libferry-probe-deep.so"
-        XCTAssertEqual(rename(spec.reference, moved), 0)
+        #expect(rename(spec.reference, moved) == 0)
         chmod(nested, 0o775)  // two levels up from the file: group-writable, so it could swap b
         var deep = spec
         deep.reference = moved
         let error = loadError(deep)
-        XCTAssertEqual(error?.reason, .untrusted, "\(String(describing: error))")
-        XCTAssertTrue(error?.message.contains("its directory \(nested) is writable by its group") ?? false, "\(String(describing: error))")
+        #expect(error?.reason == .untrusted, "\(String(describing: error))")
+        #expect(error?.message.contains("its directory \(nested) is writable by its group") ?? false, "\(String(describing: error))")
         // A sticky, world-writable directory is trusted only when root owns it (as /tmp).
         chmod(nested, 0o1777)
-        XCTAssertNil(loadError(deep), "root-owned and sticky: accepted")
+        #expect(loadError(deep) == nil, "root-owned and sticky: accepted")
         if getuid() == 0 {
             chown(nested, 65534, 65534)
             let notRoot = loadError(deep)
-            XCTAssertEqual(notRoot?.reason, .untrusted, "sticky but owned by another user: \(String(describing: notRoot))")
+            #expect(notRoot?.reason == .untrusted, "sticky but owned by another user: \(String(describing: notRoot))")
         }
     }
 
-    func testAFailingCreateIsRefusedWithThePluginsOwnMessage() throws {
+    @Test func aFailingCreateIsRefusedWithThePluginsOwnMessage() throws {
         let error = loadError(try probe("fail-create"))
-        XCTAssertEqual(error?.reason, .createFailed)
-        XCTAssertTrue(error?.message.contains("probe refused to start: mode fail-create") ?? false, "\(String(describing: error))")
+        #expect(error?.reason == .createFailed)
+        #expect(error?.message.contains("probe refused to start: mode fail-create") ?? false, "\(String(describing: error))")
     }
 
-    func testTheEngineRefusesToStartWithoutAPluginItWasTold() throws {
+    @Test func theEngineRefusesToStartWithoutAPluginItWasTold() throws {
         var configuration = EngineConfiguration(storePath: directory.file("jobs.db"))
         configuration.plugins = [PluginSpec(reference: "nothere")]
-        XCTAssertThrowsError(try Engine(configuration: configuration, logger: EngineHarness.logger)) { error in
-            XCTAssertTrue("\(error)".contains("libferry-nothere.so"), "\(error)")
+        if let error = #expect(throws: (any Error).self, performing: { try Engine(configuration: configuration, logger: EngineHarness.logger) }) {
+            #expect("\(error)".contains("libferry-nothere.so"), "\(error)")
         }
     }
 
     // MARK: - Callback semantics
 
-    func testRetryLaterMakesTheHostCallAgain() throws {
+    @Test func retryLaterMakesTheHostCallAgain() throws {
         let h = try harness([try probe("retry", extra: [("retries", "2")])])
         h.server.setFile("/a.bin", data: testBytes(1000, seed: 61))
         let id = try h.startJob([("/a.bin", "a.bin")])
         try h.wait(id, for: .transferred, timeout: 60)
-        XCTAssertEqual(reportLines, ["call 1 file 0", "call 2 file 0", "call 3 file 0"])
+        #expect(reportLines == ["call 1 file 0", "call 2 file 0", "call 3 file 0"])
     }
 
-    func testSetValidationStateBeforeTheFileIsCompleteIsPending() throws {
+    @Test func setValidationStateBeforeTheFileIsCompleteIsPending() throws {
         let h = try harness([try probe("pending")])
         h.server.setFile("/fast.bin", data: testBytes(1000, seed: 62))
         h.server.setFile("/slow.bin", data: testBytes(1 << 20, seed: 63))
         // The slow file waits part way until the fast one was validated.
         h.server.hold("/slow.bin", afterBytes: 256 << 10)
         let id = try h.startJob([("/fast.bin", "fast.bin"), ("/slow.bin", "slow.bin")])
-        XCTAssertTrue(waitUntil(timeout: 60) { reportLines.contains { $0.hasPrefix("other file 1") } }, "\(reportLines)")
+        #expect(waitUntil(timeout: 60) { reportLines.contains { $0.hasPrefix("other file 1") } }, "\(reportLines)")
         h.server.release("/slow.bin")
         try h.wait(id, for: .transferred, timeout: 60)
-        XCTAssertTrue(reportLines.contains("other file 1 status 2"), "FERRY_PENDING (2) for an unfinished file: \(reportLines)")
+        #expect(reportLines.contains("other file 1 status 2"), "FERRY_PENDING (2) for an unfinished file: \(reportLines)")
     }
 
-    func testTheHostDigestComputedWhileStreamingReachesPlugins() throws {
+    @Test func theHostDigestComputedWhileStreamingReachesPlugins() throws {
         let h = try harness([try probe("digest")])
         let data = testBytes(300_000, seed: 64)
         h.server.setFile("/d.bin", data: data)
@@ -268,28 +267,27 @@ final class PluginHostTests: XCTestCase {
         _ = try h.engine.addFiles(job.id, [NewFile(remoteURL: h.url("/d.bin"), localPath: h.destination("d.bin"), properties: ["sha256": digest])])
         _ = try h.engine.resume(job.id)
         try h.wait(job.id, for: .transferred)
-        XCTAssertTrue(reportLines.contains("digest status 0 \(digest)"), "\(reportLines)")
+        #expect(reportLines.contains("digest status 0 \(digest)"), "\(reportLines)")
     }
 
-    func testOutOfRangeStatusIsAFailureAndTheAgentGoesOn() throws {
+    @Test func outOfRangeStatusIsAFailureAndTheAgentGoesOn() throws {
         let h = try harness([try probe("bad-status")])
         h.server.setFile("/x.bin", data: testBytes(100, seed: 65))
         let id = try h.startJob([("/x.bin", "x.bin")])
         let failed = try h.wait(id, for: .error)
-        XCTAssertEqual(failed.lastError?.code, .validationFailed)
-        XCTAssertTrue(failed.lastError?.message.contains("validator probe failed with ERROR: probe returns nonsense") ?? false,
-                      failed.lastError?.message ?? "")
+        #expect(failed.lastError?.code == .validationFailed)
+        #expect(failed.lastError?.message.contains("validator probe failed with ERROR: probe returns nonsense") ?? false, "\(failed.lastError?.message ?? "")")
     }
 
-    func testNullArgumentsAndForgedHandlesGetErrorsNotCrashes() throws {
+    @Test func nullArgumentsAndForgedHandlesGetErrorsNotCrashes() throws {
         let h = try harness([try probe("null-args")])
         h.server.setFile("/n.bin", data: testBytes(100, seed: 66))
         let id = try h.startJob([("/n.bin", "n.bin")])
         try h.wait(id, for: .transferred)
-        XCTAssertEqual(reportLines.last, "null-args id=null url=null property=null set=6 digest=4 forged=null")
+        #expect(reportLines.last == "null-args id=null url=null property=null set=6 digest=4 forged=null")
     }
 
-    func testAHandleKeptPastItsCallbackIsRefused() throws {
+    @Test func aHandleKeptPastItsCallbackIsRefused() throws {
         let h = try harness([try probe("stale-handle")])
         h.server.setFile("/1.bin", data: testBytes(100, seed: 67))
         h.server.setFile("/2.bin", data: testBytes(100, seed: 68))
@@ -297,7 +295,7 @@ final class PluginHostTests: XCTestCase {
         try h.wait(first, for: .transferred)
         let second = try h.startJob([("/2.bin", "2.bin")])
         try h.wait(second, for: .transferred)
-        XCTAssertTrue(reportLines.contains("stale handle status 6 url null"), "FERRY_INVALID_HANDLE (6): \(reportLines)")
+        #expect(reportLines.contains("stale handle status 6 url null"), "FERRY_INVALID_HANDLE (6): \(reportLines)")
     }
 }
 

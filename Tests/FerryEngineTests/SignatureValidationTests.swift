@@ -3,24 +3,25 @@ import FerryEngine
 import FerryPluginHost
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
 
 /// The built-in signature validator, loaded with dlopen by the real engine; keys and
 /// signatures made by the openssl command line.
-final class SignatureValidationTests: XCTestCase {
-    var keys: TemporaryDirectory!
+@Suite(.serialized)
+final class SignatureValidationTests {
+    let keys: TemporaryDirectory
     var h: EngineHarness?
 
-    override func setUpWithError() throws { keys = try TemporaryDirectory("ferry-keys") }
+    init() throws { keys = try TemporaryDirectory("ferry-keys") }
 
-    override func tearDown() {
+    deinit {
         h?.tearDown()
         keys.remove()
     }
 
     private func openssl(_ arguments: [String]) throws {
         let result = try PluginBuilder.run("/usr/bin/openssl", arguments)
-        XCTAssertEqual(result.status, 0, "openssl \(arguments.joined(separator: " ")): \(result.output)")
+        #expect(result.status == 0, "openssl \(arguments.joined(separator: " ")): \(result.output)")
     }
 
     /// An Ed25519 key pair; returns the public key's path.
@@ -35,15 +36,15 @@ final class SignatureValidationTests: XCTestCase {
         let message = keys.file("message-\(UUID().uuidString)"), signature = message + ".sig"
         FileManager.default.createFile(atPath: message, contents: Data(data))
         try openssl(["pkeyutl", "-sign", "-rawin", "-inkey", privateKey, "-in", message, "-out", signature])
-        return try XCTUnwrap(FileManager.default.contents(atPath: signature)).base64EncodedString()
+        return try #require(FileManager.default.contents(atPath: signature)).base64EncodedString()
     }
 
-    func testSignedFilesValidateAndAForgeryIsRefusedWithTheReason() throws {
+    @Test func signedFilesValidateAndAForgeryIsRefusedWithTheReason() throws {
         let trusted = try makeKey("release")
         let stranger = try makeKey("stranger")
         let h = try EngineHarness { $0.plugins = [PluginSpec(reference: "signature", settings: [("keys", trusted.publicKey)])] }
         self.h = h
-        XCTAssertEqual(h.engine.plugins.plugins.map(\.name), ["signature"])
+        #expect(h.engine.plugins.plugins.map(\.name) == ["signature"])
         let data = testBytes(100_000, seed: 130)
         h.server.setFile("/signed.bin", data: data)
 
@@ -58,18 +59,18 @@ final class SignatureValidationTests: XCTestCase {
                                                       properties: ["signature": try sign(data, with: stranger.privateKey)])])
         _ = try h.engine.resume(forged.id)
         let failed = try h.wait(forged.id, for: .error)
-        XCTAssertEqual(failed.lastError?.code, .validationFailed)
-        XCTAssertTrue(failed.lastError?.message.hasPrefix("signature: signature does not match") ?? false, failed.lastError?.message ?? "")
-        XCTAssertFalse(exists(h.destination("forged.bin")))
+        #expect(failed.lastError?.code == .validationFailed)
+        #expect(failed.lastError?.message.hasPrefix("signature: signature does not match") ?? false, "\(failed.lastError?.message ?? "")")
+        #expect(!exists(h.destination("forged.bin")))
     }
 
-    func testAnUnreadableKeyStopsTheEngineFromStarting() throws {
+    @Test func anUnreadableKeyStopsTheEngineFromStarting() throws {
         let bogus = keys.file("bogus.pem")
         try "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n".write(toFile: bogus, atomically: true, encoding: .utf8)
         var configuration = EngineConfiguration(storePath: keys.file("jobs.db"))
         configuration.plugins = [PluginSpec(reference: "signature", settings: [("keys", bogus)])]
-        XCTAssertThrowsError(try Engine(configuration: configuration, logger: EngineHarness.logger)) { error in
-            XCTAssertTrue("\(error)".contains("bogus.pem"), "\(error)")
+        if let error = #expect(throws: (any Error).self, performing: { try Engine(configuration: configuration, logger: EngineHarness.logger) }) {
+            #expect("\(error)".contains("bogus.pem"), "\(error)")
         }
     }
 }

@@ -4,14 +4,15 @@ import FerryEngine
 import FerryPluginHost
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
 
 /// Validation through the real engine and the built-in sha256 and size plugins, loaded with dlopen.
-final class ValidationTests: XCTestCase {
-    var h: EngineHarness!
+@Suite(.serialized)
+final class ValidationTests {
+    let h: EngineHarness
 
-    override func setUpWithError() throws { h = try EngineHarness() }
-    override func tearDown() { h.tearDown() }
+    init() throws { h = try EngineHarness() }
+    deinit { h.tearDown() }
 
     private func sha256(_ data: [UInt8]) throws -> String {
         let digest = try StreamingDigest(.sha256)
@@ -27,66 +28,66 @@ final class ValidationTests: XCTestCase {
         return job.id
     }
 
-    func testBuiltInPluginsAreLoadedByDefault() {
-        XCTAssertEqual(h.engine.plugins.plugins.map(\.name), ["sha256", "size", "range-fallback", "mirror-failover", "retry-backoff"])
-        XCTAssertTrue(h.engine.plugins.plugins.allSatisfy { $0.path.hasSuffix(".so") })
-        XCTAssertEqual(h.engine.plugins.plugins.map(\.isValidator), [true, true, false, false, false])
-        XCTAssertEqual(h.engine.plugins.plugins.map(\.isErrorPolicy), [false, false, true, true, true])
-        XCTAssertEqual(h.engine.plugins.plugins.map(\.wantsTransientErrors), [false, false, false, true, true])
+    @Test func builtInPluginsAreLoadedByDefault() {
+        #expect(h.engine.plugins.plugins.map(\.name) == ["sha256", "size", "range-fallback", "mirror-failover", "retry-backoff"])
+        #expect(h.engine.plugins.plugins.allSatisfy { $0.path.hasSuffix(".so") })
+        #expect(h.engine.plugins.plugins.map(\.isValidator) == [true, true, false, false, false])
+        #expect(h.engine.plugins.plugins.map(\.isErrorPolicy) == [false, false, true, true, true])
+        #expect(h.engine.plugins.plugins.map(\.wantsTransientErrors) == [false, false, false, true, true])
     }
 
-    func testMatchingHashAndSizeValidateAndAutoComplete() throws {
+    @Test func matchingHashAndSizeValidateAndAutoComplete() throws {
         let data = testBytes(1 << 20, seed: 50)
         h.server.setFile("/ok.bin", data: data)
         let id = try startJob("/ok.bin", properties: ["sha256": try sha256(data), "size": String(data.count)], autoComplete: true)
-        XCTAssertTrue(waitUntil(timeout: 60) { fileHolds(self.h.destination("file.bin"), data) }, "auto-complete put the validated file in place")
-        XCTAssertThrowsError(try h.engine.job(id), "an acknowledged job is gone")
+        #expect(waitUntil(timeout: 60) { fileHolds(self.h.destination("file.bin"), data) }, "auto-complete put the validated file in place")
+        #expect(throws: (any Error).self, "an acknowledged job is gone") { try h.engine.job(id) }
     }
 
-    func testCorruptDownloadFailsValidationIsNeverVisibleAndResumeRefetches() throws {
+    @Test func corruptDownloadFailsValidationIsNeverVisibleAndResumeRefetches() throws {
         let good = testBytes(500_000, seed: 51)
         var corrupt = good
         corrupt[1234] ^= 0xFF
         h.server.setFile("/c.bin", data: corrupt)
         let id = try startJob("/c.bin", properties: ["sha256": try sha256(good)])
         let failed = try h.wait(id, for: .error)
-        let error = try XCTUnwrap(failed.lastError)
-        XCTAssertEqual(error.code, .validationFailed)
-        XCTAssertEqual(error.context, .validation)
-        XCTAssertEqual(error.fileIndex, 0)
-        XCTAssertTrue(error.message.contains("sha256: sha256 mismatch"), error.message)
-        XCTAssertTrue(error.message.contains(try sha256(good)), "the reason names the expected digest: \(error.message)")
-        XCTAssertEqual(failed.files[0].bytesTransferred, 0, "the file's progress is reset, as BITS does")
-        XCTAssertFalse(exists(h.destination("file.bin")))
-        XCTAssertEqual(h.temporaries, [], "the rejected bytes are discarded")
+        let error = try #require(failed.lastError)
+        #expect(error.code == .validationFailed)
+        #expect(error.context == .validation)
+        #expect(error.fileIndex == 0)
+        #expect(error.message.contains("sha256: sha256 mismatch"), "\(error.message)")
+        #expect(error.message.contains(try sha256(good)), "the reason names the expected digest: \(error.message)")
+        #expect(failed.files[0].bytesTransferred == 0, "the file's progress is reset, as BITS does")
+        #expect(!exists(h.destination("file.bin")))
+        #expect(h.temporaries == [], "the rejected bytes are discarded")
 
         h.server.setFile("/c.bin", data: good)
         h.server.resetRequests()
         _ = try h.engine.resume(id)
         try h.wait(id, for: .transferred)
-        XCTAssertNil(h.server.requests(for: "/c.bin").first?.range, "the file is fetched again from zero")
+        #expect(h.server.requests(for: "/c.bin").first?.range == nil, "the file is fetched again from zero")
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("file.bin"), good))
+        #expect(fileHolds(h.destination("file.bin"), good))
     }
 
-    func testWrongSizeFailsWithTheSizeInTheReason() throws {
+    @Test func wrongSizeFailsWithTheSizeInTheReason() throws {
         h.server.setFile("/s.bin", data: testBytes(1000, seed: 52))
         let id = try startJob("/s.bin", properties: ["size": "2000"])
         let failed = try h.wait(id, for: .error)
-        XCTAssertEqual(failed.lastError?.code, .validationFailed)
-        XCTAssertEqual(failed.lastError?.message, "size: size is 1000 bytes, expected 2000")
+        #expect(failed.lastError?.code == .validationFailed)
+        #expect(failed.lastError?.message == "size: size is 1000 bytes, expected 2000")
     }
 
-    func testAServerSendingMoreThanTheExpectedSizeIsCutOffDuringTheTransfer() throws {
+    @Test func aServerSendingMoreThanTheExpectedSizeIsCutOffDuringTheTransfer() throws {
         h.server.setFile("/big.bin", data: testBytes(2 << 20, seed: 53))
         h.server.addFault("/big.bin", .noContentLength)
         let id = try startJob("/big.bin", properties: ["size": "1000"])
         let failed = try h.wait(id, for: .error)
-        XCTAssertEqual(failed.lastError?.code, .fileTooLarge)
-        XCTAssertLessThanOrEqual(failed.files[0].bytesTransferred, 1000, "never more than the limit reaches the disk")
+        #expect(failed.lastError?.code == .fileTooLarge)
+        #expect(failed.files[0].bytesTransferred <= 1000, "never more than the limit reaches the disk")
     }
 
-    func testResumedFileIsHashedWholeAcrossTheRestart() throws {
+    @Test func resumedFileIsHashedWholeAcrossTheRestart() throws {
         let data = testBytes(2 << 20, seed: 54)
         h.server.setFile("/r.bin", data: data)
         h.server.hold("/r.bin", afterBytes: 300_000)
@@ -95,12 +96,12 @@ final class ValidationTests: XCTestCase {
         try h.restartEngine()
         h.server.release("/r.bin")
         try h.wait(id, for: .transferred, timeout: 60)
-        XCTAssertNotNil(h.server.requests(for: "/r.bin").last?.rangeStart, "the second request was a resume")
+        #expect(h.server.requests(for: "/r.bin").last?.rangeStart != nil, "the second request was a resume")
         _ = try h.engine.complete(id)
-        XCTAssertTrue(fileHolds(h.destination("file.bin"), data))
+        #expect(fileHolds(h.destination("file.bin"), data))
     }
 
-    func testFilesWithoutExpectationsPassTheAbstainingBuiltIns() throws {
+    @Test func filesWithoutExpectationsPassTheAbstainingBuiltIns() throws {
         h.server.setFile("/plain.bin", data: Array("no expectations".utf8))
         let id = try startJob("/plain.bin", properties: [:])
         try h.wait(id, for: .transferred)

@@ -1,24 +1,25 @@
 import FerryTestSupport
 import Foundation
-import XCTest
+import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// `ferry transfer` as a user runs it: the real binary, a loopback server, real files.
-final class TransferCommandTests: XCTestCase {
-    var directory: TemporaryDirectory!
-    var server: FaultServer!
-    var downloads: String!
+@Suite(.serialized)
+final class TransferCommandTests {
+    let directory: TemporaryDirectory
+    let server: FaultServer
+    let downloads: String
     var stateDirectory: String { directory.file("state") }
 
-    override func setUpWithError() throws {
+    init() throws {
         directory = try TemporaryDirectory("ferry-cli")
         downloads = try directory.subdirectory("downloads")
         server = try FaultServer()
     }
 
-    override func tearDown() {
+    deinit {
         server.stop()
         directory.remove()
     }
@@ -40,30 +41,30 @@ final class TransferCommandTests: XCTestCase {
         directoryEntries(downloads).filter { $0.hasPrefix(".") && $0.hasSuffix(".part") }
     }
 
-    func testTransfersPairsToTheirDestinations() throws {
+    @Test func transfersPairsToTheirDestinations() throws {
         let a = testBytes(1_500_000, seed: 21)
         let b = Array("second file\n".utf8)
         server.setFile("/a.bin", data: a)
         server.setFile("/b.txt", data: b)
         let result = try ferry(["transfer", server.baseURL + "/a.bin", "a.bin", server.baseURL + "/b.txt", downloads + "/b.txt"])
-        XCTAssertEqual(result.status, 0, result.stderr)
-        XCTAssertTrue(fileHolds(downloads + "/a.bin", a))
-        XCTAssertTrue(fileHolds(downloads + "/b.txt", b))
-        XCTAssertTrue(result.stderr.contains("Transferred 2 files"), result.stderr)
-        XCTAssertEqual(hiddenTemporaries(), [])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(fileHolds(downloads + "/a.bin", a))
+        #expect(fileHolds(downloads + "/b.txt", b))
+        #expect(result.stderr.contains("Transferred 2 files"), "\(result.stderr)")
+        #expect(hiddenTemporaries() == [])
     }
 
-    func testAFatalErrorExitsOneNamingTheCodeTheFileAndTheReason() throws {
+    @Test func aFatalErrorExitsOneNamingTheCodeTheFileAndTheReason() throws {
         let result = try ferry(["transfer", server.baseURL + "/nope.bin", "nope.bin"])
-        XCTAssertEqual(result.status, 1)
-        XCTAssertTrue(result.stderr.contains("HTTP_ERROR_404 (remoteFile)"), result.stderr)
-        XCTAssertTrue(result.stderr.contains(server.baseURL + "/nope.bin"), result.stderr)
-        XCTAssertTrue(result.stderr.contains(downloads + "/nope.bin"), result.stderr)
-        XCTAssertFalse(exists(downloads + "/nope.bin"))
-        XCTAssertEqual(hiddenTemporaries(), [], "a failed transfer is cancelled: its temporaries are gone")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("HTTP_ERROR_404 (remoteFile)"), "\(result.stderr)")
+        #expect(result.stderr.contains(server.baseURL + "/nope.bin"), "\(result.stderr)")
+        #expect(result.stderr.contains(downloads + "/nope.bin"), "\(result.stderr)")
+        #expect(!exists(downloads + "/nope.bin"))
+        #expect(hiddenTemporaries() == [], "a failed transfer is cancelled: its temporaries are gone")
     }
 
-    func testManifestTransfersEveryFileWithItsProperties() throws {
+    @Test func manifestTransfersEveryFileWithItsProperties() throws {
         var entries: [String] = []
         var expected: [String: [UInt8]] = [:]
         for index in 0..<5 {
@@ -76,46 +77,44 @@ final class TransferCommandTests: XCTestCase {
         try #"{"version": 1, "displayName": "pool", "files": [\#(entries.joined(separator: ","))]}"#
             .write(toFile: manifest, atomically: true, encoding: .utf8)
         let result = try ferry(["transfer", "--manifest", manifest])
-        XCTAssertEqual(result.status, 0, result.stderr)
-        for (name, data) in expected { XCTAssertTrue(fileHolds(downloads + "/" + name, data), name) }
+        #expect(result.status == 0, "\(result.stderr)")
+        for (name, data) in expected { #expect(fileHolds(downloads + "/" + name, data), "\(name)") }
     }
 
-    func testMalformedManifestsNameTheEntryAndTheField() throws {
-        let cases: [(String, String)] = [
-            (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a"}, {"url": "http://h/b"}]}"#, "files[1].destination: missing"),
-            (#"{"version": 2, "files": []}"#, "version: version 2 is not supported"),
-            (#"{"files": []}"#, "version: missing"),
-            (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a", "sha256": "xyz"}]}"#, "files[0].sha256: must be 64 hexadecimal digits"),
-            (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a", "size": -1}]}"#, "files[0].size"),
-            (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a", "colour": "red"}]}"#, "files[0].colour: unknown field"),
-            (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a"}, {"url": "http://h/b", "destination": "a"}]}"#, "files[1].destination"),
-            (#"{"version": 1, "files": "#, "not valid JSON"),
-        ]
-        for (index, (text, expected)) in cases.enumerated() {
-            let manifest = directory.file("bad\(index).json")
-            try text.write(toFile: manifest, atomically: true, encoding: .utf8)
-            let result = try ferry(["transfer", "--manifest", manifest])
-            XCTAssertEqual(result.status, 65, "case \(index): \(result.stderr)")
-            XCTAssertTrue(result.stderr.contains(manifest), "case \(index) names the file: \(result.stderr)")
-            XCTAssertTrue(result.stderr.contains(expected), "case \(index) should say '\(expected)': \(result.stderr)")
-        }
+    @Test(arguments: [
+        (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a"}, {"url": "http://h/b"}]}"#, "files[1].destination: missing"),
+        (#"{"version": 2, "files": []}"#, "version: version 2 is not supported"),
+        (#"{"files": []}"#, "version: missing"),
+        (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a", "sha256": "xyz"}]}"#, "files[0].sha256: must be 64 hexadecimal digits"),
+        (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a", "size": -1}]}"#, "files[0].size"),
+        (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a", "colour": "red"}]}"#, "files[0].colour: unknown field"),
+        (#"{"version": 1, "files": [{"url": "http://h/a", "destination": "a"}, {"url": "http://h/b", "destination": "a"}]}"#, "files[1].destination"),
+        (#"{"version": 1, "files": "#, "not valid JSON"),
+    ])
+    func malformedManifestsNameTheEntryAndTheField(_ text: String, _ expected: String) throws {
+        let manifest = directory.file("bad.json")
+        try text.write(toFile: manifest, atomically: true, encoding: .utf8)
+        let result = try ferry(["transfer", "--manifest", manifest])
+        #expect(result.status == 65, "\(result.stderr)")
+        #expect(result.stderr.contains(manifest), "names the file: \(result.stderr)")
+        #expect(result.stderr.contains(expected), "should say '\(expected)': \(result.stderr)")
     }
 
-    func testBadArgumentsAreRefusedBeforeAnythingStarts() throws {
+    @Test func badArgumentsAreRefusedBeforeAnythingStarts() throws {
         let relative = try ferry(["transfer", "ftp://example.invalid/a", "a"])
-        XCTAssertEqual(relative.status, 65, relative.stderr)
-        XCTAssertTrue(relative.stderr.contains("unsupported URL scheme 'ftp'"), relative.stderr)
+        #expect(relative.status == 65, "\(relative.stderr)")
+        #expect(relative.stderr.contains("unsupported URL scheme 'ftp'"), "\(relative.stderr)")
         let missingDirectory = try ferry(["transfer", server.baseURL + "/a", "/nonexistent-dir-for-ferry/a"])
-        XCTAssertEqual(missingDirectory.status, 65, missingDirectory.stderr)
-        XCTAssertTrue(missingDirectory.stderr.contains("/nonexistent-dir-for-ferry does not exist"), missingDirectory.stderr)
+        #expect(missingDirectory.status == 65, "\(missingDirectory.stderr)")
+        #expect(missingDirectory.stderr.contains("/nonexistent-dir-for-ferry does not exist"), "\(missingDirectory.stderr)")
         let odd = try ferry(["transfer", server.baseURL + "/a"])
-        XCTAssertNotEqual(odd.status, 0)
-        XCTAssertTrue(odd.stderr.contains("every URL needs a destination"), odd.stderr)
+        #expect(odd.status != 0)
+        #expect(odd.stderr.contains("every URL needs a destination"), "\(odd.stderr)")
     }
 
     /// The scenario pipelines care about most: the process is killed with SIGKILL in the
     /// middle of a download, and rerunning the same command continues from the checkpoint.
-    func testKillNineMidTransferThenRerunResumesFromTheCheckpoint() throws {
+    @Test func killNineMidTransferThenRerunResumesFromTheCheckpoint() throws {
         let data = testBytes(8 << 20, seed: 40)
         let heldAt = 3 << 20
         server.setFile("/big.bin", data: data)
@@ -127,28 +126,28 @@ final class TransferCommandTests: XCTestCase {
             guard let name = hiddenTemporaries().first else { return false }
             return (contentsOf(downloads + "/" + name)?.count ?? 0) == heldAt
         }
-        XCTAssertTrue(temporaryGrew, "the first run wrote into a hidden temporary")
+        #expect(temporaryGrew, "the first run wrote into a hidden temporary")
         // Default checkpoints come every 2 s: wait for the one of every byte that arrived.
-        XCTAssertTrue(waitUntil(timeout: 60) { durableBytes() == heldAt }, "checkpointed: \(durableBytes() ?? -1)")
+        #expect(waitUntil(timeout: 60) { durableBytes() == heldAt }, "checkpointed: \(durableBytes() ?? -1)")
         first.signal(SIGKILL)
         first.wait()
-        let temporary = try XCTUnwrap(hiddenTemporaries().first)
-        let bytesAtKill = try XCTUnwrap(contentsOf(downloads + "/" + temporary)).count
-        XCTAssertFalse(exists(downloads + "/big.bin"), "nothing torn is ever visible under the final name")
+        let temporary = try #require(hiddenTemporaries().first)
+        let bytesAtKill = try #require(contentsOf(downloads + "/" + temporary)).count
+        #expect(!exists(downloads + "/big.bin"), "nothing torn is ever visible under the final name")
 
         server.release("/big.bin")
         server.resetRequests()
         let rerun = try ChildProcess.run("ferry", arguments, workingDirectory: downloads)
-        XCTAssertEqual(rerun.status, 0, rerun.stderr)
-        XCTAssertTrue(rerun.stderr.contains("Continuing job"), rerun.stderr)
-        let resumed = try XCTUnwrap(server.requests(for: "/big.bin").first?.rangeStart, "the rerun asked for a range")
-        XCTAssertEqual(resumed, Int64(heldAt), "the rerun kept every checkpointed byte")
-        XCTAssertLessThanOrEqual(resumed, Int64(bytesAtKill), "never beyond what was on disk")
-        XCTAssertTrue(fileHolds(downloads + "/big.bin", data))
-        XCTAssertEqual(hiddenTemporaries(), [])
+        #expect(rerun.status == 0, "\(rerun.stderr)")
+        #expect(rerun.stderr.contains("Continuing job"), "\(rerun.stderr)")
+        let resumed = try #require(server.requests(for: "/big.bin").first?.rangeStart, "the rerun asked for a range")
+        #expect(resumed == Int64(heldAt), "the rerun kept every checkpointed byte")
+        #expect(resumed <= Int64(bytesAtKill), "never beyond what was on disk")
+        #expect(fileHolds(downloads + "/big.bin", data))
+        #expect(hiddenTemporaries() == [])
     }
 
-    func testInterruptSavesProgressAndExits130() throws {
+    @Test func interruptSavesProgressAndExits130() throws {
         let data = testBytes(4 << 20, seed: 41)
         server.setFile("/int.bin", data: data)
         // Bytes keep coming until the interrupt, which lands before the held end of the body.
@@ -156,35 +155,36 @@ final class TransferCommandTests: XCTestCase {
         server.hold("/int.bin", afterBytes: 3 << 20)
         let arguments = ["transfer", server.baseURL + "/int.bin", "int.bin", "--state-dir", stateDirectory]
         let first = try ChildProcess("ferry", arguments, workingDirectory: downloads)
-        XCTAssertTrue(waitUntil(timeout: 60) {
+        #expect(waitUntil(timeout: 60) {
             hiddenTemporaries().first.map { (contentsOf(downloads + "/" + $0)?.count ?? 0) >= 1 << 20 } ?? false
         })
         first.signal(SIGINT)
-        XCTAssertEqual(first.wait(timeout: 30), 130, first.standardError)
-        XCTAssertTrue(first.standardError.contains("run the same command again"), first.standardError)
-        let kept = try XCTUnwrap(hiddenTemporaries().first.flatMap { contentsOf(downloads + "/" + $0)?.count })
+        #expect(first.wait(timeout: 30) == 130, "\(first.standardError)")
+        #expect(first.standardError.contains("run the same command again"), "\(first.standardError)")
+        let kept = try #require(hiddenTemporaries().first.flatMap { contentsOf(downloads + "/" + $0)?.count })
 
         server.setRate("/int.bin", bytesPerSecond: nil)
         server.release("/int.bin")
         server.resetRequests()
         let rerun = try ChildProcess.run("ferry", arguments, workingDirectory: downloads)
-        XCTAssertEqual(rerun.status, 0, rerun.stderr)
-        XCTAssertEqual(server.requests(for: "/int.bin").first?.rangeStart, Int64(kept), "a clean stop keeps every byte")
-        XCTAssertTrue(fileHolds(downloads + "/int.bin", data))
+        #expect(rerun.status == 0, "\(rerun.stderr)")
+        #expect(server.requests(for: "/int.bin").first?.rangeStart == Int64(kept), "a clean stop keeps every byte")
+        #expect(fileHolds(downloads + "/int.bin", data))
     }
 }
 
 /// `ferry transfer` validates with the built-in plugins and no configuration at all.
-final class TransferValidationTests: XCTestCase {
-    var directory: TemporaryDirectory!
-    var server: FaultServer!
+@Suite(.serialized)
+final class TransferValidationTests {
+    let directory: TemporaryDirectory
+    let server: FaultServer
 
-    override func setUpWithError() throws {
+    init() throws {
         directory = try TemporaryDirectory("ferry-cli-validate")
         server = try FaultServer()
     }
 
-    override func tearDown() {
+    deinit {
         server.stop()
         directory.remove()
     }
@@ -204,28 +204,28 @@ final class TransferValidationTests: XCTestCase {
         return String(try PluginBuilder.run("/usr/bin/sha256sum", [file]).output.prefix(64))
     }
 
-    func testAManifestWithHashesAndSizesValidatesWithNoConfiguration() throws {
+    @Test func aManifestWithHashesAndSizesValidatesWithNoConfiguration() throws {
         let a = testBytes(200_000, seed: 70), b = testBytes(3_000, seed: 71)
         server.setFile("/a.bin", data: a)
         server.setFile("/b.bin", data: b)
         let path = try manifest([("/a.bin", try digest(a), a.count), ("/b.bin", try digest(b), b.count)])
         let result = try ChildProcess.run("ferry", ["transfer", "--manifest", path, "--state-dir", directory.file("state")])
-        XCTAssertEqual(result.status, 0, result.stderr)
-        XCTAssertTrue(fileHolds(directory.file("a.bin"), a))
-        XCTAssertTrue(fileHolds(directory.file("b.bin"), b))
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(fileHolds(directory.file("a.bin"), a))
+        #expect(fileHolds(directory.file("b.bin"), b))
     }
 
-    func testAFileFailingValidationExitsOneNamingTheFileAndTheReason() throws {
+    @Test func aFileFailingValidationExitsOneNamingTheFileAndTheReason() throws {
         let good = testBytes(50_000, seed: 72)
         server.setFile("/good.bin", data: good)
         server.setFile("/evil.bin", data: Array("<html>mirror error</html>".utf8))
         let path = try manifest([("/good.bin", try digest(good), good.count), ("/evil.bin", try digest(good), good.count)])
         let result = try ChildProcess.run("ferry", ["transfer", "--manifest", path, "--state-dir", directory.file("state")])
-        XCTAssertEqual(result.status, 1, result.stderr)
-        XCTAssertTrue(result.stderr.contains("VALIDATION_FAILED (validation)"), result.stderr)
-        XCTAssertTrue(result.stderr.contains("file 1: \(server.baseURL)/evil.bin"), result.stderr)
-        XCTAssertTrue(result.stderr.contains("mismatch"), result.stderr)
-        XCTAssertFalse(exists(directory.file("evil.bin")))
-        XCTAssertFalse(exists(directory.file("good.bin")), "the job is atomic: nothing is committed when one file fails")
+        #expect(result.status == 1, "\(result.stderr)")
+        #expect(result.stderr.contains("VALIDATION_FAILED (validation)"), "\(result.stderr)")
+        #expect(result.stderr.contains("file 1: \(server.baseURL)/evil.bin"), "\(result.stderr)")
+        #expect(result.stderr.contains("mismatch"), "\(result.stderr)")
+        #expect(!exists(directory.file("evil.bin")))
+        #expect(!exists(directory.file("good.bin")), "the job is atomic: nothing is committed when one file fails")
     }
 }

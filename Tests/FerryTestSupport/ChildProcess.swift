@@ -3,6 +3,20 @@ import Foundation
 import Glibc
 #endif
 
+/// Starts `process` with no signal blocked in it, as a child of the main thread starts.
+///
+/// Swift Testing runs each test on a worker thread that blocks most signals, and a child
+/// inherits the mask of the thread that started it: a SIGTERM or SIGINT the test sends it
+/// would stay pending for ever (a server that is told to stop never stops).
+public func runWithSignalsUnblocked(_ process: Process) throws {
+    var none = sigset_t()
+    sigemptyset(&none)
+    var previous = sigset_t()
+    pthread_sigmask(SIG_SETMASK, &none, &previous)
+    defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+    try process.run()
+}
+
 /// A program of the package started as a real child process, its output captured in files.
 public final class ChildProcess: @unchecked Sendable {
     public let process = Process()
@@ -25,7 +39,7 @@ public final class ChildProcess: @unchecked Sendable {
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
-        try process.run()
+        try runWithSignalsUnblocked(process)
     }
 
     public var pid: Int32 { process.processIdentifier }

@@ -37,7 +37,7 @@ public final class HTTPSServer: @unchecked Sendable {
                              certificatePath, key, payloadPath, redirectTarget]
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try runWithSignalsUnblocked(process)
         let line = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
         guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)) else {
             process.terminate()
@@ -67,7 +67,7 @@ public final class HTTPSServer: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", command]
         process.standardOutput = output
-        try process.run()
+        try runWithSignalsUnblocked(process)
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
