@@ -48,10 +48,9 @@ public final class HTTPSServer: @unchecked Sendable {
 
     public func stop() {
         if process.isRunning {
-            // SIGKILL: a child started from a thread that blocks SIGTERM (as Swift Testing's
-            // may) inherits the block and would never end on terminate().
+            // SIGKILL: the server holds nothing that needs a clean end. The wait is bounded:
+            // Foundation may not report the end once the test process is exiting.
             kill(process.processIdentifier, SIGKILL)
-            // Bounded: Foundation may not report the end once the test process is exiting.
             let deadline = Date().addingTimeInterval(5)
             while process.isRunning, Date() < deadline { usleep(10_000) }
         }
