@@ -76,9 +76,14 @@ public final class Transfer {
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_LOW_SPEED_LIMIT, 1), "LOW_SPEED_LIMIT")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_LOW_SPEED_TIME, request.stallTimeoutSeconds), "LOW_SPEED_TIME")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_TCP_KEEPALIVE, 1), "TCP_KEEPALIVE")
-        // Over HTTP/2, wait for a connection being opened to the same server rather than open
-        // another: the files of a job then share one connection as streams.
-        try checkOption(ferry_curl_setopt_long(h, CURLOPT_PIPEWAIT, 1), "PIPEWAIT")
+        // https: wait for a connection being opened to the same server rather than open
+        // another, so that over HTTP/2 the files of a job share one connection as streams.
+        // Whether a TLS connection multiplexes is known once its handshake ends (ALPN); over
+        // plain http it would be known only from the first answer, and a slow answer would
+        // hold every other file back, so plain http does not wait.
+        if request.url.lowercased().hasPrefix("https:") {
+            try checkOption(ferry_curl_setopt_long(h, CURLOPT_PIPEWAIT, 1), "PIPEWAIT")
+        }
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_BUFFERSIZE, 512 * 1024), "BUFFERSIZE")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_SSL_VERIFYPEER, 1), "SSL_VERIFYPEER")
         try checkOption(ferry_curl_setopt_long(h, CURLOPT_SSL_VERIFYHOST, 2), "SSL_VERIFYHOST")
