@@ -48,7 +48,7 @@ public final class Engine: @unchecked Sendable {
     let thread: EngineThread
 
     // ---- the parts, and the state they share: the engine's thread only -----------
-    var jobs: [JobID: Job] = [:]
+    var jobs = JobTable()
     var scheduler: Scheduler
     var transfers = RunningTransfers()
     var sourceBook = SourceHealthBook()
@@ -124,7 +124,7 @@ public final class Engine: @unchecked Sendable {
                 throw FerryError(code: .invalidState, context: .queueManager, message: "the engine was already started")
             }
             let recovered = try Recovery(store: store, plugins: plugins, destinations: destinations, logger: logger).run()
-            jobs = recovered.jobs
+            jobs = JobTable(recovered.jobs)
             for id in recovered.active { scheduler.enqueue(id, state: .queued) }
             sourceBook = SourceHealthBook(recovered.sources)
             state = .running
@@ -218,7 +218,8 @@ public final class Engine: @unchecked Sendable {
     private func pollTimeout(now: Date) -> Int32 {
         var next = now.addingTimeInterval(0.5)
         if let batch = durability.nextBatchTime { next = min(next, batch) }
-        for job in jobs.values where job.state == .transientError {
+        for id in jobs.waiting {
+            guard let job = jobs[id] else { continue }
             if let at = job.retryAt, at < next { next = at }
             if let at = job.noProgressDeadline, at < next { next = at }
         }
@@ -307,7 +308,7 @@ public final class Engine: @unchecked Sendable {
             throw FerryError(code: .invalidState, context: .queueManager, message: "the engine is stopping")
         }
         if let quota {
-            let owned = jobs.values.reduce(0) { $0 + ($1.owner == made.owner ? 1 : 0) } + durability.creationsUnfinished(of: made.owner)
+            let owned = jobs.count(ownedBy: made.owner) + durability.creationsUnfinished(of: made.owner)
             guard owned < quota.maximum else {
                 throw FerryError(code: .quotaExceeded, context: .queueManager,
                                  message: "uid \(made.owner) already has \(owned) jobs, the most allowed (\(quota.setting) = \(quota.maximum)); complete or cancel some first")

@@ -9,7 +9,8 @@ extension Engine {
     // MARK: - Timers
 
     func fireTimers(now: Date) {
-        for (id, job) in jobs where job.state == .transientError && !job.deciding {
+        for id in jobs.waiting {
+            guard let job = jobs[id], !job.deciding else { continue }
             let due = [job.retryAt, job.noProgressDeadline].compactMap { $0 }.min()
             if let due, due <= now { _ = try? apply(.retryTimerFired, to: id, durable: false) }
         }
@@ -37,7 +38,7 @@ extension Engine {
     /// Carries out the scheduler's decisions: preemptions, jobs whose turn came, and files
     /// started within the connection caps.
     func schedule(now: Date) {
-        let active = jobs.values.lazy.filter(\.state.isActive).map(SchedulerJob.init)
+        let active = jobs.active.lazy.compactMap { self.jobs[$0] }.map(SchedulerJob.init)
         for action in scheduler.tick(jobs: active, now: now) {
             switch action {
             case .preempt(let id): _ = try? apply(.preempted, to: id, durable: false)
