@@ -296,8 +296,6 @@ public final class Engine: @unchecked Sendable {
         return current
     }
 
-    /// Records a job that is not in the store yet (a new one), after anything pending: the
-    /// store sees changes in the order they happened.
     /// Puts a new job, whole, into the next durability batch (the owner's quota checked here,
     /// where no other creation can pass it at the same time). Once the batch is written the
     /// job joins the others and is shown, and `then` hears of it; if the store refuses it,

@@ -94,11 +94,12 @@ extension Engine {
     public func createJob(_ new: NewJob) async throws(FerryError) -> Job {
         let made = try checked(new)
         let outcome: Result<Job, FerryError> = await withCheckedContinuation { continuation in
-            let resume = UncheckedSendable { (result: Result<Job, FerryError>) in continuation.resume(returning: result) }
             do throws(FerryError) {
-                try onLoop { engine throws(FerryError) in try engine.stage(made, quota: new.ownerQuota) { resume.value($0) } }
+                try onLoop { engine throws(FerryError) in
+                    try engine.stage(made, quota: new.ownerQuota) { continuation.resume(returning: $0) }
+                }
             } catch {
-                resume.value(.failure(error))
+                continuation.resume(returning: .failure(error))
             }
         }
         return try outcome.get()
