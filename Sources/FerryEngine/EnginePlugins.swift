@@ -10,11 +10,10 @@ extension Engine {
     /// Runs the job's validators on a finished file, off the engine's thread, then
     /// reports the verdict: valid → the file is transferred; invalid → the job fails
     /// with VALIDATION_FAILED and the file starts again from zero.
-    func validate(_ transfer: FileTransfer, attempt: Int, digests known: [DigestName: [UInt8]]? = nil) {
+    func validate(_ transfer: FileTransfer, attempt: Int, digests: [DigestName: [UInt8]]) {
         let id = transfer.jobID
         let index = transfer.fileIndex
         guard let job = jobs[id] else { return }
-        let digests = known ?? transfer.finishDigests()
         guard coordinator.hasValidators(for: job) else {
             release(transfer)
             recordSuccess(of: transfer)

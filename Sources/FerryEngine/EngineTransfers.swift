@@ -282,7 +282,29 @@ extension Engine: FileTransferObserver {
                 _ = try? self.apply(.failed(error), to: id, durable: false)
                 return
             }
-            self.validate(transfer, attempt: 0)
+            self.validateWhenHashed(transfer)
+        }
+    }
+
+    /// Validates a finished file once its digests are finished: at once when they were fed as
+    /// the bytes arrived; when a worker trails the transfer, once it has read the last byte.
+    private func validateWhenHashed(_ transfer: FileTransfer) {
+        guard transfer.hasTrailingDigests else {
+            validate(transfer, attempt: 0, digests: transfer.finishDigests())
+            return
+        }
+        let waiting = UncheckedSendable(transfer)
+        transfer.whenTrailingDigestsFinished { [weak self] outcome in
+            self?.post { [weak self] in
+                guard let self, self.transfers.isCurrent(waiting.value) else { return }
+                switch outcome {
+                case .success(let digests):
+                    self.validate(waiting.value, attempt: 0, digests: digests)
+                case .failure(let failure):
+                    self.release(waiting.value)
+                    _ = try? self.apply(.failed(failure), to: waiting.value.jobID, durable: false)
+                }
+            }
         }
     }
 }

@@ -48,6 +48,11 @@ final class FileTransfer: TransferDelegate {
     /// Digests computed while the bytes stream in, for the validators: one per expected
     /// digest property (`sha256`, `sha512`) the file carries.
     private(set) var digests: [DigestName: StreamingDigest] = [:]
+    /// Past ``trailingThreshold`` bytes, the digests are fed by a worker reading back what was
+    /// written, so hashing a large file runs beside the transfer, not on its thread.
+    private var trailing: TrailingDigests?
+    /// How many bytes a file hashes as they arrive before a worker takes its digests over.
+    static let trailingThreshold: UInt64 = 4 << 20
     /// No file may grow past this: the smallest of its `size` and `max_size` properties
     /// and the engine's maximum. A hostile server cannot fill the disk.
     let byteLimit: UInt64?
@@ -107,16 +112,31 @@ final class FileTransfer: TransferDelegate {
         }
     }
 
+    deinit { trailing?.cancel() }
+
     /// Restarting from zero: the digests start again too.
     private func resetDigests() {
+        trailing?.cancel()
+        trailing = nil
         for name in Array(digests.keys) {
             digests[name] = try? StreamingDigest(name == .sha256 ? .sha256 : .sha512)
         }
     }
 
-    /// The finished digests, by algorithm; call once, after the last byte.
+    /// Whether a worker feeds the digests (see ``trailingThreshold``).
+    var hasTrailingDigests: Bool { trailing != nil }
+
+    /// The finished digests, by algorithm, of a file hashed as its bytes arrived; call once,
+    /// after the last byte, when ``hasTrailingDigests`` is false.
     func finishDigests() -> [DigestName: [UInt8]] {
         digests.mapValues { $0.finish() }
+    }
+
+    /// Calls `done`, on a worker, with the finished digests once the worker has hashed every
+    /// byte written, or with why it could not; call once, after the last byte, when
+    /// ``hasTrailingDigests`` is true.
+    func whenTrailingDigestsFinished(_ done: @escaping @Sendable (Result<[DigestName: [UInt8]], FerryError>) -> Void) {
+        trailing?.whenCaughtUp(done)
     }
 
     // MARK: - TransferDelegate
@@ -205,13 +225,21 @@ final class FileTransfer: TransferDelegate {
             return FerryError(code: .fileTooLarge, context: .remoteFile, fileIndex: fileIndex,
                               message: "\(request.url) sent more than the \(limit) bytes allowed for it; transfer aborted")
         }
-        for digest in digests.values { digest.update(bytes) }
+        if trailing == nil {
+            for digest in digests.values { digest.update(bytes) }
+        }
         do {
             try file.append(bytes)
         } catch {
             var failure = error
             failure.fileIndex = fileIndex
             return failure
+        }
+        if let trailing {
+            trailing.advance(to: length + UInt64(bytes.count))
+        } else if !digests.isEmpty, length + UInt64(bytes.count) >= Self.trailingThreshold {
+            // Large enough for a worker: it takes the digests over from here.
+            trailing = TrailingDigests(file: file, fileIndex: fileIndex, digests: digests, hashed: length + UInt64(bytes.count))
         }
         observer.fileProgressed(self)
         return nil

@@ -106,4 +106,50 @@ final class ValidationTests {
         let id = try startJob("/plain.bin", properties: [:])
         try h.wait(id, for: .transferred)
     }
+
+    // MARK: - Large files: a worker hashes what the transfer wrote
+
+    private func sha512(_ data: [UInt8]) throws -> String {
+        let digest = try StreamingDigest(.sha512)
+        digest.update(data)
+        return hexString(digest.finish())
+    }
+
+    /// Past the first few MiB a worker reads the written bytes back and hashes them: a byte
+    /// changed before that point, past it, or last must still be caught by both digests.
+    @Test(arguments: [nil, 1 << 20, 9 << 20, (12 << 20) - 1])
+    func aLargeFileIsValidatedWholeWhateverByteChanged(corruptAt: Int?) throws {
+        let good = testBytes(12 << 20, seed: 53)
+        var served = good
+        if let corruptAt { served[corruptAt] ^= 0x01 }
+        h.server.setFile("/large.bin", data: served)
+        let id = try startJob("/large.bin", properties: ["sha256": try sha256(good), "sha512": try sha512(good)])
+        guard corruptAt != nil else {
+            try h.wait(id, for: .transferred, timeout: 60)
+            _ = try h.engine.complete(id)
+            #expect(fileHolds(h.destination("file.bin"), good))
+            return
+        }
+        let failed = try h.wait(id, for: .error, timeout: 60)
+        #expect(failed.lastError?.code == .validationFailed)
+        #expect(failed.lastError?.message.contains("sha256 mismatch") ?? false, "\(failed.lastError.map { "\($0)" } ?? "nil")")
+        #expect(!exists(h.destination("file.bin")))
+    }
+
+    /// A large file interrupted past the point where the worker took over resumes with a
+    /// range; the bytes already here are hashed first, the rest trails the transfer.
+    @Test func aLargeFileResumedPartWayIsValidatedWhole() throws {
+        let data = testBytes(10 << 20, seed: 54)
+        h.server.setFile("/resumed.bin", data: data)
+        h.server.addFault("/resumed.bin", .dropAfter(bytes: 6 << 20))
+        let id = try startJob("/resumed.bin", properties: ["sha256": try sha256(data)])
+        let failed = try h.wait(id, for: .transientError, timeout: 60)
+        #expect(failed.files[0].bytesTransferred == 6 << 20)
+        h.server.resetRequests()
+        _ = try h.engine.resume(id)
+        try h.wait(id, for: .transferred, timeout: 60)
+        #expect(h.server.requests(for: "/resumed.bin").first?.rangeStart == Int64(6 << 20))
+        _ = try h.engine.complete(id)
+        #expect(fileHolds(h.destination("file.bin"), data))
+    }
 }
